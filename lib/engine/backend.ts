@@ -1,0 +1,183 @@
+/**
+ * Backend set-up: picks and starts the tfjs backend, and on wasm installs the
+ * engine's pieces (BLAS matmuls, missing kernels, heap guard).
+ *
+ * - `"auto"` (default): webgpu when the adapter is a real GPU, else wasm (with
+ *   OpenBLAS when it loads; without it the engine runs in a slow mode and says so
+ *   in `reason`), else cpu.
+ * - `"wasm"`, `"cpu"`: as named. `"webgpu"`: the webgpu backend is imported only
+ *   when asked. `"tensorflow"`: `npm:@tensorflow/tfjs-node-gpu`, then
+ *   `npm:@tensorflow/tfjs-node` (native TensorFlow; not installable everywhere).
+ * @module
+ */
+import * as tf from "@tensorflow/tfjs-core";
+import "@tensorflow/tfjs-backend-cpu";
+import "@tensorflow/tfjs-backend-wasm";
+import { loadBlas } from "./blas.ts";
+import { ensureGradients } from "./gradients.ts";
+import { installHeapGuard } from "./heap_guard.ts";
+import { registerMatmulKernels } from "./matmul_kernels.ts";
+import { registerMissingKernels } from "./missing_kernels.ts";
+
+/** Backends the toolkit knows how to start. */
+export type BackendName = "auto" | "wasm" | "cpu" | "webgpu" | "tensorflow";
+
+/** What `initEngine()` chose and why. */
+export interface EngineInfo {
+  /** The tfjs backend now active. */
+  backend: string;
+  /** True when OpenBLAS (FFI) runs the matmuls. */
+  blas: boolean;
+  /** One line explaining the choice (printed by the demo). */
+  reason: string;
+}
+
+/** Options for {@linkcode initEngine}. */
+export interface EngineOptions {
+  /** Which backend to use. @default {"auto"} */
+  backend?: BackendName;
+  /** Print the one-line notice about the chosen backend. @default {false} */
+  verbose?: boolean;
+  /** OpenBLAS threads (`undefined`: the library default, all cores). @default {undefined} */
+  blasThreads?: number;
+}
+
+const BACKENDS: readonly BackendName[] = ["auto", "wasm", "cpu", "webgpu", "tensorflow"];
+const OPTION_KEYS = ["backend", "verbose", "blasThreads"];
+
+let current: EngineInfo | undefined;
+let requested: BackendName | undefined;
+
+/**
+ * The engine's current info, or undefined before {@linkcode initEngine}.
+ *
+ * @example
+ * ```ts
+ * import { engineInfo, initEngine } from "./backend.ts";
+ * await initEngine({ backend: "cpu" });
+ * if (engineInfo()?.backend !== "cpu") throw new Error("expected cpu");
+ * ```
+ */
+export function engineInfo(): EngineInfo | undefined {
+  return current;
+}
+
+/** True when navigator.gpu offers a hardware adapter (not lavapipe/llvmpipe/SwiftShader). */
+async function hasRealGpu(): Promise<boolean> {
+  try {
+    const gpu = (globalThis.navigator as Navigator & { gpu?: GPU }).gpu;
+    if (!gpu) return false;
+    const adapter = await gpu.requestAdapter();
+    if (!adapter) return false;
+    const info = adapter.info as GPUAdapterInfo & { isFallbackAdapter?: boolean };
+    const desc = `${info?.description ?? ""} ${info?.device ?? ""} ${info?.architecture ?? ""}`.toLowerCase();
+    const fallback = info?.isFallbackAdapter ??
+      (adapter as GPUAdapter & { isFallbackAdapter?: boolean }).isFallbackAdapter ?? false;
+    return !fallback && !/llvmpipe|lavapipe|swiftshader|software/.test(desc);
+  } catch {
+    return false;
+  }
+}
+
+async function activate(name: string): Promise<void> {
+  if (!(await tf.setBackend(name))) throw new Error(`Backend "${name}" could not be started`);
+  await tf.ready();
+}
+
+async function startWasm(options: EngineOptions): Promise<EngineInfo> {
+  await activate("wasm");
+  registerMissingKernels();
+  installHeapGuard();
+  const blas = loadBlas(options.blasThreads === undefined ? {} : { threads: options.blasThreads });
+  registerMatmulKernels({ blas });
+  return blas
+    ? { backend: "wasm", blas: true, reason: `wasm backend with OpenBLAS matmuls (${blas.path})` }
+    : {
+      backend: "wasm",
+      blas: false,
+      reason: "wasm backend WITHOUT BLAS: slow mode (matmuls ~10x slower); install libopenblas0-pthread " +
+        "(Debian/Ubuntu) or set NBTUNE_BLAS_LIB=/path/to/libopenblas, and allow FFI (--allow-ffi)",
+    };
+}
+
+async function startWebgpu(): Promise<EngineInfo> {
+  await import("@tensorflow/tfjs-backend-webgpu");
+  await activate("webgpu");
+  return { backend: "webgpu", blas: false, reason: "webgpu backend (GPU)" };
+}
+
+async function startTensorflow(): Promise<EngineInfo> {
+  // Non-literal specifiers: these packages are optional and must not enter the module graph.
+  for (const pkg of ["tfjs-node-gpu", "tfjs-node"]) {
+    try {
+      await import(["npm:@tensorflow", pkg].join("/"));
+      await activate("tensorflow");
+      return { backend: "tensorflow", blas: false, reason: `native TensorFlow backend (@tensorflow/${pkg})` };
+    } catch {
+      // try the next one
+    }
+  }
+  throw new Error(
+    `Backend "tensorflow" needs the native TensorFlow bindings, which could not be loaded: install ` +
+      `npm:@tensorflow/tfjs-node (or npm:@tensorflow/tfjs-node-gpu with CUDA) for this platform, allow its ` +
+      `install scripts, or use backend "wasm".`,
+  );
+}
+
+/**
+ * Starts tfjs on the requested backend. A second call asking for the same
+ * backend (or "auto" once started) returns the cached info; asking for another
+ * backend switches to it.
+ *
+ * @example
+ * ```ts
+ * import { initEngine } from "./backend.ts";
+ * const info = await initEngine({ backend: "cpu" });
+ * if (info.backend !== "cpu") throw new Error("expected cpu");
+ * ```
+ */
+export async function initEngine(options: EngineOptions = {}): Promise<EngineInfo> {
+  for (const key of Object.keys(options)) {
+    if (!OPTION_KEYS.includes(key)) {
+      throw new TypeError(`initEngine(): unknown option "${key}"; expected one of ${OPTION_KEYS.join(", ")}`);
+    }
+  }
+  const want = options.backend ?? "auto";
+  if (!BACKENDS.includes(want)) {
+    throw new RangeError(`initEngine(): backend must be one of ${BACKENDS.join(", ")}, received "${want}"`);
+  }
+  if (current && (want === "auto" || want === requested || want === current.backend)) {
+    if (tf.getBackend() === current.backend) return current;
+  }
+  let info: EngineInfo;
+  switch (want) {
+    case "auto": {
+      info = (await hasRealGpu()) ? await startWebgpu().catch(() => startWasm(options)) : await startWasm(options)
+        .catch(async (e) => {
+          await activate("cpu");
+          return { backend: "cpu", blas: false, reason: `cpu backend (wasm failed: ${(e as Error).message})` };
+        });
+      break;
+    }
+    case "wasm":
+      info = await startWasm(options);
+      break;
+    case "cpu":
+      await activate("cpu");
+      info = { backend: "cpu", blas: false, reason: "cpu backend (plain JavaScript, slowest)" };
+      break;
+    case "webgpu":
+      info = await startWebgpu();
+      break;
+    case "tensorflow":
+      info = await startTensorflow();
+      break;
+  }
+  if (!(await ensureGradients())) {
+    info.reason += "; op gradients not registered (add @tensorflow/tfjs to the import map)";
+  }
+  current = info;
+  requested = want;
+  if (options.verbose) console.log(`[engine] ${info.reason}`);
+  return info;
+}

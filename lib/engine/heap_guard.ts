@@ -1,0 +1,108 @@
+/**
+ * Guard against silent corruption when the tfjs wasm heap is full.
+ *
+ * tfjs-backend-wasm 4.22 allocates every tensor with `wasm._malloc(bytes)` (in
+ * `BackendWasm.move()`, called by `write()` and `makeOutput()`) and never checks
+ * the result: when the heap (wasm32, at most ~4 GiB, ~3.9 GiB usable) is full,
+ * malloc returns 0 and the new tensor silently overlaps older ones (RUNTIME.md §5).
+ * {@linkcode installHeapGuard} wraps `_malloc` so that this throws
+ * {@linkcode HeapOutOfMemoryError} instead.
+ * @module
+ */
+import * as tf from "@tensorflow/tfjs-core";
+import { type WasmBackend, wasmBackendOrUndefined } from "./_wasm_backend.ts";
+
+/** Largest wasm heap Emscripten will grow to (`getHeapMax()` in the tfjs wasm glue). */
+export const MAX_WASM_HEAP_BYTES = 4294901760;
+
+const MiB = 1024 * 1024;
+const mib = (n: number) => `${(n / MiB).toFixed(0)} MiB`;
+
+/** Thrown when a wasm tensor allocation fails because the heap is full. */
+export class HeapOutOfMemoryError extends RangeError {
+  /** Bytes the failed allocation asked for. */
+  readonly requestedBytes: number;
+  /** Heap size when it failed. */
+  readonly heapBytes: number;
+  /** Bytes held by live tensors when it failed. */
+  readonly tensorBytes: number;
+
+  /** Builds the message from the numbers. */
+  constructor(requestedBytes: number, heapBytes: number, tensorBytes: number) {
+    super(
+      `The wasm heap is full: allocating ${mib(requestedBytes)} (${requestedBytes} bytes) failed with the heap at ` +
+        `${mib(heapBytes)} of its ~3.9 GiB cap (${mib(MAX_WASM_HEAP_BYTES)} max), ${mib(tensorBytes)} held by ` +
+        `live tensors. Use a smaller batch or sequence length, a 4-bit base model, or gradient checkpointing, ` +
+        `and dispose tensors you no longer need.`,
+    );
+    this.name = "HeapOutOfMemoryError";
+    this.requestedBytes = requestedBytes;
+    this.heapBytes = heapBytes;
+    this.tensorBytes = tensorBytes;
+  }
+}
+
+/** Heap numbers for the wasm backend (zeros where it has not started). */
+export interface HeapStats {
+  /** Current wasm heap size (it never shrinks). */
+  heapBytes: number;
+  /** The heap's ceiling. */
+  maxHeapBytes: number;
+  /** Bytes held by live tfjs tensors (`tf.memory().numBytes`, all backends). */
+  tensorBytes: number;
+}
+
+/**
+ * Current heap size, its cap and the bytes held by live tensors.
+ *
+ * @example
+ * ```ts
+ * import { heapStats } from "./heap_guard.ts";
+ * const s = heapStats();
+ * if (s.maxHeapBytes < 4e9 || s.heapBytes < 0) throw new Error("bad stats");
+ * ```
+ */
+export function heapStats(): HeapStats {
+  const be = wasmBackendOrUndefined();
+  return {
+    heapBytes: be ? be.wasm.HEAPU8.buffer.byteLength : 0,
+    maxHeapBytes: MAX_WASM_HEAP_BYTES,
+    tensorBytes: tf.memory().numBytes,
+  };
+}
+
+const GUARDED = Symbol.for("nbtune.heapGuard");
+
+/**
+ * Wraps the wasm backend's `_malloc` so a failed allocation throws
+ * {@linkcode HeapOutOfMemoryError} (idempotent). Pass the backend, or omit it to
+ * use the initialised wasm backend; returns false when there is none.
+ *
+ * @example
+ * ```ts
+ * import * as tf from "@tensorflow/tfjs-core";
+ * import "@tensorflow/tfjs-backend-wasm";
+ * import { installHeapGuard } from "./heap_guard.ts";
+ * await tf.setBackend("wasm");
+ * if (!installHeapGuard()) throw new Error("expected the guard to install");
+ * ```
+ */
+export function installHeapGuard(backend?: unknown): boolean {
+  const be = (backend as WasmBackend | undefined) ?? wasmBackendOrUndefined();
+  if (!be?.wasm) return false;
+  const mod = be.wasm as WasmBackend["wasm"] & { [GUARDED]?: boolean };
+  if (mod[GUARDED]) return true;
+  // Emscripten binds `_malloc` lazily: the first call replaces Module._malloc with the raw
+  // export, which would drop our wrapper. One throwaway call makes the binding final.
+  mod._free(mod._malloc(8));
+  const raw = mod._malloc.bind(mod);
+  mod._malloc = (bytes: number) => {
+    const p = raw(bytes);
+    if (p === 0 && bytes > 0) {
+      throw new HeapOutOfMemoryError(bytes, mod.HEAPU8.buffer.byteLength, tf.memory().numBytes);
+    }
+    return p;
+  };
+  mod[GUARDED] = true;
+  return true;
+}

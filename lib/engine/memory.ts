@@ -1,0 +1,29 @@
+/**
+ * One memory reading for the trainer's reports.
+ * @module
+ */
+import * as tf from "@tensorflow/tfjs-core";
+import type { MemoryRecord } from "../train/types.ts";
+import { wasmBackendOrUndefined } from "./_wasm_backend.ts";
+
+/**
+ * Live tensor bytes and count (`tf.memory()`), the wasm heap size (0 when the
+ * wasm backend has not started; it never shrinks) and the process RSS.
+ *
+ * @example
+ * ```ts
+ * import { memorySnapshot } from "./memory.ts";
+ * const m = memorySnapshot();
+ * if (!(m.rssBytes > 0) || m.numTensors < 0) throw new Error("bad snapshot");
+ * ```
+ */
+export function memorySnapshot(): MemoryRecord {
+  const mem = tf.memory();
+  const be = tf.getBackend() === "wasm" ? wasmBackendOrUndefined() : undefined;
+  return {
+    tensorBytes: mem.numBytes,
+    numTensors: mem.numTensors,
+    heapBytes: be ? be.wasm.HEAPU8.buffer.byteLength : 0,
+    rssBytes: Deno.memoryUsage().rss,
+  };
+}

@@ -1,0 +1,66 @@
+/**
+ * Creating a randomly initialised Llama model (for pretraining the embedded model and for tests).
+ * @module
+ */
+import * as tf from "@tensorflow/tfjs-core";
+import { type LlamaConfig, parseLlamaConfig } from "./llama_config.ts";
+import { type BlockLinears, BLOCK_LINEAR_NAMES, LlamaBlock, linearPath } from "./llama_block.ts";
+import { DenseLinear } from "./linear.ts";
+import { LlamaForCausalLM } from "./llama.ts";
+import { linearShape } from "./load_model.ts";
+import { RMSNorm } from "./rms_norm.ts";
+
+/** Options for {@linkcode initModel}. */
+export interface InitModelOptions {
+  /** RNG seed (weights are a deterministic function of config and seed). @default {0} */
+  seed?: number;
+  /** Standard deviation of the normal init (HF `initializer_range`). @default {0.02} */
+  std?: number;
+}
+
+/**
+ * A new model with HF's initialisation (normal(0, std) weights, unit norms).
+ *
+ * @example
+ * ```ts
+ * import { initModel } from "./init_model.ts";
+ * import { initEngine } from "../engine/backend.ts";
+ * await initEngine({ backend: "cpu" });
+ * const m = initModel({ model_type: "llama", vocab_size: 16, hidden_size: 8, intermediate_size: 16,
+ *   num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 1 }, { seed: 1 });
+ * const y = m.forward([[1, 2, 3]]);
+ * if (y.shape.join() !== "1,3,16") throw new Error("bad shape");
+ * y.dispose(); m.dispose();
+ * ```
+ */
+export function initModel(
+  config: LlamaConfig | Record<string, unknown>,
+  options: InitModelOptions = {},
+): LlamaForCausalLM {
+  const c: LlamaConfig = "hiddenSize" in config ? config as LlamaConfig : parseLlamaConfig(config);
+  const std = options.std ?? 0.02;
+  let seed = options.seed ?? 0;
+  const normal = (shape: number[]) => tf.randomNormal(shape, 0, std, "float32", seed++);
+  const D = c.hiddenSize, V = c.vocabSize;
+  const embed = tf.variable(normal([V, D]), true, `model.embed_tokens.weight#${crypto.randomUUID()}`);
+  const layers: LlamaBlock[] = [];
+  for (let i = 0; i < c.numHiddenLayers; i++) {
+    const p = `model.layers.${i}`;
+    const linears: Partial<BlockLinears> = {};
+    for (const n of BLOCK_LINEAR_NAMES) {
+      linears[n] = new DenseLinear(linearPath(i, n), normal(linearShape(c, n)) as tf.Tensor2D);
+    }
+    layers.push(
+      new LlamaBlock(
+        i,
+        c,
+        new RMSNorm(`${p}.input_layernorm`, tf.ones([D]), c.rmsNormEps),
+        new RMSNorm(`${p}.post_attention_layernorm`, tf.ones([D]), c.rmsNormEps),
+        linears as BlockLinears,
+      ),
+    );
+  }
+  const norm = new RMSNorm("model.norm", tf.ones([D]), c.rmsNormEps);
+  const head = c.tieWordEmbeddings ? null : new DenseLinear("lm_head", normal([V, D]) as tf.Tensor2D);
+  return new LlamaForCausalLM(c, embed, layers, norm, head);
+}

@@ -1,0 +1,176 @@
+/**
+ * Building Llama-family models from HF checkpoint directories, from scratch, and
+ * saving them back in HF layout.
+ * @module
+ */
+import * as tf from "@tensorflow/tfjs-core";
+import { openCheckpoint } from "../io/checkpoint_files.ts";
+import type { TensorReader } from "../io/safetensors_reader.ts";
+import { type LlamaConfig, parseLlamaConfig } from "./llama_config.ts";
+import { type BlockLinears, LlamaBlock, BLOCK_LINEAR_NAMES, linearPath } from "./llama_block.ts";
+import { DenseLinear, type Linear } from "./linear.ts";
+import { LlamaForCausalLM } from "./llama.ts";
+import { RMSNorm } from "./rms_norm.ts";
+
+/** Options for {@linkcode loadModel}. */
+export interface LoadModelOptions {
+  /** Quantize the attention and MLP linear weights while loading. @default {false} */
+  quantize?: "nf4" | "fp4" | false;
+  /** Double-quantize the absmax constants (QLoRA). @default {true} */
+  doubleQuant?: boolean;
+  /** Quantization block size. @default {64} */
+  blocksize?: number;
+  /** Module names (substrings) kept in full precision when quantizing. @default {["lm_head"]} */
+  skipModules?: string[];
+}
+
+/** Builds the linear layer for one weight; quantized loaders supply their own. */
+export type LinearFactory = (
+  name: string,
+  reader: TensorReader,
+  shape: [number, number],
+) => Promise<Linear>;
+
+const LOAD_KEYS = new Set(["quantize", "doubleQuant", "blocksize", "skipModules"]);
+
+/** Reads and validates `config.json` of an HF model directory. */
+export async function readModelConfig(dir: string): Promise<LlamaConfig> {
+  const path = `${dir}/config.json`;
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    throw new Error(`Cannot read ${path}: ${(e as Error).message}. Is "${dir}" an HF model directory?`);
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (e) {
+    throw new SyntaxError(`${path} is not valid JSON: ${(e as Error).message}`);
+  }
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
+    throw new TypeError(`${path} must hold a JSON object`);
+  }
+  return parseLlamaConfig(raw as Record<string, unknown>, path);
+}
+
+async function readTensor(reader: TensorReader, name: string, shape: number[]): Promise<tf.Tensor> {
+  if (!reader.has(name)) throw new RangeError(`Checkpoint has no tensor "${name}" (expected shape [${shape}])`);
+  const info = reader.info(name);
+  if (info.shape.length !== shape.length || info.shape.some((d, i) => d !== shape[i])) {
+    throw new TypeError(`Tensor "${name}" in ${info.file} has shape [${info.shape}], expected [${shape}]`);
+  }
+  const data = await reader.readFloat32(name);
+  for (let i = 0; i < data.length; i++) {
+    if (!Number.isFinite(data[i])) {
+      throw new RangeError(`Tensor "${name}" in ${info.file} holds a non-finite value at element ${i}`);
+    }
+  }
+  return tf.tensor(data, shape, "float32");
+}
+
+/** The dense factory: reads the weight as fp32 into a trainable {@linkcode DenseLinear}. */
+export const denseLinearFactory: LinearFactory = async (name, reader, shape) =>
+  new DenseLinear(name, (await readTensor(reader, `${name}.weight`, shape)) as tf.Tensor2D);
+
+/** Expected shape of each linear weight `[out, in]`. */
+export function linearShape(config: LlamaConfig, name: keyof BlockLinears): [number, number] {
+  const D = config.hiddenSize, F = config.intermediateSize;
+  const q = config.numAttentionHeads * config.headDim, kv = config.numKeyValueHeads * config.headDim;
+  switch (name) {
+    case "q_proj":
+      return [q, D];
+    case "k_proj":
+    case "v_proj":
+      return [kv, D];
+    case "o_proj":
+      return [D, q];
+    case "gate_proj":
+    case "up_proj":
+      return [F, D];
+    case "down_proj":
+      return [D, F];
+  }
+}
+
+/**
+ * Assembles a model from a tensor reader, one block at a time (each weight is read
+ * from disk only when its layer is built).
+ */
+export async function buildModel(
+  config: LlamaConfig,
+  reader: TensorReader,
+  linearFactory: LinearFactory = denseLinearFactory,
+): Promise<LlamaForCausalLM> {
+  const D = config.hiddenSize, V = config.vocabSize;
+  const built: { dispose(): void }[] = [];
+  try {
+    const embed = tf.variable(
+      await readTensor(reader, "model.embed_tokens.weight", [V, D]),
+      true,
+      `model.embed_tokens.weight#${crypto.randomUUID()}`,
+    );
+    built.push(embed);
+    const layers: LlamaBlock[] = [];
+    for (let i = 0; i < config.numHiddenLayers; i++) {
+      const p = `model.layers.${i}`;
+      const inputNorm = new RMSNorm(`${p}.input_layernorm`, await readTensor(reader, `${p}.input_layernorm.weight`, [D]), config.rmsNormEps);
+      built.push(inputNorm);
+      const post = new RMSNorm(
+        `${p}.post_attention_layernorm`,
+        await readTensor(reader, `${p}.post_attention_layernorm.weight`, [D]),
+        config.rmsNormEps,
+      );
+      built.push(post);
+      const linears: Partial<BlockLinears> = {};
+      for (const n of BLOCK_LINEAR_NAMES) {
+        linears[n] = await linearFactory(linearPath(i, n), reader, linearShape(config, n));
+        built.push(linears[n]!);
+      }
+      layers.push(new LlamaBlock(i, config, inputNorm, post, linears as BlockLinears));
+    }
+    const norm = new RMSNorm("model.norm", await readTensor(reader, "model.norm.weight", [D]), config.rmsNormEps);
+    built.push(norm);
+    const lmHead = config.tieWordEmbeddings ? null : new DenseLinear(
+      "lm_head",
+      (await readTensor(reader, "lm_head.weight", [V, D])) as tf.Tensor2D,
+    );
+    return new LlamaForCausalLM(config, embed, layers, norm, lmHead);
+  } catch (e) {
+    for (const b of built) b.dispose();
+    throw e;
+  }
+}
+
+/**
+ * Loads an HF Llama/Mistral directory (`config.json` + `model.safetensors` or a
+ * sharded index) into a trainable fp32 model.
+ *
+ * @example
+ * ```ts
+ * import { loadModel } from "./load_model.ts";
+ * import { initEngine } from "../engine/backend.ts";
+ * await initEngine({ backend: "cpu" });
+ * const model = await loadModel("../shared/fixtures/external/tiny-random-llama-2");
+ * const logits = model.forward([[1, 42, 99]]);
+ * if (logits.shape.join() !== "1,3,3000") throw new Error("bad shape");
+ * logits.dispose();
+ * model.dispose();
+ * ```
+ */
+export async function loadModel(dir: string, options: LoadModelOptions = {}): Promise<LlamaForCausalLM> {
+  for (const k of Object.keys(options)) {
+    if (!LOAD_KEYS.has(k)) throw new TypeError(`loadModel: unknown option "${k}" (known: ${[...LOAD_KEYS].join(", ")})`);
+  }
+  const config = await readModelConfig(dir);
+  const reader = await openCheckpoint(dir);
+  try {
+    if (options.quantize) {
+      const { quantizedLinearFactory } = await import("../quant/quantized_linear.ts");
+      return await buildModel(config, reader, quantizedLinearFactory(options));
+    }
+    return await buildModel(config, reader);
+  } finally {
+    reader.close();
+  }
+}

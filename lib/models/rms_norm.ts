@@ -1,0 +1,52 @@
+/**
+ * RMSNorm: `x · rsqrt(mean(x²) + eps) · w` over the last axis (computed in fp32).
+ * @module
+ */
+import * as tf from "@tensorflow/tfjs-core";
+import type { NamedParam, StorageInfo } from "./linear.ts";
+
+/**
+ * Root-mean-square layer norm with a learned scale `w: [D]`.
+ *
+ * @example
+ * ```ts
+ * import * as tf from "@tensorflow/tfjs-core";
+ * import "@tensorflow/tfjs-backend-cpu";
+ * import { RMSNorm } from "./rms_norm.ts";
+ * await tf.setBackend("cpu");
+ * const n = new RMSNorm("norm", tf.ones([2]), 0);
+ * const y = n.apply(tf.tensor2d([[3, 4]])).dataSync(); // rms = sqrt(12.5)
+ * if (Math.abs(y[0] - 3 / Math.sqrt(12.5)) > 1e-6) throw new Error("bad norm");
+ * n.dispose();
+ * ```
+ */
+export class RMSNorm {
+  readonly weight: tf.Variable;
+  trainable = true;
+
+  /** Takes ownership of `weight` `[D]`. */
+  constructor(readonly name: string, weight: tf.Tensor, readonly eps: number) {
+    this.weight = tf.variable(weight, true, `${name}.weight#${crypto.randomUUID()}`);
+    weight.dispose();
+  }
+
+  /** `x: [..., D]` → same shape. */
+  apply<T extends tf.Tensor>(x: T): T {
+    return tf.tidy(() => {
+      const ms = tf.mean(tf.square(x), -1, true);
+      return tf.mul(tf.mul(x, tf.rsqrt(tf.add(ms, this.eps))), this.weight) as T;
+    });
+  }
+
+  trainableParams(): NamedParam[] {
+    return this.trainable ? [{ name: `${this.name}.weight`, variable: this.weight }] : [];
+  }
+
+  storage(): StorageInfo[] {
+    return [{ params: this.weight.size, bytes: this.weight.size * 4, dtype: "fp32" }];
+  }
+
+  dispose(): void {
+    this.weight.dispose();
+  }
+}

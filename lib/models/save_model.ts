@@ -1,0 +1,77 @@
+/**
+ * Saving a model in HF layout (`config.json` + `model.safetensors`).
+ * @module
+ */
+import { fromFloat32 } from "../io/dtypes.ts";
+import { writeSafetensors } from "../io/safetensors_writer.ts";
+import type { LlamaForCausalLM } from "./llama.ts";
+import { BLOCK_LINEAR_NAMES } from "./llama_block.ts";
+
+/** Options for {@linkcode saveCheckpoint}. */
+export interface SaveCheckpointOptions {
+  /** Storage dtype of the weights. @default {"F32"} */
+  dtype?: "F32" | "F16" | "BF16";
+  /** Extra `__metadata__` entries. */
+  metadata?: Record<string, string>;
+}
+
+/** The model's weights as `[name, tensor-producing function]` in HF names (dense copies). */
+export function stateDict(model: LlamaForCausalLM): { name: string; shape: number[]; read: () => Float32Array }[] {
+  const out: { name: string; shape: number[]; read: () => Float32Array }[] = [];
+  const dense = (name: string, get: () => { dataSync(): Float32Array | Int32Array | Uint8Array; dispose(): void; shape: number[] }, shape: number[]) =>
+    out.push({
+      name,
+      shape,
+      read: () => {
+        const t = get();
+        const d = Float32Array.from(t.dataSync() as Float32Array);
+        t.dispose();
+        return d;
+      },
+    });
+  const c = model.config;
+  dense("model.embed_tokens.weight", () => model.embedTokens.clone(), [c.vocabSize, c.hiddenSize]);
+  for (const l of model.layers) {
+    const p = `model.layers.${l.index}`;
+    dense(`${p}.input_layernorm.weight`, () => l.inputNorm.weight.clone(), [c.hiddenSize]);
+    for (const n of BLOCK_LINEAR_NAMES) {
+      const lin = l.linears[n];
+      dense(`${lin.name}.weight`, () => lin.denseWeight(), [lin.outFeatures, lin.inFeatures]);
+    }
+    dense(`${p}.post_attention_layernorm.weight`, () => l.postAttentionNorm.weight.clone(), [c.hiddenSize]);
+  }
+  dense("model.norm.weight", () => model.norm.weight.clone(), [c.hiddenSize]);
+  if (model.lmHead) {
+    const h = model.lmHead;
+    dense("lm_head.weight", () => h.denseWeight(), [h.outFeatures, h.inFeatures]);
+  }
+  return out;
+}
+
+/**
+ * Writes `config.json` and `model.safetensors` for `model` into `dir` (created if
+ * missing). Files are written to a temporary name and renamed, so a failure never
+ * leaves a half-written checkpoint over an existing one.
+ */
+export async function saveCheckpoint(
+  model: LlamaForCausalLM,
+  dir: string,
+  options: SaveCheckpointOptions = {},
+): Promise<void> {
+  const dtype = options.dtype ?? "F32";
+  await Deno.mkdir(dir, { recursive: true });
+  const torchDtype = dtype === "F32" ? "float32" : dtype === "F16" ? "float16" : "bfloat16";
+  const tensors = stateDict(model).map((t) => ({
+    name: t.name,
+    dtype,
+    shape: t.shape,
+    data: () => fromFloat32(dtype, t.read()),
+  }));
+  await writeSafetensors(`${dir}/model.safetensors`, tensors, {
+    metadata: { format: "pt", ...options.metadata },
+  });
+  const config = { ...model.config.raw, torch_dtype: torchDtype };
+  const tmp = `${dir}/config.json.tmp-${crypto.randomUUID()}`;
+  await Deno.writeTextFile(tmp, JSON.stringify(config, null, 2) + "\n");
+  await Deno.rename(tmp, `${dir}/config.json`);
+}

@@ -1,0 +1,79 @@
+/**
+ * Internal: Adam first/second moments kept as fp32 `tf.Variable`s, keyed by name.
+ *
+ * `direction()` advances the moments of one key with a gradient and returns the
+ * bias-corrected Adam direction `m̂ / (√v̂ + eps)`, the part shared by AdamW, GaLore and
+ * the fp32 fallback of 8-bit AdamW. Shapes are fixed by the first call for a key.
+ * @module
+ */
+import * as tf from "@tensorflow/tfjs-core";
+import type { AdamHyper } from "./_options.ts";
+
+/** Moments for many keys; the 8-bit store implements the same shape. */
+export interface MomentStore {
+  /**
+   * Updates the moments for `key` with `g` at 1-based step `t` and returns the Adam
+   * direction (a new tensor, same shape as `g`; call inside `tf.tidy`).
+   */
+  direction(key: string, g: tf.Tensor, t: number): tf.Tensor;
+  /** Bytes of moment state held. */
+  bytes(): number;
+  /** Frees the state of one key. */
+  drop(key: string): void;
+  /** Frees all state. */
+  dispose(): void;
+}
+
+/** Checks that a stored state shape matches the incoming gradient shape. */
+export function checkSameShape(key: string, have: readonly number[], got: readonly number[]): void {
+  if (have.length !== got.length || have.some((d, i) => d !== got[i])) {
+    throw new TypeError(
+      `optimizer state for "${key}" has shape [${have}] but the gradient has shape [${got}]; ` +
+        `use a new optimizer when parameter shapes change`,
+    );
+  }
+}
+
+/** fp32 moments in tf Variables (PyTorch Adam formulas). */
+export class Fp32Moments implements MomentStore {
+  #m = new Map<string, tf.Variable>();
+  #v = new Map<string, tf.Variable>();
+  constructor(private readonly h: AdamHyper) {}
+
+  direction(key: string, g: tf.Tensor, t: number): tf.Tensor {
+    const { beta1, beta2, eps } = this.h;
+    let m = this.#m.get(key);
+    let v = this.#v.get(key);
+    if (!m || !v) {
+      m = tf.variable(tf.zerosLike(g), false);
+      v = tf.variable(tf.zerosLike(g), false);
+      this.#m.set(key, m);
+      this.#v.set(key, v);
+    }
+    checkSameShape(key, m.shape, g.shape);
+    // m ← β1 m + (1-β1) g ;  v ← β2 v + (1-β2) g²
+    m.assign(tf.add(tf.mul(m, beta1), tf.mul(g, 1 - beta1)));
+    v.assign(tf.add(tf.mul(v, beta2), tf.mul(tf.square(g), 1 - beta2)));
+    const bc1 = 1 - Math.pow(beta1, t);
+    const bc2 = 1 - Math.pow(beta2, t);
+    // PyTorch: denom = √v / √bc2 + eps ; update = (m / bc1) / denom
+    return tf.div(tf.div(m, bc1), tf.add(tf.div(tf.sqrt(v), Math.sqrt(bc2)), eps));
+  }
+
+  bytes(): number {
+    let n = 0;
+    for (const m of this.#m.values()) n += 2 * 4 * m.size;
+    return n;
+  }
+
+  drop(key: string): void {
+    this.#m.get(key)?.dispose();
+    this.#v.get(key)?.dispose();
+    this.#m.delete(key);
+    this.#v.delete(key);
+  }
+
+  dispose(): void {
+    for (const k of [...this.#m.keys()]) this.drop(k);
+  }
+}

@@ -1,0 +1,84 @@
+/**
+ * Internal: Adam moments stored blockwise 8-bit in host memory (outside the wasm heap),
+ * as bitsandbytes' blockwise 8-bit optimizers do: m with the signed dynamic map, v with
+ * the unsigned one; each step dequantizes, updates in fp32, computes the direction from
+ * the fp32 values, and requantizes with fresh per-block absmax. Tensors with fewer than
+ * `minSize8bit` elements keep fp32 `tf.Variable` moments (bnb's `min_8bit_size`).
+ * @module
+ */
+import * as tf from "@tensorflow/tfjs-core";
+import type { AdamHyper } from "./_options.ts";
+import { checkSameShape, Fp32Moments, type MomentStore } from "./_moments.ts";
+import { codeThresholds, dequantize8, dynamicMap, quantize8, type Quantized8 } from "./_dynamic_map.ts";
+
+const SIGNED = dynamicMap(true);
+const UNSIGNED = dynamicMap(false);
+const SIGNED_TH = codeThresholds(SIGNED);
+const UNSIGNED_TH = codeThresholds(UNSIGNED);
+
+interface HostState {
+  shape: number[];
+  m: Quantized8;
+  v: Quantized8;
+}
+
+/** 8-bit host-memory moments with an fp32 fallback for small tensors. */
+export class Moments8bit implements MomentStore {
+  #host = new Map<string, HostState>();
+  #small: Fp32Moments;
+  constructor(
+    private readonly h: AdamHyper,
+    private readonly blocksize: number,
+    private readonly minSize8bit: number,
+  ) {
+    this.#small = new Fp32Moments(h);
+  }
+
+  direction(key: string, g: tf.Tensor, t: number): tf.Tensor {
+    if (g.size < this.minSize8bit) return this.#small.direction(key, g, t);
+    const n = g.size, bs = this.blocksize, k = Math.ceil(n / bs);
+    let s = this.#host.get(key);
+    if (!s) {
+      s = {
+        shape: g.shape.slice(),
+        m: { codes: new Uint8Array(n), absmax: new Float32Array(k) }, // absmax 0 ⇒ zeros
+        v: { codes: new Uint8Array(n), absmax: new Float32Array(k) },
+      };
+      this.#host.set(key, s);
+    }
+    checkSameShape(key, s.shape, g.shape);
+    const { beta1, beta2, eps } = this.h;
+    const gd = g.dataSync() as Float32Array;
+    const m = new Float32Array(n), v = new Float32Array(n), dir = new Float32Array(n);
+    dequantize8(s.m, SIGNED, bs, m);
+    dequantize8(s.v, UNSIGNED, bs, v);
+    const bc1 = 1 - Math.pow(beta1, t), sbc2 = Math.sqrt(1 - Math.pow(beta2, t));
+    for (let i = 0; i < n; i++) {
+      const gi = gd[i];
+      m[i] = beta1 * m[i] + (1 - beta1) * gi;
+      v[i] = beta2 * v[i] + (1 - beta2) * gi * gi;
+      dir[i] = m[i] / bc1 / (Math.sqrt(v[i]) / sbc2 + eps);
+    }
+    quantize8(m, SIGNED_TH, bs, s.m);
+    quantize8(v, UNSIGNED_TH, bs, s.v);
+    return tf.tensor(dir, g.shape);
+  }
+
+  bytes(): number {
+    let n = this.#small.bytes();
+    for (const s of this.#host.values()) {
+      n += s.m.codes.byteLength + s.v.codes.byteLength + s.m.absmax.byteLength + s.v.absmax.byteLength;
+    }
+    return n;
+  }
+
+  drop(key: string): void {
+    this.#small.drop(key);
+    this.#host.delete(key);
+  }
+
+  dispose(): void {
+    this.#small.dispose();
+    this.#host.clear();
+  }
+}

@@ -1,0 +1,218 @@
+/**
+ * The training loop: micro-batches, exact gradient accumulation, clipping,
+ * schedules, periodic eval, history and callbacks. It loads, plots and prints
+ * nothing itself: notebooks and the CLI listen through `onStep`.
+ * @module
+ */
+import { memorySnapshot } from "../engine/memory.ts";
+import type { Tokenizer } from "../io/tokenizer.ts";
+import type { LlamaForCausalLM } from "../models/llama.ts";
+import type { Optimizer } from "../optim/optimizer.ts";
+import { accumulateGradients, clipByGlobalNorm } from "./accumulate.ts";
+import { chunk, makeMicroBatch } from "./batching.ts";
+import { countTargets, type Example, type TokenizeOptions, tokenizeRecords, type TrainingRecord } from "./data.ts";
+import { evaluateLoss } from "./evaluate.ts";
+import { createOptimizer, type GaLoreTrainOptions, type OptimizerName } from "./optimizers.ts";
+import { learningRateAt, type ScheduleKind } from "./schedule.ts";
+import type { StepRecord } from "./types.ts";
+
+/** Options for {@linkcode train}. */
+export interface TrainOptions {
+  /** Needed for text / prompt / messages records. */
+  tokenizer?: Tokenizer;
+  /** Examples per micro-batch. @default {4} */
+  batchSize?: number;
+  /** Micro-batches per optimizer step. @default {1} */
+  gradAccumSteps?: number;
+  /** Optimizer name or instance. @default {"adamw"} */
+  optimizer?: OptimizerName | Optimizer;
+  /** GaLore settings (for "galore" / "galore8bit"). */
+  galore?: GaLoreTrainOptions;
+  /** Peak learning rate. @default {2e-4} */
+  lr?: number;
+  /** Decoupled weight decay. @default {0} */
+  weightDecay?: number;
+  /** LR schedule after warmup. @default {"cosine"} */
+  schedule?: ScheduleKind;
+  /** Linear warmup steps. @default {0} */
+  warmupSteps?: number;
+  /** Optimizer steps to run (takes precedence over `epochs`). */
+  steps?: number;
+  /** Passes over the data when `steps` is not given. @default {1} */
+  epochs?: number;
+  /** Clip the global gradient norm to this value (0 = off). @default {1} */
+  maxGradNorm?: number;
+  /** Tokenization (max length, truncation side). */
+  tokenize?: TokenizeOptions;
+  /** Held-out records for periodic eval. */
+  evalData?: TrainingRecord[];
+  /** Evaluate every N steps (and at the end). @default {0 = only at the end when evalData is given} */
+  evalEvery?: number;
+  /** Shuffle each epoch with this seed; `false` keeps the order. @default {0} */
+  shuffleSeed?: number | false;
+  /** Recompute each block's activations during backward (see the GaLore issue). @default {false} */
+  gradientCheckpointing?: boolean;
+  /** Called after every optimizer step. */
+  onStep?: (record: StepRecord) => void | Promise<void>;
+}
+
+const TRAIN_KEYS = new Set([
+  "tokenizer", "batchSize", "gradAccumSteps", "optimizer", "galore", "lr", "weightDecay", "schedule",
+  "warmupSteps", "steps", "epochs", "maxGradNorm", "tokenize", "evalData", "evalEvery", "shuffleSeed",
+  "gradientCheckpointing", "onStep",
+]);
+
+/** Validates options and fills defaults. */
+export function resolveTrainOptions(options: TrainOptions) {
+  for (const k of Object.keys(options)) {
+    if (!TRAIN_KEYS.has(k)) throw new TypeError(`train: unknown option "${k}" (known: ${[...TRAIN_KEYS].join(", ")})`);
+  }
+  const o = {
+    batchSize: options.batchSize ?? 4,
+    gradAccumSteps: options.gradAccumSteps ?? 1,
+    lr: options.lr ?? 2e-4,
+    weightDecay: options.weightDecay ?? 0,
+    schedule: options.schedule ?? "cosine",
+    warmupSteps: options.warmupSteps ?? 0,
+    epochs: options.epochs ?? 1,
+    maxGradNorm: options.maxGradNorm ?? 1,
+    evalEvery: options.evalEvery ?? 0,
+    shuffleSeed: options.shuffleSeed ?? 0,
+  };
+  for (const [k, v] of [["batchSize", o.batchSize], ["gradAccumSteps", o.gradAccumSteps], ["epochs", o.epochs]] as const) {
+    if (!Number.isInteger(v) || v <= 0) throw new RangeError(`train: ${k} must be a positive integer, got ${v}`);
+  }
+  if (options.steps !== undefined && (!Number.isInteger(options.steps) || options.steps <= 0)) {
+    throw new RangeError(`train: steps must be a positive integer, got ${options.steps}`);
+  }
+  if (!(o.lr > 0) || !Number.isFinite(o.lr)) throw new RangeError(`train: lr must be a positive number, got ${o.lr}`);
+  if (options.galore?.layerwise && o.gradAccumSteps > 1) {
+    throw new RangeError(
+      "train: galore.layerwise updates each block during backward, so gradients are never summed over micro-batches; " +
+        "use gradAccumSteps: 1 with layerwise, or turn layerwise off to accumulate.",
+    );
+  }
+  return o;
+}
+
+/** Seeded PRNG (mulberry32) for shuffling. */
+export function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6D2B79F5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function shuffled<T>(items: T[], rand: () => number): T[] {
+  const a = items.slice();
+  for (let i = a.length - 1; i > 0; i--) {
+    const j = Math.floor(rand() * (i + 1));
+    [a[i], a[j]] = [a[j], a[i]];
+  }
+  return a;
+}
+
+async function collect(data: TrainingRecord[] | AsyncIterable<TrainingRecord>): Promise<TrainingRecord[]> {
+  if (Array.isArray(data)) return data;
+  const out: TrainingRecord[] = [];
+  for await (const r of data) out.push(r);
+  return out;
+}
+
+/**
+ * Fine-tunes `model` in place on `data` and returns the per-step history.
+ *
+ * @example
+ * ```ts
+ * import { train } from "./trainer.ts";
+ * import { initModel } from "../models/init_model.ts";
+ * import { initEngine } from "../engine/backend.ts";
+ * await initEngine({ backend: "cpu" });
+ * const model = initModel({ model_type: "llama", vocab_size: 8, hidden_size: 8, intermediate_size: 16,
+ *   num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 1 });
+ * const data = [{ ids: [1, 2, 3, 4] }, { ids: [1, 2, 3] }];
+ * const history = await train(model, data, { steps: 3, lr: 1e-2, batchSize: 1, gradAccumSteps: 2 });
+ * if (history.length !== 3 || history[0].tokens !== 5) throw new Error("bad history");
+ * model.dispose();
+ * ```
+ */
+export async function train(
+  model: LlamaForCausalLM,
+  data: TrainingRecord[] | AsyncIterable<TrainingRecord>,
+  options: TrainOptions = {},
+): Promise<StepRecord[]> {
+  const o = resolveTrainOptions(options);
+  const tok = options.tokenizer;
+  const examples = tokenizeRecords(await collect(data), tok, options.tokenize).filter((e) => countTargets(e) > 0);
+  if (examples.length === 0) throw new RangeError("train: no example has target tokens");
+  const evalExamples = options.evalData ? tokenizeRecords(options.evalData, tok, options.tokenize) : undefined;
+  const padId = tok?.padId ?? 0;
+  const perStep = o.batchSize * o.gradAccumSteps;
+  const stepsPerEpoch = Math.max(1, Math.floor(examples.length / perStep));
+  const totalSteps = options.steps ?? stepsPerEpoch * o.epochs;
+
+  const params = model.trainableParams();
+  const optimizer = typeof options.optimizer === "object" ? options.optimizer : await createOptimizer(
+    options.optimizer ?? "adamw",
+    { weightDecay: o.weightDecay },
+    { ...options.galore, defaultRank: Math.max(1, Math.floor(model.config.hiddenSize / 4)) },
+  );
+  const ownOptimizer = typeof options.optimizer !== "object";
+  const rand = o.shuffleSeed === false ? undefined : mulberry32(o.shuffleSeed);
+  let order: Example[] = [];
+  let cursor = 0;
+  const nextExamples = (n: number): Example[] => {
+    const out: Example[] = [];
+    while (out.length < n) {
+      if (cursor >= order.length) {
+        order = rand ? shuffled(examples, rand) : examples.slice();
+        cursor = 0;
+      }
+      out.push(order[cursor++]);
+    }
+    return out;
+  };
+
+  const history: StepRecord[] = [];
+  try {
+    for (let step = 1; step <= totalSteps; step++) {
+      const t0 = performance.now();
+      const lr = learningRateAt(step, { lr: o.lr, totalSteps, warmupSteps: o.warmupSteps, schedule: o.schedule });
+      const micro = chunk(nextExamples(perStep), o.batchSize).map((g) => makeMicroBatch(g, padId));
+      const acc = accumulateGradients(model, params, micro, { label: `step ${step}` });
+      const { grads, norm } = clipByGlobalNorm(acc.grads, o.maxGradNorm);
+      if (!Number.isFinite(norm)) {
+        grads.forEach((g) => g.dispose());
+        throw new RangeError(`step ${step}: gradient norm is ${norm}; no weights were changed. Lower the learning rate.`);
+      }
+      optimizer.step(params.map((p, i) => ({ name: p.name, variable: p.variable, grad: grads[i] })), lr);
+      grads.forEach((g) => g.dispose());
+      const record: StepRecord = {
+        step,
+        loss: acc.loss,
+        lr,
+        tokens: acc.tokens,
+        seconds: (performance.now() - t0) / 1000,
+        gradNorm: norm,
+        memory: memorySnapshot(),
+      };
+      if (evalExamples && ((o.evalEvery > 0 && step % o.evalEvery === 0) || step === totalSteps)) {
+        record.evalLoss = evaluateLoss(model, evalExamples, { batchSize: o.batchSize, padId }).loss;
+      }
+      history.push(record);
+      await options.onStep?.(record);
+    }
+  } finally {
+    if (ownOptimizer) optimizer.dispose();
+  }
+  return history;
+}
+
+/** Number of trainable parameters of `model`. */
+export function countTrainable(model: LlamaForCausalLM): number {
+  return model.trainableParams().reduce((s, p) => s + p.variable.size, 0);
+}
