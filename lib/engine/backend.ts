@@ -107,19 +107,20 @@ async function startWebgpu(): Promise<EngineInfo> {
 }
 
 async function startTensorflow(): Promise<EngineInfo> {
-  // Non-literal specifiers: these packages are optional and must not enter the module graph.
+  // Bare, non-literal specifiers: only packages the project has added (import map or
+  // node_modules) are tried, so asking for this backend never downloads anything.
   for (const pkg of ["tfjs-node-gpu", "tfjs-node"]) {
     try {
-      await import(["npm:@tensorflow", pkg].join("/"));
-      await activate("tensorflow");
-      return { backend: "tensorflow", blas: false, reason: `native TensorFlow backend (@tensorflow/${pkg})` };
+      await import(["@tensorflow", pkg].join("/"));
     } catch {
-      // try the next one
+      continue;
     }
+    await activate("tensorflow");
+    return { backend: "tensorflow", blas: false, reason: `native TensorFlow backend (@tensorflow/${pkg})` };
   }
   throw new Error(
-    `Backend "tensorflow" needs the native TensorFlow bindings, which could not be loaded: install ` +
-      `npm:@tensorflow/tfjs-node (or npm:@tensorflow/tfjs-node-gpu with CUDA) for this platform, allow its ` +
+    `Backend "tensorflow" needs the native TensorFlow bindings, which are not installed: run ` +
+      `\`deno add npm:@tensorflow/tfjs-node@4.22.0\` (or npm:@tensorflow/tfjs-node-gpu with CUDA) and allow its ` +
       `install scripts, or use backend "wasm".`,
   );
 }

@@ -87,18 +87,18 @@ export class Checkpoint implements TensorReader {
   }
 
   /** Reads only this tensor's bytes from its shard. */
-  readBytes(name: string): Promise<Uint8Array> {
-    return this.#shard(name).readBytes(name);
+  async readBytes(name: string): Promise<Uint8Array> {
+    return await this.#shard(name).readBytes(name);
   }
 
   /** Reads the tensor converted to f32. */
-  readFloat32(name: string): Promise<Float32Array> {
-    return this.#shard(name).readFloat32(name);
+  async readFloat32(name: string): Promise<Float32Array> {
+    return await this.#shard(name).readFloat32(name);
   }
 
   /** Reads the tensor as its natural typed array. */
-  readTyped(name: string): Promise<TensorTypedArray> {
-    return this.#shard(name).readTyped(name);
+  async readTyped(name: string): Promise<TensorTypedArray> {
+    return await this.#shard(name).readTyped(name);
   }
 
   /** Total bytes read from disk across shards. */

@@ -7,7 +7,7 @@
 
 import type { StepRecord } from "../train/types.ts";
 import type { RichObject } from "./display.ts";
-import { type PlotlyFigure, plotlyChart } from "./plotly.ts";
+import { plotlyChart, type PlotlyFigure } from "./plotly.ts";
 import { rejectUnknownKeys } from "./_html.ts";
 
 /** Options for {@linkcode lossChart}, {@linkcode memoryChart} and {@linkcode trainingChart}. */
@@ -22,7 +22,16 @@ export interface ChartOptions {
 
 const MIB = 2 ** 20;
 const COLORS = { loss: "#1f77b4", eval: "#d62728", lr: "#7f7f7f" };
-const MEMORY_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22"];
+const MEMORY_COLORS = [
+  "#1f77b4",
+  "#ff7f0e",
+  "#2ca02c",
+  "#9467bd",
+  "#8c564b",
+  "#e377c2",
+  "#17becf",
+  "#bcbd22",
+];
 
 function resolveChartOptions(fn: string, options: ChartOptions, title: string, height: number) {
   rejectUnknownKeys(fn, options, ["title", "height"]);
@@ -134,7 +143,13 @@ export function lossChart(history: StepRecord[], options: ChartOptions = {}): Pl
       legend: LEGEND,
       xaxis: { title: { text: "step" } },
       yaxis: { title: { text: "loss" } },
-      yaxis2: { title: { text: "learning rate" }, overlaying: "y", side: "right", showgrid: false, exponentformat: "e" },
+      yaxis2: {
+        title: { text: "learning rate" },
+        overlaying: "y",
+        side: "right",
+        showgrid: false,
+        exponentformat: "e",
+      },
     },
   };
 }

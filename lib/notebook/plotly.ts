@@ -10,7 +10,7 @@
  * @module
  */
 
-import { type MimeBundle, richObject, type RichObject, toBundle } from "./display.ts";
+import { display, isJupyter, type MimeBundle, type RichObject, richObject, toBundle } from "./display.ts";
 import { escapeHtml, rejectUnknownKeys, scriptJson, uniqueId } from "./_html.ts";
 import { plotlyJs } from "./_plotly_source.ts";
 
@@ -72,9 +72,26 @@ export function plotlySetup(): RichObject {
     const { version, source } = plotlyJs();
     return {
       "text/html": libraryScript(),
-      "text/plain": `plotly.js ${version} loaded (${(source.length / 2 ** 20).toFixed(1)} MiB, once per notebook)`,
+      "text/plain": `plotly.js ${version} loaded (${
+        (source.length / 2 ** 20).toFixed(1)
+      } MiB, once per notebook)`,
     };
   });
+}
+
+/**
+ * In a kernel, shows {@linkcode plotlySetup} as its own output unless plotly.js was already put into an
+ * output of this kernel; does nothing outside Jupyter. Charts that update in place call this first, so the
+ * library never sits inside an output that a later update replaces.
+ *
+ * @example
+ * ```ts
+ * await ensurePlotlySetup(); // outside Jupyter: nothing to do, nothing printed
+ * ```
+ */
+export async function ensurePlotlySetup(): Promise<void> {
+  if (!isJupyter() || libraryShown()) return;
+  await display(plotlySetup());
 }
 
 /** A one-line description of a figure for `text/plain`. */
@@ -116,7 +133,9 @@ function chartHtml(figure: PlotlyFigure, divId: string): string {
   }
   draw();
 })();`;
-  return `<div id="${escapeHtml(divId)}" class="nbtune-plot" style="width:100%;height:${height}px;"></div>\n` +
+  return `<div id="${
+    escapeHtml(divId)
+  }" class="nbtune-plot" style="width:100%;height:${height}px;"></div>\n` +
     `<script type="text/javascript">${script}</script>`;
 }
 
@@ -143,7 +162,11 @@ export function plotlyBundle(figure: PlotlyFigure, options: PlotlyBundleOptions 
   if (inline) markLibraryShown();
   const html = chartHtml(figure, options.divId ?? uniqueId("nbtune-plot"));
   return {
-    "application/vnd.plotly.v1+json": { data: figure.data, layout: figure.layout ?? {}, config: figure.config ?? {} },
+    "application/vnd.plotly.v1+json": {
+      data: figure.data,
+      layout: figure.layout ?? {},
+      config: figure.config ?? {},
+    },
     "text/html": inline ? `${libraryScript()}\n${html}` : html,
     "text/plain": summary(figure),
   };

@@ -95,7 +95,9 @@ function currentMode(): Mode {
 function progressHtml(label: string, count: number, total: number, line: string): string {
   return `<div class="nbtune-progress" style="font-family:monospace">` +
     (label ? `<span>${escapeHtml(label)}</span> ` : "") +
-    `<progress value="${Math.min(count, total)}" max="${total}" style="width:40%;vertical-align:middle"></progress> ` +
+    `<progress value="${
+      Math.min(count, total)
+    }" max="${total}" style="width:40%;vertical-align:middle"></progress> ` +
     `<span>${escapeHtml(line.slice(line.indexOf("]") + 1).trim())}</span></div>`;
 }
 
@@ -119,7 +121,9 @@ function progressHtml(label: string, count: number, total: number, line: string)
  */
 export function progress(total: number, options: ProgressOptions = {}): Progress {
   rejectUnknownKeys("progress", options, ["label"]);
-  if (!Number.isFinite(total) || total < 0) throw new RangeError(`progress() total must be ≥ 0; got ${total}`);
+  if (!Number.isFinite(total) || total < 0) {
+    throw new RangeError(`progress() total must be ≥ 0; got ${total}`);
+  }
   const label = options.label ?? "";
   const mode = currentMode();
   const id = uniqueId("nbtune-progress");

@@ -32,7 +32,9 @@ export interface SyntheticHistoryOptions {
 export function syntheticHistory(steps: number, options: SyntheticHistoryOptions = {}): StepRecord[] {
   rejectUnknownKeys("syntheticHistory", options, ["evalEvery", "seed"]);
   const evalEvery = options.evalEvery ?? 0;
-  if (!Number.isInteger(steps) || steps < 0) throw new RangeError(`steps must be an integer ≥ 0; got ${steps}`);
+  if (!Number.isInteger(steps) || steps < 0) {
+    throw new RangeError(`steps must be an integer ≥ 0; got ${steps}`);
+  }
   if (!Number.isInteger(evalEvery) || evalEvery < 0) {
     throw new RangeError(`evalEvery must be an integer ≥ 0; got ${evalEvery}`);
   }
@@ -49,7 +51,9 @@ export function syntheticHistory(steps: number, options: SyntheticHistoryOptions
   return Array.from({ length: steps }, (_, i) => {
     const step = i + 1;
     const progress = step / Math.max(1, steps);
-    const lr = step <= warmup ? 2e-4 * step / warmup : 1e-5 + (2e-4 - 1e-5) * 0.5 * (1 + Math.cos(Math.PI * progress));
+    const lr = step <= warmup
+      ? 2e-4 * step / warmup
+      : 1e-5 + (2e-4 - 1e-5) * 0.5 * (1 + Math.cos(Math.PI * progress));
     const loss = 1.2 + 1.8 * Math.exp(-4 * progress) + 0.15 * noise();
     const breakdown = {
       weights: 48 * MiB,

@@ -5,7 +5,7 @@
  */
 
 import type { MemoryRecord, StepRecord } from "../train/types.ts";
-import { richObject, type RichObject } from "./display.ts";
+import { type RichObject, richObject } from "./display.ts";
 import { escapeHtml, rejectUnknownKeys } from "./_html.ts";
 
 /** Options for {@linkcode table}. */
@@ -28,7 +28,7 @@ const UNITS = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
  * if (formatBytes(512) !== "512 B") throw new Error("B");
  * if (formatBytes(1536) !== "1.5 KiB") throw new Error("KiB");
  * if (formatBytes(3 * 2 ** 30) !== "3.0 GiB") throw new Error("GiB");
- * if (formatBytes(-2 ** 20) !== "-1.0 MiB") throw new Error("negative");
+ * if (formatBytes(-(2 ** 20)) !== "-1.0 MiB") throw new Error("negative");
  * ```
  */
 export function formatBytes(bytes: number): string {
@@ -58,7 +58,9 @@ export function formatCell(value: unknown): string {
   if (typeof value === "number") {
     if (Number.isInteger(value) || !Number.isFinite(value)) return String(value);
     const abs = Math.abs(value);
-    return abs !== 0 && (abs < 1e-3 || abs >= 1e7) ? value.toExponential(2) : String(Number(value.toPrecision(5)));
+    return abs !== 0 && (abs < 1e-3 || abs >= 1e7)
+      ? value.toExponential(2)
+      : String(Number(value.toPrecision(5)));
   }
   if (typeof value === "object") return JSON.stringify(value);
   return String(value);
@@ -101,7 +103,9 @@ function htmlTable(rows: Record<string, unknown>[], columns: string[], title?: s
   const body = rows.map((row) =>
     `<tr>${columns.map((c, i) => `<td${align(i)}>${escapeHtml(formatCell(row[c]))}</td>`).join("")}</tr>`
   ).join("\n");
-  const caption = title ? `<caption style="text-align:left;font-weight:bold">${escapeHtml(title)}</caption>` : "";
+  const caption = title
+    ? `<caption style="text-align:left;font-weight:bold">${escapeHtml(title)}</caption>`
+    : "";
   return `<table class="nbtune-table">${caption}<thead><tr>${head}</tr></thead>\n<tbody>\n${body}\n</tbody></table>`;
 }
 

@@ -15,7 +15,9 @@ export function resolveKeys<T extends object>(
 ): T {
   if (given === undefined || given === null) return { ...defaults };
   if (typeof given !== "object" || Array.isArray(given)) {
-    throw new TypeError(`${where}: options must be an object, received ${Array.isArray(given) ? "array" : typeof given}`);
+    throw new TypeError(
+      `${where}: options must be an object, received ${Array.isArray(given) ? "array" : typeof given}`,
+    );
   }
   for (const key of Object.keys(given)) {
     if (!known.includes(key)) {
@@ -36,9 +38,16 @@ export function checkInt(where: string, name: string, v: unknown, min = 1): numb
 }
 
 /** Throws a RangeError unless `v` is one of `allowed`. */
-export function checkOneOf<T extends string>(where: string, name: string, v: unknown, allowed: readonly T[]): T {
+export function checkOneOf<T extends string>(
+  where: string,
+  name: string,
+  v: unknown,
+  allowed: readonly T[],
+): T {
   if (typeof v !== "string" || !(allowed as readonly string[]).includes(v)) {
-    throw new RangeError(`${where}: ${name} must be one of ${allowed.join(", ")}, received ${JSON.stringify(v)}`);
+    throw new RangeError(
+      `${where}: ${name} must be one of ${allowed.join(", ")}, received ${JSON.stringify(v)}`,
+    );
   }
   return v as T;
 }

@@ -61,12 +61,16 @@ const is8bit = (m: PlanMethod, st: OptimizerStatePrecision) =>
 
 function quality(s: PlanSpec & { method: PlanMethod }, requestedRank: number): number {
   let q = QUALITY[s.method];
-  if (s.method !== "galore8bit" && s.method !== "galore" && is8bit(s.method, s.optimizerState ?? "fp32")) q += 1;
+  if (s.method !== "galore8bit" && s.method !== "galore" && is8bit(s.method, s.optimizerState ?? "fp32")) {
+    q += 1;
+  }
   if (isAdapter(s.method)) q += Math.max(0, Math.log2(requestedRank / (s.loraRank ?? requestedRank)));
   return q;
 }
 
-function speed(s: Required<Pick<PlanSpec, "method" | "gradientCheckpointing" | "optimizerState" | "microBatch">>): number {
+function speed(
+  s: Required<Pick<PlanSpec, "method" | "gradientCheckpointing" | "optimizerState" | "microBatch">>,
+): number {
   let f = s.gradientCheckpointing ? 4 / 3 : 1;
   switch (s.method) {
     case "galore":
@@ -108,7 +112,9 @@ export function planLabel(plan: MemoryPlan): string {
       break;
     case "galore":
     case "galore8bit":
-      head = `GaLore${s.method === "galore8bit" ? " 8-bit" : ""} r=${s.galoreRank}${s.layerwise ? " layer-wise" : ""}`;
+      head = `GaLore${s.method === "galore8bit" ? " 8-bit" : ""} r=${s.galoreRank}${
+        s.layerwise ? " layer-wise" : ""
+      }`;
       break;
     case "lora":
       head = `LoRA r=${s.loraRank}`;
@@ -125,8 +131,9 @@ export function planLabel(plan: MemoryPlan): string {
   }
   const parts = [head];
   const st = s.optimizerState;
-  if (s.method !== "galore8bit" && (st === "8bit" || st === "paged8bit")) parts.push(st === "8bit" ? "8-bit Adam" : "paged 8-bit Adam");
-  else if (st === "paged") parts.push("paged Adam");
+  if (s.method !== "galore8bit" && (st === "8bit" || st === "paged8bit")) {
+    parts.push(st === "8bit" ? "8-bit Adam" : "paged 8-bit Adam");
+  } else if (st === "paged") parts.push("paged Adam");
   else if (s.method === "galore8bit" && st === "paged8bit") parts.push("paged states");
   if (s.gradientCheckpointing) parts.push("gradient checkpointing");
   return parts.join(" + ");
@@ -158,7 +165,9 @@ export function fitPlan(spec: PlanSpec, budget: number | string, options?: FitPl
     : ["full", "galore8bit", "lora", "qlora"] as PlanMethod[];
   const methods = [...new Set([...(o.methods ?? family), ...(o.methods ? [] : [req.method])])];
   for (const m of methods) {
-    if (!PLAN_METHODS.includes(m)) throw new RangeError(`fitPlan: unknown method "${m}"; use one of ${PLAN_METHODS.join(", ")}`);
+    if (!PLAN_METHODS.includes(m)) {
+      throw new RangeError(`fitPlan: unknown method "${m}"; use one of ${PLAN_METHODS.join(", ")}`);
+    }
   }
   const effective = req.microBatch * req.gradAccumSteps;
   const micros: number[] = [];
@@ -203,7 +212,10 @@ export function fitPlan(spec: PlanSpec, budget: number | string, options?: FitPl
               plan,
               changes: changesFrom(req, plan),
               sentence,
-              qualityLoss: Math.max(0, quality(cand as PlanSpec & { method: PlanMethod }, req.loraRank) - reqQuality),
+              qualityLoss: Math.max(
+                0,
+                quality(cand as PlanSpec & { method: PlanMethod }, req.loraRank) - reqQuality,
+              ),
               slowdown: Math.round(1000 * speed(plan.spec) / reqSpeed) / 1000,
             });
           }
@@ -220,8 +232,12 @@ export function fitPlan(spec: PlanSpec, budget: number | string, options?: FitPl
 
 function sentenceFor(plan: MemoryPlan, budget: number): string {
   const s = plan.spec;
-  const host = plan.breakdown.hostOffloaded > 0 ? `, ${formatGB(plan.breakdown.hostOffloaded)} paged to host` : "";
-  return `${planLabel(plan)} fits ${s.modelLabel} in ${formatGB(budget)} with micro-batch ${s.microBatch} and ` +
+  const host = plan.breakdown.hostOffloaded > 0
+    ? `, ${formatGB(plan.breakdown.hostOffloaded)} paged to host`
+    : "";
+  return `${planLabel(plan)} fits ${s.modelLabel} in ${
+    formatGB(budget)
+  } with micro-batch ${s.microBatch} and ` +
     `accumulation ${s.gradAccumSteps} (${formatGB(plan.total)}${host}).`;
 }
 
@@ -230,11 +246,21 @@ function changesFrom(req: ReturnType<typeof resolvePlanSpec>, plan: MemoryPlan):
   const c: string[] = [];
   if (s.method !== req.method) c.push(`method ${req.method} → ${s.method}`);
   if (s.method === "galore8bit" && s.layerwise && !req.layerwise) c.push("layer-wise GaLore");
-  if (s.optimizerState !== req.optimizerState) c.push(`optimizer state ${req.optimizerState} → ${s.optimizerState}`);
+  const paged = (st: OptimizerStatePrecision) => st === "paged" || st === "paged8bit";
+  if (s.method === "galore8bit") {
+    // 8-bit moments come with the method; only paging is a separate change.
+    if (paged(s.optimizerState) !== paged(req.optimizerState)) {
+      c.push(`optimizer state paged ${paged(s.optimizerState) ? "on" : "off"}`);
+    }
+  } else if (s.optimizerState !== req.optimizerState) {
+    c.push(`optimizer state ${req.optimizerState} → ${s.optimizerState}`);
+  }
   if (isAdapter(s.method) && s.loraRank !== req.loraRank) c.push(`LoRA rank ${req.loraRank} → ${s.loraRank}`);
   if (s.gradientCheckpointing !== req.gradientCheckpointing) c.push("gradient checkpointing on");
   if (s.microBatch !== req.microBatch) {
-    c.push(`micro-batch ${req.microBatch} → ${s.microBatch} with accumulation ${req.gradAccumSteps} → ${s.gradAccumSteps}`);
+    c.push(
+      `micro-batch ${req.microBatch} → ${s.microBatch} with accumulation ${req.gradAccumSteps} → ${s.gradAccumSteps}`,
+    );
   }
   return c;
 }

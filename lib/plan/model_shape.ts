@@ -53,7 +53,9 @@ function pick(raw: Raw, keys: string[]): unknown {
 function posInt(raw: Raw, keys: string[], fallback?: number): number {
   const v = pick(raw, keys) ?? fallback;
   if (typeof v !== "number" || !Number.isInteger(v) || v <= 0) {
-    throw new RangeError(`model config: "${keys[0]}" must be a positive integer, received ${JSON.stringify(v)}`);
+    throw new RangeError(
+      `model config: "${keys[0]}" must be a positive integer, received ${JSON.stringify(v)}`,
+    );
   }
   return v;
 }
@@ -77,7 +79,9 @@ function posInt(raw: Raw, keys: string[], fallback?: number): number {
  */
 export function modelShape(config: unknown): ModelShape {
   if (typeof config !== "object" || config === null) {
-    throw new TypeError(`model config must be an object, received ${config === null ? "null" : typeof config}`);
+    throw new TypeError(
+      `model config must be an object, received ${config === null ? "null" : typeof config}`,
+    );
   }
   if (isShape(config)) return config;
   let raw = config as Raw;
@@ -96,7 +100,9 @@ export function modelShape(config: unknown): ModelShape {
   const act = String(pick(raw, ["hidden_act", "hiddenAct", "activation"]) ?? (isFalcon ? "gelu" : "silu"));
   const mlpGiven = pick(raw, ["mlp"]);
   if (mlpGiven !== undefined && mlpGiven !== "swiglu" && mlpGiven !== "gelu") {
-    throw new RangeError(`model config: "mlp" must be "swiglu" or "gelu", received ${JSON.stringify(mlpGiven)}`);
+    throw new RangeError(
+      `model config: "mlp" must be "swiglu" or "gelu", received ${JSON.stringify(mlpGiven)}`,
+    );
   }
   const mlp: MlpKind = (mlpGiven as MlpKind | undefined) ?? (act.startsWith("gelu") ? "gelu" : "swiglu");
   const intermediateSize = posInt(

@@ -106,7 +106,9 @@ function adapterCount(s: ResolvedPlanSpec, notes: string[]): { count: number; ra
   const perLayer = mods.reduce((acc, m) => acc + s.loraRank * (m.inFeatures + m.outFeatures), 0);
   const what = s.method === "dylora" || s.method === "qdylora" ? "maximum rank" : "rank";
   notes.push(
-    `LoRA ${what} ${s.loraRank} on ${mods.map((m) => m.name).join(", ")} of every layer: A [R, in] + B [out, R] each.`,
+    `LoRA ${what} ${s.loraRank} on ${
+      mods.map((m) => m.name).join(", ")
+    } of every layer: A [R, in] + B [out, R] each.`,
   );
   return { count: perLayer * s.shape.numHiddenLayers, rankPerLayer: s.loraRank * mods.length };
 }
@@ -129,7 +131,9 @@ function seedPlan(s: ResolvedPlanSpec): MemoryPlan {
   let trainable = P;
   switch (s.method) {
     case "full":
-      notes.push("Full fine-tune: fp16 weights 2 B + fp16 gradients 2 B + fp32 Adam state 12 B per parameter.");
+      notes.push(
+        "Full fine-tune: fp16 weights 2 B + fp16 gradients 2 B + fp32 Adam state 12 B per parameter.",
+      );
       b.weights = 2 * P;
       b.gradients = 2 * P;
       b.optimizerStates = 12 * P;
@@ -165,7 +169,15 @@ function seedPlan(s: ResolvedPlanSpec): MemoryPlan {
 function finish(s: ResolvedPlanSpec, b: MemoryBreakdown, trainable: number, notes: string[]): MemoryPlan {
   const total = b.weights + b.quantConstants + b.adapters + b.gradients + b.optimizerStates + b.activations +
     b.workspace;
-  return { method: s.method, total, breakdown: b, assumptions: notes, params: s.params, trainableParams: trainable, spec: s };
+  return {
+    method: s.method,
+    total,
+    breakdown: b,
+    assumptions: notes,
+    params: s.params,
+    trainableParams: trainable,
+    spec: s,
+  };
 }
 
 function momentBytes(elements: number, eightBit: boolean): number {
@@ -181,13 +193,16 @@ function detailedPlan(s: ResolvedPlanSpec): MemoryPlan {
   const parts = s.shape ? countParamParts(s.shape) : undefined;
   // Parts are scaled when `params` overrides the shape's own count (e.g. the seed's 10B).
   const scale = parts ? P / parts.total : 1;
-  if (parts && scale !== 1) notes.push(`Parameter parts scaled by ${scale.toFixed(4)} to match params = ${P}.`);
+  if (parts && scale !== 1) {
+    notes.push(`Parameter parts scaled by ${scale.toFixed(4)} to match params = ${P}.`);
+  }
   const linear = parts ? parts.linearWeights * scale : 0;
   const mods = s.shape ? linearModules(s.shape) : [];
   const L = s.shape?.numHiddenLayers ?? 0;
   const largestLinear = Math.max(0, ...mods.map((m) => m.inFeatures * m.outFeatures));
   const largestTensor = parts ? Math.max(largestLinear, parts.embeddings) * scale : P;
-  const eightBit = s.method === "galore8bit" || s.optimizerState === "8bit" || s.optimizerState === "paged8bit";
+  const eightBit = s.method === "galore8bit" || s.optimizerState === "8bit" ||
+    s.optimizerState === "paged8bit";
   const paged = s.optimizerState === "paged" || s.optimizerState === "paged8bit";
   const b: MemoryBreakdown = {
     weights: 0,
@@ -199,7 +214,9 @@ function detailedPlan(s: ResolvedPlanSpec): MemoryPlan {
     workspace: s.overheadBytes,
     hostOffloaded: 0,
   };
-  notes.push(`Weights stored in ${s.weightDtype}, compute and activations in ${s.computeDtype}; GB = 1e9 bytes.`);
+  notes.push(
+    `Weights stored in ${s.weightDtype}, compute and activations in ${s.computeDtype}; GB = 1e9 bytes.`,
+  );
 
   // Weights (and 4-bit constants).
   if (isQuantized(s.method)) {
@@ -254,7 +271,11 @@ function detailedPlan(s: ResolvedPlanSpec): MemoryPlan {
         `${s.weightDtype}; embeddings, norms and lm_head use plain Adam.`,
     );
     b.gradients = s.layerwise ? largestTensor * w : P * w;
-    if (s.layerwise) notes.push("Layer-wise: each gradient is applied and freed in backward; peak = the largest tensor's gradient.");
+    if (s.layerwise) {
+      notes.push(
+        "Layer-wise: each gradient is applied and freed in backward; peak = the largest tensor's gradient.",
+      );
+    }
     b.workspace += largestLinear * 4;
     notes.push("Workspace: fp32 SVD input of the largest matrix at projector refreshes.");
   } else {
@@ -291,13 +312,17 @@ function detailedPlan(s: ResolvedPlanSpec): MemoryPlan {
     notes.push(
       `Activations for micro-batch ${s.microBatch} × ${s.seqLen} tokens: per layer B·T·e·(2D + 2H·d + 2K·d + 2H·T + MLP), ` +
         `MLP = 2D + 4I (SwiGLU) or 2D + 2I (GELU); ` +
-        (s.gradientCheckpointing ? "checkpointing keeps L·B·T·D·e layer inputs + one layer; " : "all L layers kept; ") +
+        (s.gradientCheckpointing
+          ? "checkpointing keeps L·B·T·D·e layer inputs + one layer; "
+          : "all L layers kept; ") +
         "plus fp32 logits and their gradient 2·B·T·V·4.",
     );
   } else {
     notes.push("No model shape: activations and workspace not estimated (give config to include them).");
   }
-  notes.push(`Gradient accumulation (${s.gradAccumSteps} steps) reuses the gradient buffers: no change to the peak.`);
+  notes.push(
+    `Gradient accumulation (${s.gradAccumSteps} steps) reuses the gradient buffers: no change to the peak.`,
+  );
   if (s.overheadBytes > 0) notes.push(`Fixed overhead ${s.overheadBytes} bytes in workspace.`);
   return finish(s, b, trainable, notes);
 }

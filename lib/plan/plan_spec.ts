@@ -97,7 +97,8 @@ export interface PlanSpec {
 }
 
 /** A spec with every default filled in and the model resolved. */
-export interface ResolvedPlanSpec extends Required<Omit<PlanSpec, "params" | "config" | "model" | "adapterParams">> {
+export interface ResolvedPlanSpec
+  extends Required<Omit<PlanSpec, "params" | "config" | "model" | "adapterParams">> {
   /** Parameter count used. */
   params: number;
   /** The model's shape, when a config was given. */
@@ -165,10 +166,14 @@ export function resolvePlanSpec(spec: PlanSpec): ResolvedPlanSpec {
   checkOneOf(where, "quant", o.quant, ["nf4", "fp4"] as const);
   checkOneOf(where, "optimizerState", o.optimizerState, ["fp32", "8bit", "paged", "paged8bit"] as const);
   if (!QUANT_BLOCKSIZES.includes(o.blocksize)) {
-    throw new RangeError(`${where}: blocksize must be one of ${QUANT_BLOCKSIZES.join(", ")}, received ${o.blocksize}`);
+    throw new RangeError(
+      `${where}: blocksize must be one of ${QUANT_BLOCKSIZES.join(", ")}, received ${o.blocksize}`,
+    );
   }
   for (const k of ["doubleQuant", "masterWeights", "layerwise", "gradientCheckpointing"] as const) {
-    if (typeof o[k] !== "boolean") throw new TypeError(`${where}: ${k} must be a boolean, received ${typeof o[k]}`);
+    if (typeof o[k] !== "boolean") {
+      throw new TypeError(`${where}: ${k} must be a boolean, received ${typeof o[k]}`);
+    }
   }
   for (const k of ["loraRank", "galoreRank", "microBatch", "seqLen", "gradAccumSteps"] as const) {
     checkInt(where, k, o[k]);
@@ -195,7 +200,9 @@ export function resolvePlanSpec(spec: PlanSpec): ResolvedPlanSpec {
     shape = modelShape(o.model.config);
   }
   const params = o.params ?? presetParams ?? (shape ? countParams(shape) : undefined);
-  if (params === undefined) throw new TypeError(`${where}: give params, config (a preset name or object) or model`);
+  if (params === undefined) {
+    throw new TypeError(`${where}: give params, config (a preset name or object) or model`);
+  }
   if (typeof params !== "number" || !Number.isFinite(params) || params <= 0) {
     throw new RangeError(`${where}: params must be a positive number, received ${params}`);
   }
@@ -209,7 +216,11 @@ export function resolvePlanSpec(spec: PlanSpec): ResolvedPlanSpec {
     const names = linearModules(shape).map((m) => m.name);
     for (const t of o.loraTargets) {
       if (!names.includes(t)) {
-        throw new RangeError(`${where}: loraTargets has "${t}", which this model lacks; its linear modules are ${names.join(", ")}`);
+        throw new RangeError(
+          `${where}: loraTargets has "${t}", which this model lacks; its linear modules are ${
+            names.join(", ")
+          }`,
+        );
       }
     }
   }

@@ -68,7 +68,11 @@ const TABLE: ModelPreset[] = [
     config: llama(3072, 8192, 28, 24, 8, 128256, { head_dim: 128, tie_word_embeddings: true }),
   },
   { name: "llama-2-7b", source: "meta-llama/Llama-2-7b-hf", config: llama(4096, 11008, 32, 32, 32, 32000) },
-  { name: "llama-7b", source: "huggyllama/llama-7b (LLaMA-1)", config: llama(4096, 11008, 32, 32, 32, 32000) },
+  {
+    name: "llama-7b",
+    source: "huggyllama/llama-7b (LLaMA-1)",
+    config: llama(4096, 11008, 32, 32, 32, 32000),
+  },
   {
     name: "mistral-7b",
     source: "mistralai/Mistral-7B-v0.1",
@@ -82,7 +86,11 @@ const TABLE: ModelPreset[] = [
     params: 10e9,
   },
   { name: "llama-2-13b", source: "meta-llama/Llama-2-13b-hf", config: llama(5120, 13824, 40, 40, 40, 32000) },
-  { name: "llama-13b", source: "huggyllama/llama-13b (LLaMA-1)", config: llama(5120, 13824, 40, 40, 40, 32000) },
+  {
+    name: "llama-13b",
+    source: "huggyllama/llama-13b (LLaMA-1)",
+    config: llama(5120, 13824, 40, 40, 40, 32000),
+  },
   {
     name: "codellama-34b",
     source: "codellama/CodeLlama-34b-hf",
@@ -106,7 +114,11 @@ const TABLE: ModelPreset[] = [
       tie_word_embeddings: true,
     },
   },
-  { name: "llama-65b", source: "huggyllama/llama-65b (LLaMA-1)", config: llama(8192, 22016, 80, 64, 64, 32000) },
+  {
+    name: "llama-65b",
+    source: "huggyllama/llama-65b (LLaMA-1)",
+    config: llama(8192, 22016, 80, 64, 64, 32000),
+  },
   { name: "llama-2-70b", source: "meta-llama/Llama-2-70b-hf", config: llama(8192, 28672, 80, 64, 8, 32000) },
 ];
 

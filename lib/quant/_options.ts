@@ -18,7 +18,9 @@ export function rejectUnknownKeys(options: unknown, allowed: readonly string[], 
   for (const key of Object.keys(options)) {
     if (!allowed.includes(key)) {
       throw new TypeError(
-        `${fn}: unknown option "${key}"; the accepted options are ${allowed.map((k) => `"${k}"`).join(", ")}.`,
+        `${fn}: unknown option "${key}"; the accepted options are ${
+          allowed.map((k) => `"${k}"`).join(", ")
+        }.`,
       );
     }
   }
@@ -28,7 +30,9 @@ export function rejectUnknownKeys(options: unknown, allowed: readonly string[], 
 export function describe(value: unknown): string {
   if (value === null) return "null";
   if (Array.isArray(value)) return `an array of length ${value.length}`;
-  if (ArrayBuffer.isView(value)) return `a ${value.constructor.name} of length ${(value as Uint8Array).length}`;
+  if (ArrayBuffer.isView(value)) {
+    return `a ${value.constructor.name} of length ${(value as Uint8Array).length}`;
+  }
   if (typeof value === "string") return JSON.stringify(value);
   if (typeof value === "object") return "an object";
   return `${typeof value} ${String(value)}`;

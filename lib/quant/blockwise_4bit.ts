@@ -12,7 +12,7 @@
  */
 
 import { code4bit, QUANT_TYPES_4BIT, type QuantType4bit } from "./codebooks.ts";
-import { type DoubleQuantState, doubleDequantize, doubleQuantize } from "./double_quant.ts";
+import { doubleDequantize, doubleQuantize, type DoubleQuantState } from "./double_quant.ts";
 import { describe, f32, rejectUnknownKeys, shapeSize } from "./_options.ts";
 
 /** Blocksizes bitsandbytes accepts for 4-bit quantization. */
@@ -83,7 +83,10 @@ export function checkBlocksize4bit(blocksize: unknown, fn: string): number {
   return blocksize;
 }
 
-function resolveQuantize4bitOptions(n: number, options: Quantize4bitOptions = {}): ResolvedQuantize4bitOptions {
+function resolveQuantize4bitOptions(
+  n: number,
+  options: Quantize4bitOptions = {},
+): ResolvedQuantize4bitOptions {
   const fn = "quantize4bit";
   rejectUnknownKeys(options, QUANTIZE_KEYS, fn);
   const quantType = options.quantType ?? "nf4";
@@ -93,11 +96,15 @@ function resolveQuantize4bitOptions(n: number, options: Quantize4bitOptions = {}
   const blocksize = checkBlocksize4bit(options.blocksize ?? 64, fn);
   const shape = [...(options.shape ?? [n])];
   if (shapeSize(shape, fn) !== n) {
-    throw new TypeError(`${fn}: shape [${shape.join(", ")}] does not hold ${n} values; pass the weight's shape.`);
+    throw new TypeError(
+      `${fn}: shape [${shape.join(", ")}] does not hold ${n} values; pass the weight's shape.`,
+    );
   }
   const dtype = options.dtype ?? "float32";
   if (!WEIGHT_DTYPES.includes(dtype)) {
-    throw new RangeError(`${fn}: dtype must be one of ${WEIGHT_DTYPES.join(", ")}, received ${describe(dtype)}.`);
+    throw new RangeError(
+      `${fn}: dtype must be one of ${WEIGHT_DTYPES.join(", ")}, received ${describe(dtype)}.`,
+    );
   }
   const doubleQuant = options.doubleQuant ?? false;
   if (typeof doubleQuant !== "boolean") {
@@ -199,7 +206,10 @@ export function quantize4bit(values: Float32Array, options?: Quantize4bitOptions
   if (!(values instanceof Float32Array)) {
     throw new TypeError(`quantize4bit: values must be a Float32Array, received ${describe(values)}.`);
   }
-  const { quantType, blocksize, shape, dtype, doubleQuant } = resolveQuantize4bitOptions(values.length, options);
+  const { quantType, blocksize, shape, dtype, doubleQuant } = resolveQuantize4bitOptions(
+    values.length,
+    options,
+  );
   const n = values.length;
   const nBlocks = Math.ceil(n / blocksize);
   const absmax = new Float32Array(nBlocks);
@@ -261,7 +271,9 @@ export function checkQuant4bitState(state: Quant4bitState, fn: string): void {
     );
   }
   if (!(state.quantMap instanceof Float32Array) || state.quantMap.length !== 16) {
-    throw new TypeError(`${fn}: quantMap must be a Float32Array of 16 values, received ${describe(state.quantMap)}.`);
+    throw new TypeError(
+      `${fn}: quantMap must be a Float32Array of 16 values, received ${describe(state.quantMap)}.`,
+    );
   }
   const nBlocks = Math.ceil(n / state.blocksize);
   if (!(state.absmax instanceof Float32Array) || state.absmax.length !== nBlocks) {

@@ -79,10 +79,14 @@ export function quantizeBlockwise8bit(
   blocksize: number,
 ): { codes: Uint8Array; scales: Float32Array } {
   if (!(code instanceof Float32Array) || code.length !== 256) {
-    throw new TypeError(`quantizeBlockwise8bit: code must be a Float32Array of 256 values, received ${describe(code)}.`);
+    throw new TypeError(
+      `quantizeBlockwise8bit: code must be a Float32Array of 256 values, received ${describe(code)}.`,
+    );
   }
   if (!Number.isSafeInteger(blocksize) || blocksize <= 0) {
-    throw new RangeError(`quantizeBlockwise8bit: blocksize must be a positive integer, received ${describe(blocksize)}.`);
+    throw new RangeError(
+      `quantizeBlockwise8bit: blocksize must be a positive integer, received ${describe(blocksize)}.`,
+    );
   }
   const n = values.length;
   const scales = new Float32Array(Math.ceil(n / blocksize));
@@ -117,7 +121,9 @@ export function quantizeBlockwise8bit(
  */
 export function doubleQuantize(absmax: Float32Array): DoubleQuantState {
   if (!(absmax instanceof Float32Array) || absmax.length === 0) {
-    throw new TypeError(`doubleQuantize: absmax must be a non-empty Float32Array, received ${describe(absmax)}.`);
+    throw new TypeError(
+      `doubleQuantize: absmax must be a non-empty Float32Array, received ${describe(absmax)}.`,
+    );
   }
   let sum = 0;
   for (const a of absmax) sum += a;
@@ -151,7 +157,9 @@ export function doubleDequantize(state: DoubleQuantState): Float32Array {
     );
   }
   if (!Number.isSafeInteger(blocksize) || blocksize <= 0) {
-    throw new RangeError(`doubleDequantize: blocksize must be a positive integer, received ${describe(blocksize)}.`);
+    throw new RangeError(
+      `doubleDequantize: blocksize must be a positive integer, received ${describe(blocksize)}.`,
+    );
   }
   if (!(scales instanceof Float32Array) || scales.length !== Math.ceil(codes.length / blocksize)) {
     throw new TypeError(

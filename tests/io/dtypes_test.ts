@@ -2,8 +2,8 @@ import { deepStrictEqual, ok, strictEqual, throws } from "node:assert/strict";
 import {
   bf16BitsToNumber,
   bf16ToFloat32,
-  DTYPES,
   dtypeItemsize,
+  DTYPES,
   f16BitsToNumber,
   f16ToFloat32,
   float32ToBf16,
@@ -124,7 +124,9 @@ Deno.test("toTyped() returns the natural typed array and copies misaligned input
     BOOL: "Uint8Array",
   };
   deepStrictEqual([...DTYPES].sort(), Object.keys(expected).sort());
-  for (const dtype of DTYPES) strictEqual(toTyped(dtype, new Uint8Array(16)).constructor.name, expected[dtype]);
+  for (const dtype of DTYPES) {
+    strictEqual(toTyped(dtype, new Uint8Array(16)).constructor.name, expected[dtype]);
+  }
   const misaligned = new Uint8Array(9).subarray(1);
   misaligned.set([0, 0, 0x80, 0x3f]);
   strictEqual((toTyped("F32", misaligned) as Float32Array)[0], 1);
@@ -142,8 +144,14 @@ Deno.test("fromFloat32() encodes float dtypes that toFloat32() decodes back", ()
 });
 
 Deno.test("unknown dtypes and bad shapes are rejected with messages naming them", () => {
-  throws(() => parseDtype("Q4_0"), (e: Error) => e instanceof RangeError && /"Q4_0".*F32.*BF16/.test(e.message));
-  throws(() => tensorByteLength("F32", [2, -1]), (e: Error) => e instanceof RangeError && e.message.includes("-1"));
+  throws(
+    () => parseDtype("Q4_0"),
+    (e: Error) => e instanceof RangeError && /"Q4_0".*F32.*BF16/.test(e.message),
+  );
+  throws(
+    () => tensorByteLength("F32", [2, -1]),
+    (e: Error) => e instanceof RangeError && e.message.includes("-1"),
+  );
   throws(() => tensorByteLength("F32", [1.5]), RangeError);
   strictEqual(tensorByteLength("I64", []), 8);
   strictEqual(tensorByteLength("BF16", [0, 7]), 0);

@@ -3,8 +3,9 @@ import { FormatError } from "../../lib/io/format_error.ts";
 import { decodeSafetensors, openSafetensors } from "../../lib/io/safetensors_reader.ts";
 import { writeSafetensors } from "../../lib/io/safetensors_writer.ts";
 
-const FIXTURE = new URL("../../../shared/fixtures/external/tiny-random-llama-2/model.safetensors", import.meta.url)
-  .pathname;
+const FIXTURE =
+  new URL("../../../shared/fixtures/external/tiny-random-llama-2/model.safetensors", import.meta.url)
+    .pathname;
 const HAS_FIXTURE = (() => {
   try {
     return Deno.statSync(FIXTURE).isFile;
@@ -62,7 +63,10 @@ async function assertRejected(bytes: Uint8Array, tensor: string | undefined, pat
       ok(typeof e.offset === "number");
       return true;
     });
-    throws(() => decodeSafetensors(bytes, "mem"), (e: unknown) => e instanceof FormatError && e.file === "mem");
+    throws(
+      () => decodeSafetensors(bytes, "mem"),
+      (e: unknown) => e instanceof FormatError && e.file === "mem",
+    );
   } finally {
     await Deno.remove(path);
   }
@@ -142,7 +146,10 @@ Deno.test("opening reads only the header, and reading one tensor reads only its 
     ok(t.every((v) => v === 17.5));
     // Concurrent reads share one handle; seek+read pairs must not interleave.
     const many = await Promise.all([3, 39, 0, 22].map((i) => st.readFloat32(`layer.${i}`)));
-    deepStrictEqual(many.map((a) => [a[0], a[ELEMS - 1]]), [[3.5, 3.5], [39.5, 39.5], [0.5, 0.5], [22.5, 22.5]]);
+    deepStrictEqual(many.map((a) => [a[0], a[ELEMS - 1]]), [[3.5, 3.5], [39.5, 39.5], [0.5, 0.5], [
+      22.5,
+      22.5,
+    ]]);
     strictEqual(st.stats.bytesRead - before, 5 * ELEMS * 4);
   } finally {
     await Deno.remove(dir, { recursive: true });
@@ -194,12 +201,24 @@ Deno.test("a header that is not UTF-8 JSON or not an object is rejected", async 
   await assertRejected(rawFile('{"a": ', 0), undefined, /not valid UTF-8 JSON/);
   await assertRejected(rawFile("[1, 2]", 0), undefined, /must be a JSON object, got an array/);
   await assertRejected(rawFile("null", 0), undefined, /must be a JSON object/);
-  await assertRejected(rawFile({ __metadata__: { format: 1 } }, 0), undefined, /__metadata__\.format must be a string/);
+  await assertRejected(
+    rawFile({ __metadata__: { format: 1 } }, 0),
+    undefined,
+    /__metadata__\.format must be a string/,
+  );
 });
 
 Deno.test("entries with missing or mistyped fields are rejected, naming the tensor", async () => {
-  await assertRejected(rawFile({ w: { shape: [1], data_offsets: [0, 4] } }, 4), "w", /"dtype" must be a string/);
-  await assertRejected(rawFile({ w: { dtype: "F32", data_offsets: [0, 4] } }, 4), "w", /"shape" must be an array/);
+  await assertRejected(
+    rawFile({ w: { shape: [1], data_offsets: [0, 4] } }, 4),
+    "w",
+    /"dtype" must be a string/,
+  );
+  await assertRejected(
+    rawFile({ w: { dtype: "F32", data_offsets: [0, 4] } }, 4),
+    "w",
+    /"shape" must be an array/,
+  );
   await assertRejected(rawFile({ w: { dtype: "F32", shape: [1] } }, 4), "w", /"data_offsets" must be/);
   await assertRejected(rawFile({ w: W("F32", [1], ["0", 4]) }, 4), "w", /"data_offsets" must be/);
   await assertRejected(rawFile({ w: 3 }, 4), "w", /entry must be an object/);
@@ -232,7 +251,7 @@ Deno.test("overlaps, gaps and uncovered trailing bytes are rejected with the fir
   await assertRejected(rawFile({ a: W("F32", [1], [0, 4]) }, 6), undefined, /2 trailing bytes \[4, 6\)/);
 });
 
-Deno.test("error offsets point at the absolute byte of the offending region", async () => {
+Deno.test("error offsets point at the absolute byte of the offending region", () => {
   const bytes = rawFile({ a: W("F32", [1], [0, 4]), b: W("F32", [1], [8, 12]) }, 12);
   const n = Number(new DataView(bytes.buffer).getBigUint64(0, true));
   throws(() => decodeSafetensors(bytes), (e: unknown) => e instanceof FormatError && e.offset === 8 + n + 4);

@@ -1,0 +1,224 @@
+/**
+ * GaLore-AdamW (Zhao et al. 2024): full-parameter training with low-rank gradient
+ * states. For a selected 2-D weight W `[M, N]` with gradient G:
+ *
+ * ```text
+ * R  = project(G)                      // [R, N], [M, R] or [R, R]; refreshed every updateProjGap steps
+ * D  = Adam direction of R              // moments of R's shape: fp32 tensors or 8-bit host memory
+ * W ← W·(1 − lr·wd) − lr · projectBack(D)   // projectBack includes `scale`
+ * ```
+ *
+ * Every other parameter gets plain AdamW (8-bit AdamW when `eightBit`). Weight decay is
+ * decoupled and applied first, on the full weight, as in PyTorch AdamW (galore-torch
+ * applies it after the update and puts eps before bias correction; the difference is
+ * O(lr²·wd) and O(eps)). Moments survive a projector refresh, as in galore-torch.
+ *
+ * All state (moments, projector, step counter) is per parameter name, so layer-wise
+ * stepping — one `step` call per block — is exactly one call with all parameters.
+ * @module
+ */
+import * as tf from "@tensorflow/tfjs-core";
+import type { Optimizer, ParamGrad } from "./optimizer.ts";
+import { checkAdamHyper, checkLr, checkUniqueNames, resolveOptions } from "./_options.ts";
+import { Fp32Moments, type MomentStore } from "./_moments.ts";
+import { Moments8bit } from "./_moments_8bit.ts";
+import {
+  createGaLoreProjector,
+  type GaLoreProjector,
+  type ProjType,
+  type RefreshMethod,
+} from "./galore_projector.ts";
+
+/** Selects GaLore parameters: a predicate, substrings of the name, or a RegExp on the name. */
+export type GaLoreParamSelector = ((name: string, shape: readonly number[]) => boolean) | string[] | RegExp;
+
+/** Options for {@linkcode createGaLoreAdamW}. */
+export interface GaLoreAdamWOptions {
+  /** Projection rank. */
+  rank: number;
+  /** Steps between projector refreshes. @default {200} */
+  updateProjGap?: number;
+  /** Multiplier of the projected-back update (like LoRA's alpha/r). @default {0.25} */
+  scale?: number;
+  /** Which side(s) to project. @default {"std"} */
+  projType?: ProjType;
+  /** Projector refresh method. @default {"randomized"} */
+  refresh?: RefreshMethod;
+  /** Keep Adam moments blockwise 8-bit in host memory. @default {false} */
+  eightBit?: boolean;
+  /** @default {0.9} */
+  beta1?: number;
+  /** @default {0.999} */
+  beta2?: number;
+  /** @default {1e-8} */
+  eps?: number;
+  /** Decoupled weight decay. @default {0} */
+  weightDecay?: number;
+  /**
+   * Which parameters are GaLore'd; only 2-D ones can be.
+   * @default {/attn|mlp/ on the name, for 2-D weights (the GaLore tutorial's targets)}
+   */
+  galoreParams?: GaLoreParamSelector;
+  /** Power iterations of the randomized refresh. @default {2} */
+  powerIters?: number;
+  /** Oversampling columns of the randomized refresh. @default {8} */
+  oversample?: number;
+}
+
+/** A GaLore optimizer, with the extra introspection the memory breakdown needs. */
+export interface GaLoreOptimizer extends Optimizer {
+  /** True when `name` with `shape` is trained through a projector. */
+  isGaLore(name: string, shape: readonly number[]): boolean;
+  /** Names of the GaLore'd parameters seen so far. */
+  galoreNames(): string[];
+  /** Projector of a GaLore'd parameter (after its first step). */
+  projector(name: string): GaLoreProjector | undefined;
+  /** State bytes split into moments and projectors. */
+  stateBreakdown(): { moments: number; projectors: number };
+}
+
+const DEFAULTS: Required<GaLoreAdamWOptions> = {
+  rank: NaN,
+  updateProjGap: 200,
+  scale: 0.25,
+  projType: "std",
+  refresh: "randomized",
+  eightBit: false,
+  beta1: 0.9,
+  beta2: 0.999,
+  eps: 1e-8,
+  weightDecay: 0,
+  galoreParams: /attn|mlp/,
+  powerIters: 2,
+  oversample: 8,
+};
+
+/**
+ * Fills defaults and validates (TypeError for unknown keys or a bad selector, RangeError for values).
+ *
+ * @example
+ * ```ts
+ * import { resolveGaLoreAdamWOptions } from "./galore_adamw.ts";
+ * const o = resolveGaLoreAdamWOptions({ rank: 8 });
+ * if (o.scale !== 0.25 || o.updateProjGap !== 200 || o.refresh !== "randomized") throw new Error("defaults");
+ * ```
+ */
+export function resolveGaLoreAdamWOptions(options: GaLoreAdamWOptions): Required<GaLoreAdamWOptions> {
+  const where = "createGaLoreAdamW()";
+  const o = resolveOptions<Required<GaLoreAdamWOptions>>(where, options, DEFAULTS);
+  checkAdamHyper(where, o);
+  if (!Number.isInteger(o.rank) || o.rank < 1) {
+    throw new RangeError(`${where}: rank must be an integer >= 1, received ${o.rank}`);
+  }
+  const sel = o.galoreParams;
+  if (
+    !(typeof sel === "function" || sel instanceof RegExp ||
+      (Array.isArray(sel) && sel.every((s) => typeof s === "string")))
+  ) {
+    throw new TypeError(`${where}: galoreParams must be a function, a RegExp or an array of strings`);
+  }
+  if (typeof o.eightBit !== "boolean") throw new TypeError(`${where}: eightBit must be a boolean`);
+  return o;
+}
+
+/**
+ * Creates a GaLore-AdamW optimizer (`name` "galore", or "galore8bit" with `eightBit`).
+ *
+ * @example
+ * ```ts
+ * import * as tf from "@tensorflow/tfjs-core";
+ * import { initEngine } from "../engine/backend.ts";
+ * import { createGaLoreAdamW } from "./galore_adamw.ts";
+ * await initEngine({ backend: "cpu" });
+ * const w = tf.variable(tf.zeros([16, 8])), b = tf.variable(tf.zeros([8]));
+ * const gw = tf.randomNormal([16, 8], 0, 1, "float32", 1), gb = tf.ones([8]);
+ * const opt = createGaLoreAdamW({ rank: 2 });
+ * opt.step([
+ *   { name: "layers.0.mlp.up_proj.weight", variable: w, grad: gw },
+ *   { name: "layers.0.norm.weight", variable: b, grad: gb },
+ * ], 1e-2);
+ * if (opt.galoreNames().join() !== "layers.0.mlp.up_proj.weight") throw new Error("only the mlp weight");
+ * // moments: 2×[16, 2] + 2×[8] fp32; projector [8, 2]
+ * const s = opt.stateBreakdown();
+ * if (s.moments !== 4 * (2 * 32 + 2 * 8) || s.projectors !== 4 * 16) throw new Error(JSON.stringify(s));
+ * opt.dispose(); tf.dispose([w, b, gw, gb]);
+ * ```
+ */
+export function createGaLoreAdamW(options: GaLoreAdamWOptions): GaLoreOptimizer {
+  const o = resolveGaLoreAdamWOptions(options);
+  const moments: MomentStore = o.eightBit ? new Moments8bit(o, 256, 4096) : new Fp32Moments(o);
+  const steps = new Map<string, number>();
+  const projectors = new Map<string, GaLoreProjector>();
+  const sel = o.galoreParams;
+
+  const isGaLore = (name: string, shape: readonly number[]): boolean => {
+    const chosen = typeof sel === "function"
+      ? sel(name, shape)
+      : sel instanceof RegExp
+      ? sel.test(name)
+      : sel.some((s) => name.includes(s));
+    if (!chosen) return false;
+    if (shape.length !== 2) {
+      if (typeof sel === "function") {
+        throw new TypeError(
+          `GaLore: galoreParams selected "${name}" of shape [${shape}], but only 2-D weights can be projected`,
+        );
+      }
+      return false;
+    }
+    return true;
+  };
+
+  const projectorFor = (name: string): GaLoreProjector => {
+    let p = projectors.get(name);
+    if (!p) {
+      p = createGaLoreProjector({
+        rank: o.rank,
+        updateProjGap: o.updateProjGap,
+        scale: o.scale,
+        projType: o.projType,
+        refresh: o.refresh,
+        powerIters: o.powerIters,
+        oversample: o.oversample,
+      });
+      projectors.set(name, p);
+    }
+    return p;
+  };
+
+  const projectorBytes = () => [...projectors.values()].reduce((s, p) => s + p.stateBytes(), 0);
+
+  return {
+    name: o.eightBit ? "galore8bit" : "galore",
+    step(params: ParamGrad[], lr: number): void {
+      checkLr("GaLoreAdamW.step()", lr);
+      checkUniqueNames("GaLoreAdamW.step()", params.map((p) => p.name));
+      for (const { name, variable, grad } of params) {
+        const t = (steps.get(name) ?? 0) + 1;
+        const galore = isGaLore(name, variable.shape);
+        tf.tidy(() => {
+          let update: tf.Tensor;
+          if (galore) {
+            const proj = projectorFor(name);
+            const r = proj.project(grad as tf.Tensor2D);
+            update = proj.projectBack(moments.direction(name, r, t) as tf.Tensor2D); // [M, N], × scale
+          } else update = moments.direction(name, grad, t);
+          const decayed = o.weightDecay > 0 ? tf.mul(variable, 1 - lr * o.weightDecay) : variable;
+          variable.assign(tf.sub(decayed, tf.mul(update, lr)));
+        });
+        steps.set(name, t);
+      }
+    },
+    stateBytes: () => moments.bytes() + projectorBytes(),
+    stateBreakdown: () => ({ moments: moments.bytes(), projectors: projectorBytes() }),
+    isGaLore,
+    galoreNames: () => [...projectors.keys()],
+    projector: (name: string) => projectors.get(name),
+    dispose(): void {
+      moments.dispose();
+      for (const p of projectors.values()) p.dispose();
+      projectors.clear();
+      steps.clear();
+    },
+  };
+}

@@ -1,0 +1,97 @@
+/**
+ * Pretrains the embedded default model (a small Llama with grouped-query
+ * attention) on tiny Shakespeare, using the toolkit's own trainer.
+ *
+ * Usage: deno run -A scripts/pretrain_embedded.ts [--steps 1500] [--out notebooks/models/tiny-shakespeare-llama]
+ * The tokenizer is trained first by scripts/train_tokenizer.ts into the same folder.
+ * @module
+ */
+import { initEngine } from "../lib/engine/backend.ts";
+import { loadTokenizer } from "../lib/io/tokenizer.ts";
+import { initModel } from "../lib/models/init_model.ts";
+import { saveCheckpoint } from "../lib/models/save_model.ts";
+import { evaluateLoss } from "../lib/train/evaluate.ts";
+import { train } from "../lib/train/trainer.ts";
+import { splitCorpus } from "./make_task_data.ts";
+
+/** Architecture of the embedded model (HF config fields). */
+export const EMBEDDED_CONFIG = {
+  architectures: ["LlamaForCausalLM"],
+  model_type: "llama",
+  vocab_size: 512,
+  hidden_size: 128,
+  intermediate_size: 344,
+  num_hidden_layers: 4,
+  num_attention_heads: 4,
+  num_key_value_heads: 2,
+  head_dim: 32,
+  hidden_act: "silu",
+  rms_norm_eps: 1e-5,
+  rope_theta: 10000,
+  rope_scaling: null,
+  max_position_embeddings: 512,
+  tie_word_embeddings: false,
+  attention_bias: false,
+  bos_token_id: 0,
+  eos_token_id: 1,
+  pad_token_id: 2,
+  initializer_range: 0.02,
+};
+
+/** Token windows of `length` from `ids` (non-overlapping). */
+export function windows(ids: number[], length: number): { ids: number[]; labels: number[] }[] {
+  const out: { ids: number[]; labels: number[] }[] = [];
+  for (let i = 0; i + length <= ids.length; i += length) {
+    const w = ids.slice(i, i + length);
+    out.push({ ids: w, labels: w });
+  }
+  return out;
+}
+
+if (import.meta.main) {
+  const args = Deno.args;
+  const get = (k: string, d: string) => (args.indexOf(k) >= 0 ? args[args.indexOf(k) + 1] : d);
+  const out = get("--out", "notebooks/models/tiny-shakespeare-llama");
+  const steps = Number(get("--steps", "1500"));
+  const seqLen = Number(get("--seq", "128"));
+  const info = await initEngine();
+  console.log(`[engine] ${info.reason}`);
+  const tok = await loadTokenizer(out);
+  const { train: trainText, heldOut } = splitCorpus(await Deno.readTextFile("notebooks/data/tinyshakespeare.txt"));
+  const trainData = windows(tok.encode(trainText, { addSpecialTokens: false }), seqLen);
+  const evalData = windows(tok.encode(heldOut, { addSpecialTokens: false }), seqLen);
+  console.log(`train windows ${trainData.length}, held-out windows ${evalData.length} (${seqLen} tokens each)`);
+  const model = initModel(EMBEDDED_CONFIG, { seed: 0 });
+  const t0 = performance.now();
+  await train(model, trainData, {
+    steps,
+    batchSize: 16,
+    lr: 3e-3,
+    warmupSteps: 50,
+    schedule: "cosine",
+    weightDecay: 0.01,
+    maxGradNorm: 1,
+    onStep: (r) => {
+      if (r.step % 25 === 0 || r.step <= 5) {
+        const el = (performance.now() - t0) / 1000;
+        console.log(
+          `step ${r.step}/${steps} loss ${r.loss.toFixed(3)} lr ${r.lr.toExponential(2)} ` +
+            `${(r.tokens / r.seconds).toFixed(0)} tok/s elapsed ${el.toFixed(0)} s`,
+        );
+      }
+    },
+  });
+  const ev = evaluateLoss(model, evalData, { batchSize: 16 });
+  console.log(`held-out loss ${ev.loss.toFixed(4)} (perplexity ${ev.perplexity.toFixed(2)}) on ${ev.tokens} tokens`);
+  await saveCheckpoint(model, out, {
+    dtype: "BF16",
+    metadata: { "nbtune.pretrain_steps": String(steps), "nbtune.heldout_loss": ev.loss.toFixed(4) },
+  });
+  await Deno.writeTextFile(
+    `${out}/generation_config.json`,
+    JSON.stringify({ bos_token_id: 0, eos_token_id: 1, pad_token_id: 2, do_sample: false, max_new_tokens: 64 }, null, 2) +
+      "\n",
+  );
+  await Deno.writeTextFile(`${out}/pretrain_log.json`, JSON.stringify({ steps, seqLen, heldOutLoss: ev.loss }, null, 2));
+  model.dispose();
+}
