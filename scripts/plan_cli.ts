@@ -104,7 +104,7 @@ export function runPlanCli(args: string[]): string {
     "",
     "Cheapest changes that fit:",
   ];
-  const fits = fitPlan({ ...base, method: methods[0] }, a.budget, { limit: num(a.limit) });
+  const fits = fitPlan({ ...base, method: methods[0] }, a.budget ?? "24GB", { limit: num(a.limit) });
   if (fits.length === 0) {
     lines.push("  nothing fits; try a larger budget, a shorter --seq or a smaller model.");
   }

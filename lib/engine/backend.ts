@@ -153,11 +153,17 @@ export async function initEngine(options: EngineOptions = {}): Promise<EngineInf
   let info: EngineInfo;
   switch (want) {
     case "auto": {
-      info = (await hasRealGpu()) ? await startWebgpu().catch(() => startWasm(options)) : await startWasm(options)
-        .catch(async (e) => {
-          await activate("cpu");
-          return { backend: "cpu", blas: false, reason: `cpu backend (wasm failed: ${(e as Error).message})` };
-        });
+      info = (await hasRealGpu())
+        ? await startWebgpu().catch(() => startWasm(options))
+        : await startWasm(options)
+          .catch(async (e) => {
+            await activate("cpu");
+            return {
+              backend: "cpu",
+              blas: false,
+              reason: `cpu backend (wasm failed: ${(e as Error).message})`,
+            };
+          });
       break;
     }
     case "wasm":

@@ -30,8 +30,12 @@ export class HeapOutOfMemoryError extends RangeError {
   /** Builds the message from the numbers. */
   constructor(requestedBytes: number, heapBytes: number, tensorBytes: number) {
     super(
-      `The wasm heap is full: allocating ${mib(requestedBytes)} (${requestedBytes} bytes) failed with the heap at ` +
-        `${mib(heapBytes)} of its ~3.9 GiB cap (${mib(MAX_WASM_HEAP_BYTES)} max), ${mib(tensorBytes)} held by ` +
+      `The wasm heap is full: allocating ${
+        mib(requestedBytes)
+      } (${requestedBytes} bytes) failed with the heap at ` +
+        `${mib(heapBytes)} of its ~3.9 GiB cap (${mib(MAX_WASM_HEAP_BYTES)} max), ${
+          mib(tensorBytes)
+        } held by ` +
         `live tensors. Use a smaller batch or sequence length, a 4-bit base model, or gradient checkpointing, ` +
         `and dispose tensors you no longer need.`,
     );
@@ -67,8 +71,17 @@ export function heapStats(): HeapStats {
   return {
     heapBytes: be ? be.wasm.HEAPU8.buffer.byteLength : 0,
     maxHeapBytes: MAX_WASM_HEAP_BYTES,
-    tensorBytes: tf.memory().numBytes,
+    tensorBytes: liveTensorBytes(),
   };
+}
+
+/** `tf.memory().numBytes`, or 0 when no tfjs backend is registered yet. */
+function liveTensorBytes(): number {
+  try {
+    return tf.memory().numBytes;
+  } catch {
+    return 0;
+  }
 }
 
 const GUARDED = Symbol.for("nbtune.heapGuard");
@@ -99,7 +112,7 @@ export function installHeapGuard(backend?: unknown): boolean {
   mod._malloc = (bytes: number) => {
     const p = raw(bytes);
     if (p === 0 && bytes > 0) {
-      throw new HeapOutOfMemoryError(bytes, mod.HEAPU8.buffer.byteLength, tf.memory().numBytes);
+      throw new HeapOutOfMemoryError(bytes, mod.HEAPU8.buffer.byteLength, liveTensorBytes());
     }
     return p;
   };

@@ -88,7 +88,15 @@ function plan(a: TensorInfo, b: TensorInfo, tA: boolean, tB: boolean): GemmPlan 
 }
 
 /** `a @ b` with cblas_sgemm on the heap: returns the new output tensor. */
-function blasGemm(blas: Blas, be: WasmBackend, a: TensorInfo, b: TensorInfo, tA: boolean, tB: boolean, p: GemmPlan) {
+function blasGemm(
+  blas: Blas,
+  be: WasmBackend,
+  a: TensorInfo,
+  b: TensorInfo,
+  tA: boolean,
+  tB: boolean,
+  p: GemmPlan,
+) {
   const { m, n, k, outShape } = p;
   const out = be.makeOutput(outShape, "float32");
   // Views only after makeOutput: the allocation may grow the heap and detach older views.
@@ -226,7 +234,13 @@ function forEachBroadcast(outShape: number[], strides: number[], f: (o: number, 
 const ACTIVATIONS = ["linear", "relu", "relu6", "prelu", "leakyrelu", "sigmoid", "elu"];
 
 /** Adds `bias` and applies `activation` in place on `out` (views taken here, after all allocations). */
-function epilogue(be: WasmBackend, out: TensorInfo, attrs: Record<string, unknown>, bias?: TensorInfo, w?: TensorInfo) {
+function epilogue(
+  be: WasmBackend,
+  out: TensorInfo,
+  attrs: Record<string, unknown>,
+  bias?: TensorInfo,
+  w?: TensorInfo,
+) {
   const C = be.typedArrayFromHeap(out) as Float32Array;
   if (bias) {
     const bv = be.typedArrayFromHeap(bias) as Float32Array;
@@ -323,13 +337,19 @@ function makeFusedMatMul(blas: Blas | null): KernelFunc {
  */
 export function registerMatmulKernels(options: MatmulKernelOptions = {}): void {
   for (const key of Object.keys(options)) {
-    if (key !== "blas") throw new TypeError(`registerMatmulKernels(): unknown option "${key}"; expected "blas"`);
+    if (key !== "blas") {
+      throw new TypeError(`registerMatmulKernels(): unknown option "${key}"; expected "blas"`);
+    }
   }
   const blas = options.blas ?? null;
   if (originals.size === 0) {
     for (const name of NAMES) {
       const k = tf.getKernel(name, "wasm");
-      if (!k) throw new Error(`registerMatmulKernels(): wasm kernel ${name} is not registered; import tfjs-backend-wasm`);
+      if (!k) {
+        throw new Error(
+          `registerMatmulKernels(): wasm kernel ${name} is not registered; import tfjs-backend-wasm`,
+        );
+      }
       originals.set(name, k);
     }
     transposeKernel = tf.getKernel("Transpose", "wasm");

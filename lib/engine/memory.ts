@@ -12,7 +12,10 @@ import { wasmBackendOrUndefined } from "./_wasm_backend.ts";
  *
  * @example
  * ```ts
+ * import * as tf from "@tensorflow/tfjs-core";
+ * import "@tensorflow/tfjs-backend-cpu";
  * import { memorySnapshot } from "./memory.ts";
+ * await tf.setBackend("cpu");
  * const m = memorySnapshot();
  * if (!(m.rssBytes > 0) || m.numTensors < 0) throw new Error("bad snapshot");
  * ```

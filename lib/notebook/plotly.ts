@@ -70,11 +70,13 @@ export function plotlySetup(): RichObject {
   return richObject(() => {
     markLibraryShown();
     const { version, source } = plotlyJs();
+    const text = `plotly.js ${version} loaded (${
+      (source.length / 2 ** 20).toFixed(1)
+    } MiB, once per notebook)`;
     return {
-      "text/html": libraryScript(),
-      "text/plain": `plotly.js ${version} loaded (${
-        (source.length / 2 ** 20).toFixed(1)
-      } MiB, once per notebook)`,
+      "text/html":
+        `${libraryScript()}\n<div class="nbtune-plotly-setup" style="color:#888;font-size:small">${text}</div>`,
+      "text/plain": text,
     };
   });
 }

@@ -210,7 +210,8 @@ function randomizedSubspace(
       }
       cols.push(tf.slice(o.init, [0, 0], [dim, have]));
     }
-    if (k > have) cols.push(tf.randomNormal([dim, k - have], 0, 1, "float32", o.seed ?? 0));
+    // +1: tfjs treats seed 0 as "unseeded" (Math.random), which would break determinism.
+    if (k > have) cols.push(tf.randomNormal([dim, k - have], 0, 1, "float32", (o.seed ?? 0) + 1));
     return cols.length === 1 ? cols[0] : tf.concat(cols, 1);
   });
   q = orthonormalTensor(q, true);
@@ -405,7 +406,7 @@ export function createGaLoreProjector(options: GaLoreProjectorOptions): GaLorePr
         const gv = tf.tidy(() => tf.matMul(g, newRight!));
         newLeft = orthonormalTensor(gv, true);
       } else if (sides.left) newLeft = sub(g, "left", left);
-      else newRight = sub(g, "right", right);
+      else if (sides.right) newRight = sub(g, "right", right);
       left?.dispose();
       right?.dispose();
       left = newLeft ? tf.keep(newLeft) : null;

@@ -1,6 +1,11 @@
 import * as tf from "@tensorflow/tfjs-core";
 import "@tensorflow/tfjs-backend-wasm";
-import { HeapOutOfMemoryError, heapStats, installHeapGuard, MAX_WASM_HEAP_BYTES } from "../../lib/engine/heap_guard.ts";
+import {
+  HeapOutOfMemoryError,
+  heapStats,
+  installHeapGuard,
+  MAX_WASM_HEAP_BYTES,
+} from "../../lib/engine/heap_guard.ts";
 import { assert, assertEquals } from "./_helpers.ts";
 
 Deno.test("a full wasm heap throws HeapOutOfMemoryError and leaves earlier tensors intact", async () => {

@@ -1,7 +1,11 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { ensureGradients } from "../../lib/engine/gradients.ts";
 import { loadBlas } from "../../lib/engine/blas.ts";
-import { matmulKernelMode, registerMatmulKernels, restoreMatmulKernels } from "../../lib/engine/matmul_kernels.ts";
+import {
+  matmulKernelMode,
+  registerMatmulKernels,
+  restoreMatmulKernels,
+} from "../../lib/engine/matmul_kernels.ts";
 import { assert, assertEquals, maxAbsDiff, on, randomValues } from "./_helpers.ts";
 
 const TOL = 1e-4;
@@ -51,7 +55,9 @@ function run(c: Case, tA: boolean, tB: boolean, seed: number, fused?: FusedOpts,
       a = tf.broadcastTo(a, [...batch, ...sa.slice(-2)]);
       b = tf.broadcastTo(b, [...batch, ...sb.slice(-2)]);
     }
-    const y = fused ? tf.fused.matMul({ a, b, transposeA: tA, transposeB: tB, ...fused }) : tf.matMul(a, b, tA, tB);
+    const y = fused
+      ? tf.fused.matMul({ a, b, transposeA: tA, transposeB: tB, ...fused })
+      : tf.matMul(a, b, tA, tB);
     return { shape: y.shape, data: y.dataSync() as Float32Array };
   });
 }
@@ -112,7 +118,10 @@ async function compareFused(label: string) {
       }
     }
     seed++;
-    const prelu = () => ({ activation: "prelu" as const, preluActivationWeights: tf.tensor(randomValues(3, seed)) });
+    const prelu = () => ({
+      activation: "prelu" as const,
+      preluActivationWeights: tf.tensor(randomValues(3, seed)),
+    });
     const want = await on("cpu", () => tf.tidy(() => run(c, tA, tB, seed, prelu())));
     const got = await on("wasm", () => tf.tidy(() => run(c, tA, tB, seed, prelu())));
     assert(maxAbsDiff(got.data, want.data) < TOL, `${label} prelu tA=${tA} tB=${tB}`);
@@ -159,7 +168,9 @@ Deno.test("int32 matmul still goes to the original wasm kernel", async () => {
   // The stock wasm kernel rejects int32; ours must behave the same, not read ints as floats.
   let message = "";
   try {
-    tf.tidy(() => tf.matMul(tf.tensor2d([[1, 2]], [1, 2], "int32"), tf.tensor2d([[3], [4]], [2, 1], "int32")));
+    tf.tidy(() =>
+      tf.matMul(tf.tensor2d([[1, 2]], [1, 2], "int32"), tf.tensor2d([[3], [4]], [2, 1], "int32"))
+    );
   } catch (e) {
     message = (e as Error).message;
   }
