@@ -108,7 +108,17 @@ function count(text: string, pattern: RegExp): number {
   return [...text.matchAll(pattern)].length;
 }
 
-/** What Plotly left in the DOM; `problems` is empty when every chart drew. */
+/**
+ * What Plotly left in the DOM; `problems` is empty when every chart drew.
+ *
+ * @example
+ * ```ts
+ * const drawn = '<div id="a" class="nbtune-plot js-plotly-plot"><svg class="main-svg"><g class="trace scatter">' +
+ *   '<path class="js-line"></path></g></svg></div>';
+ * if (inspectDom(drawn, 1).problems.length !== 0) throw new Error("should pass");
+ * if (inspectDom('<div id="a" class="nbtune-plot"></div>', 1).problems.length === 0) throw new Error("should fail");
+ * ```
+ */
 export function inspectDom(dom: string, minCharts: number): { summary: string; problems: string[] } {
   const divs = [...dom.matchAll(/<div\b[^>]*\bclass="([^"]*\bnbtune-plot\b[^"]*)"/g)].map((m) => m[1]);
   const drawn = divs.filter((c) => /\bjs-plotly-plot\b/.test(c)).length;

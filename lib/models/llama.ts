@@ -88,6 +88,10 @@ export class LlamaForCausalLM {
   readonly invFreq: Float64Array;
   /** Trainable flag of the token embedding. */
   embedTrainable = true;
+  /** Called by the trainer at the start of every optimizer step (DyLoRA samples its rank here). */
+  readonly stepHooks: ((step: number) => void)[] = [];
+  /** True while training (adapters apply dropout and sampled ranks); see {@linkcode setTraining}. */
+  training = false;
 
   constructor(
     readonly config: LlamaConfig,
@@ -188,6 +192,14 @@ export class LlamaForCausalLM {
     return out;
   }
 
+  /** Switches training mode on every layer that has one (dropout, DyLoRA rank sampling). */
+  setTraining(training: boolean): void {
+    this.training = training;
+    for (const lin of this.linears()) {
+      if ("training" in lin) (lin as { training: boolean }).training = training;
+    }
+  }
+
   /** Freezes (or unfreezes) every base parameter. */
   setBaseTrainable(trainable: boolean): void {
     this.embedTrainable = trainable;
@@ -220,7 +232,11 @@ export class LlamaForCausalLM {
     for (const l of this.layers) {
       for (const n of BLOCK_LINEAR_NAMES) {
         const lin = l.linears[n];
-        add(n.startsWith("q") || n.startsWith("k") || n.startsWith("v") || n.startsWith("o") ? "attention" : "mlp", lin.storage(), count(lin.trainableParams()));
+        const kind = lin.name.includes(".self_attn.") ? "attention" : "mlp";
+        const adapter = lin.storage().filter((i) => i.dtype.startsWith("adapter"));
+        add(kind, lin.storage().filter((i) => !i.dtype.startsWith("adapter")), 0);
+        if (adapter.length) add("adapter", adapter.map((i) => ({ ...i, dtype: "fp32" })), count(lin.trainableParams()));
+        else add(kind, [], count(lin.trainableParams()));
       }
       for (const norm of [l.inputNorm, l.postAttentionNorm]) add("norm", norm.storage(), count(norm.trainableParams()));
     }

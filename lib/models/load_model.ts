@@ -143,6 +143,48 @@ export async function buildModel(
 }
 
 /**
+ * Picks how linear weights are built: pre-quantized bitsandbytes 4-bit or GPTQ
+ * when the checkpoint says so (`quantization_config` / `quantize_config.json`),
+ * quantize-on-load when `options.quantize` is set, else dense fp32.
+ */
+export async function chooseLinearFactory(
+  dir: string,
+  config: LlamaConfig,
+  options: LoadModelOptions,
+): Promise<LinearFactory> {
+  const q = await import("../quant/quantized_loaders.ts");
+  const qc = config.raw.quantization_config as Record<string, unknown> | undefined;
+  let gptqFile: Record<string, unknown> | undefined;
+  try {
+    gptqFile = JSON.parse(await Deno.readTextFile(`${dir}/quantize_config.json`));
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw new SyntaxError(`${dir}/quantize_config.json: ${(e as Error).message}`);
+  }
+  const method = qc?.quant_method ?? (gptqFile ? "gptq" : undefined);
+  if (method !== undefined && options.quantize) {
+    throw new RangeError(`${dir} is already quantized (${method}); load it without the quantize option`);
+  }
+  switch (method) {
+    case undefined:
+      return options.quantize ? q.quantizedLinearFactory(options) : denseLinearFactory;
+    case "bitsandbytes":
+      if (qc?.load_in_4bit !== true) {
+        throw new RangeError(`${dir}/config.json: only 4-bit bitsandbytes checkpoints are supported (load_in_4bit)`);
+      }
+      return q.bnbLinearFactory(`${dir}/model.safetensors`);
+    case "gptq": {
+      const g = { ...(gptqFile ?? {}), ...(qc ?? {}) } as Record<string, unknown>;
+      const bits = Number(g.bits ?? 4);
+      if (bits !== 4) throw new RangeError(`${dir}: GPTQ bits=${bits} is not supported (only 4-bit)`);
+      const format = (g.checkpoint_format ?? "gptq") as "gptq" | "gptq_v2";
+      return q.gptqLinearFactory({ bits, groupSize: Number(g.group_size ?? 128), format }, dir);
+    }
+    default:
+      throw new RangeError(`${dir}/config.json: quant_method "${method}" is not supported (bitsandbytes 4-bit, gptq)`);
+  }
+}
+
+/**
  * Loads an HF Llama/Mistral directory (`config.json` + `model.safetensors` or a
  * sharded index) into a trainable fp32 model.
  *
@@ -165,11 +207,8 @@ export async function loadModel(dir: string, options: LoadModelOptions = {}): Pr
   const config = await readModelConfig(dir);
   const reader = await openCheckpoint(dir);
   try {
-    if (options.quantize) {
-      const { quantizedLinearFactory } = await import("../quant/quantized_linear.ts");
-      return await buildModel(config, reader, quantizedLinearFactory(options));
-    }
-    return await buildModel(config, reader);
+    const factory = await chooseLinearFactory(dir, config, options);
+    return await buildModel(config, reader, factory);
   } finally {
     reader.close();
   }

@@ -59,7 +59,7 @@ export interface GaLoreAdamWOptions {
    * @default {/attn|mlp/ on the name, for 2-D weights (the GaLore tutorial's targets)}
    */
   galoreParams?: GaLoreParamSelector;
-  /** Power iterations of the randomized refresh. @default {2} */
+  /** Power iterations of the randomized refresh. @default {4} */
   powerIters?: number;
   /** Oversampling columns of the randomized refresh. @default {8} */
   oversample?: number;
@@ -89,7 +89,7 @@ const DEFAULTS: Required<GaLoreAdamWOptions> = {
   eps: 1e-8,
   weightDecay: 0,
   galoreParams: /attn|mlp/,
-  powerIters: 2,
+  powerIters: 4,
   oversample: 8,
 };
 

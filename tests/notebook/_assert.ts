@@ -74,3 +74,20 @@ export function forgetPlotlyShown(): void {
 export function libraryCopies(html: string): number {
   return html.split("data-nbtune-plotly=").length - 1;
 }
+
+export async function assertRejects(
+  fn: () => Promise<unknown>,
+  type: new (...args: never[]) => Error,
+  includes = "",
+): Promise<void> {
+  try {
+    await fn();
+  } catch (error) {
+    if (!(error instanceof type)) throw new Error(`expected ${type.name}, got ${error}`);
+    if (!String((error as Error).message).includes(includes)) {
+      throw new Error(`expected message with "${includes}", got "${(error as Error).message}"`);
+    }
+    return;
+  }
+  throw new Error(`expected ${type.name} to be thrown`);
+}

@@ -1,4 +1,4 @@
-import { assert, assertEquals, assertThrows, captureLog, withFakeJupyter } from "./_assert.ts";
+import { assert, assertEquals, assertRejects, captureLog, withFakeJupyter } from "./_assert.ts";
 import { display, isJupyter, JUPYTER_DISPLAY, richObject, toBundle } from "../../lib/notebook/display.ts";
 
 Deno.test("isJupyter() is false outside a kernel and true when Deno.jupyter is present", async () => {
@@ -27,11 +27,11 @@ Deno.test("display() sends the raw bundle with display_id and update inside a ke
   assertEquals(calls[1].bundle, bundle);
 });
 
-Deno.test("display() rejects unknown options and update without an id", () => {
+Deno.test("display() rejects unknown options and update without an id", async () => {
   // deno-lint-ignore no-explicit-any
   const bad: any = { displayId: "x" };
-  assertThrows(() => display({ "text/plain": "" }, bad), TypeError, "displayId");
-  assertThrows(() => display({ "text/plain": "" }, { update: true }), TypeError, "needs an id");
+  await assertRejects(() => display({ "text/plain": "" }, bad), TypeError, "displayId");
+  await assertRejects(() => display({ "text/plain": "" }, { update: true }), TypeError, "needs an id");
 });
 
 Deno.test("richObject() renders its bundle for the kernel and prints as text", () => {

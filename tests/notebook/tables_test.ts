@@ -48,7 +48,7 @@ Deno.test("formatCell() rounds to 5 significant digits and switches to exponents
   assertEquals([
     formatCell(0.1234567),
     formatCell(2e-4),
-    formatCell(1.5e9),
+    formatCell(1.5e9 + 0.5),
     formatCell(null),
     formatCell([1]),
   ], [

@@ -95,7 +95,7 @@ Deno.test("parseBnbWeight() reports a missing quant_state, bad lengths and an un
         badJson('{"quant_type": "nf4", "blocksize": 64, "dtype": "float32", "shape": [16, 32]}'),
       ),
     FormatError,
-    "expected 8",
+    "needs ceil(512 / 2) = 256",
   );
   assertThrows(
     () =>

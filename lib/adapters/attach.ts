@@ -1,0 +1,225 @@
+/**
+ * Attaching LoRA / DyLoRA adapters to a model's linear layers, choosing targets
+ * like PEFT, and serving a DyLoRA adapter at any rank.
+ * @module
+ */
+import type { LlamaForCausalLM } from "../models/llama.ts";
+import { BLOCK_LINEAR_NAMES, type BlockLinears } from "../models/llama_block.ts";
+import type { Linear } from "../models/linear.ts";
+import { mulberry32 } from "../train/trainer.ts";
+import { type DyLoRAMode, DyLoRALinear } from "./dylora.ts";
+import { LoRALinear } from "./lora.ts";
+
+/** Which linear layers get adapters: names (`"q_proj"`), a RegExp on the full path, or `"all-linear"`. */
+export type TargetModules = string[] | RegExp | "all-linear";
+
+/** Options for {@linkcode attachLoRA}. */
+export interface LoRAConfig {
+  /** Rank. @default {8} */
+  r?: number;
+  /** Scaling numerator (`scaling = alpha / r`). @default {16} */
+  alpha?: number;
+  /** Dropout on the adapter input while training. @default {0} */
+  dropout?: number;
+  /** Target layers. @default {["q_proj", "v_proj"]} (PEFT's Llama default) */
+  targetModules?: TargetModules;
+  /** rsLoRA scaling `alpha / √r`. @default {false} */
+  rslora?: boolean;
+  /** Seed of A's initialisation. @default {0} */
+  seed?: number;
+}
+
+/** Options for {@linkcode attachDyLoRA}. */
+export interface DyLoRAConfig {
+  /** Largest rank R; every rank 1..R is trained. @default {8} */
+  maxRank?: number;
+  /** Scaling numerator (`scaling = alpha / b` at rank b). @default {16} */
+  alpha?: number;
+  dropout?: number;
+  /** @default {["q_proj", "v_proj"]} */
+  targetModules?: TargetModules;
+  /** `"prefix"` trains all components ≤ b, `"last"` only the b-th. @default {"prefix"} */
+  mode?: DyLoRAMode;
+  /** Seed of initialisation and of the per-step rank sampler. @default {0} */
+  seed?: number;
+}
+
+/** What is attached to a model (kept on `model.adapter`). */
+export interface AdapterInfo {
+  type: "lora" | "dylora";
+  /** Module paths with adapters. */
+  modules: string[];
+  config: Required<Omit<LoRAConfig, "targetModules">> & { targetModules: string[] } | Required<Omit<DyLoRAConfig, "targetModules">> & { targetModules: string[] };
+}
+
+type WithAdapter = LlamaForCausalLM & { adapter?: AdapterInfo };
+
+function checkKeys(where: string, options: object, known: string[]): void {
+  for (const k of Object.keys(options)) {
+    if (!known.includes(k)) throw new TypeError(`${where}: unknown option "${k}" (known: ${known.join(", ")})`);
+  }
+}
+
+/**
+ * The block linear names matched by `targets` (PEFT semantics: a list entry matches
+ * the last path component; a RegExp must match the whole module path).
+ */
+export function resolveTargets(model: LlamaForCausalLM, targets: TargetModules): string[] {
+  const paths = model.layers.flatMap((l) => BLOCK_LINEAR_NAMES.map((n) => l.linears[n].name));
+  if (targets === "all-linear") return paths;
+  if (targets instanceof RegExp) {
+    const re = new RegExp(`^(?:${targets.source})$`, targets.flags);
+    const hit = paths.filter((p) => re.test(p));
+    if (hit.length === 0) throw new RangeError(`targetModules ${targets} matches no linear layer (e.g. ${paths[0]})`);
+    return hit;
+  }
+  if (!Array.isArray(targets) || targets.length === 0) {
+    throw new TypeError('targetModules must be a non-empty list of names, a RegExp or "all-linear"');
+  }
+  for (const t of targets) {
+    if (!paths.some((p) => p === t || p.endsWith(`.${t}`))) {
+      throw new RangeError(`unknown target module "${t}" (known: ${BLOCK_LINEAR_NAMES.join(", ")})`);
+    }
+  }
+  return paths.filter((p) => targets.some((t) => p === t || p.endsWith(`.${t}`)));
+}
+
+function replaceLinears(model: LlamaForCausalLM, paths: string[], wrap: (base: Linear, i: number) => Linear): void {
+  const set = new Set(paths);
+  let i = 0;
+  for (const layer of model.layers) {
+    for (const n of BLOCK_LINEAR_NAMES) {
+      const lin = layer.linears[n];
+      if (set.has(lin.name)) (layer.linears as BlockLinears)[n] = wrap(lin, i++);
+    }
+  }
+}
+
+function ensureNoAdapter(model: WithAdapter): void {
+  if (model.adapter) {
+    throw new Error(`the model already has a ${model.adapter.type} adapter; call detachAdapter(model) first`);
+  }
+}
+
+/**
+ * Freezes the base model and wraps the target layers with LoRA adapters
+ * (works on dense and 4-bit bases: that is QLoRA).
+ *
+ * @example
+ * ```ts
+ * import { attachLoRA } from "./attach.ts";
+ * import { initModel } from "../models/init_model.ts";
+ * import { initEngine } from "../engine/backend.ts";
+ * await initEngine({ backend: "cpu" });
+ * const m = initModel({ model_type: "llama", vocab_size: 16, hidden_size: 8, intermediate_size: 16,
+ *   num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 1 });
+ * attachLoRA(m, { r: 2, alpha: 4, targetModules: ["q_proj", "v_proj"] });
+ * // A [2, 8] + B [8, 2] for q; A [2, 8] + B [4, 2] for v
+ * if (m.trainableParams().length !== 4) throw new Error("expected 4 adapter tensors");
+ * m.dispose();
+ * ```
+ */
+export function attachLoRA(model: LlamaForCausalLM, config: LoRAConfig = {}): LlamaForCausalLM {
+  checkKeys("attachLoRA", config, ["r", "alpha", "dropout", "targetModules", "rslora", "seed"]);
+  ensureNoAdapter(model);
+  const c = {
+    r: config.r ?? 8,
+    alpha: config.alpha ?? 16,
+    dropout: config.dropout ?? 0,
+    rslora: config.rslora ?? false,
+    seed: config.seed ?? 0,
+  };
+  const paths = resolveTargets(model, config.targetModules ?? ["q_proj", "v_proj"]);
+  // Validate before touching the model, so a bad rank leaves it unchanged.
+  if (!Number.isInteger(c.r) || c.r <= 0) throw new RangeError(`attachLoRA: r must be a positive integer, got ${c.r}`);
+  model.setBaseTrainable(false);
+  replaceLinears(model, paths, (base, i) => new LoRALinear(base, { ...c, seed: c.seed * 1000 + i }));
+  (model as WithAdapter).adapter = {
+    type: "lora",
+    modules: paths,
+    config: { ...c, targetModules: [...new Set(paths.map((p) => p.split(".").at(-1)!))] },
+  };
+  return model;
+}
+
+/**
+ * Freezes the base and attaches DyLoRA adapters; each training step samples one
+ * rank b ∈ [1, maxRank] (seeded) shared by all layers. On a 4-bit base this is QDyLoRA.
+ */
+export function attachDyLoRA(model: LlamaForCausalLM, config: DyLoRAConfig = {}): LlamaForCausalLM {
+  checkKeys("attachDyLoRA", config, ["maxRank", "alpha", "dropout", "targetModules", "mode", "seed"]);
+  ensureNoAdapter(model);
+  const c = {
+    maxRank: config.maxRank ?? 8,
+    alpha: config.alpha ?? 16,
+    dropout: config.dropout ?? 0,
+    mode: config.mode ?? "prefix",
+    seed: config.seed ?? 0,
+  };
+  if (!Number.isInteger(c.maxRank) || c.maxRank <= 0) {
+    throw new RangeError(`attachDyLoRA: maxRank must be a positive integer, got ${c.maxRank}`);
+  }
+  if (c.mode !== "prefix" && c.mode !== "last") throw new RangeError(`attachDyLoRA: mode must be "prefix" or "last"`);
+  const paths = resolveTargets(model, config.targetModules ?? ["q_proj", "v_proj"]);
+  model.setBaseTrainable(false);
+  const layers: DyLoRALinear[] = [];
+  replaceLinears(model, paths, (base, i) => {
+    const l = new DyLoRALinear(base, { ...c, seed: c.seed * 1000 + i });
+    layers.push(l);
+    return l;
+  });
+  const rand = mulberry32(c.seed + 12345);
+  model.stepHooks.push(() => {
+    const b = 1 + Math.floor(rand() * c.maxRank);
+    for (const l of layers) l.trainRank = b;
+  });
+  (model as WithAdapter).adapter = {
+    type: "dylora",
+    modules: paths,
+    config: { ...c, targetModules: [...new Set(paths.map((p) => p.split(".").at(-1)!))] },
+  };
+  return model;
+}
+
+/** The adapter layers of a model (LoRA or DyLoRA), in module order. */
+export function adapterLayers(model: LlamaForCausalLM): (LoRALinear | DyLoRALinear)[] {
+  return model.linears().filter((l): l is LoRALinear | DyLoRALinear =>
+    l instanceof LoRALinear || l instanceof DyLoRALinear
+  );
+}
+
+/** Serves a DyLoRA model at rank `b` (1..maxRank) for inference and eval. */
+export function setRank(model: LlamaForCausalLM, b: number): void {
+  const layers = adapterLayers(model).filter((l): l is DyLoRALinear => l instanceof DyLoRALinear);
+  if (layers.length === 0) throw new Error("setRank: the model has no DyLoRA adapter (use attachDyLoRA)");
+  const max = layers[0].maxRank;
+  if (!Number.isInteger(b) || b < 1 || b > max) throw new RangeError(`setRank: rank ${b} is outside 1..${max}`);
+  for (const l of layers) l.evalRank = b;
+}
+
+/** Removes the adapters (disposing them) and unfreezes nothing: the base stays as it is. */
+export function detachAdapter(model: LlamaForCausalLM): void {
+  for (const layer of model.layers) {
+    for (const n of BLOCK_LINEAR_NAMES) {
+      const lin = layer.linears[n];
+      if (lin instanceof LoRALinear || lin instanceof DyLoRALinear) {
+        if (lin instanceof LoRALinear) lin.unmerge();
+        lin.loraA.dispose();
+        lin.loraB.dispose();
+        (layer.linears as BlockLinears)[n] = lin.base;
+      }
+    }
+  }
+  model.stepHooks.length = 0;
+  delete (model as WithAdapter).adapter;
+}
+
+/**
+ * PEFT's `print_trainable_parameters` line:
+ * `trainable params: N || all params: M || trainable%: P`.
+ */
+export function trainableParametersLine(model: LlamaForCausalLM): string {
+  const trainable = model.trainableParams().reduce((s, p) => s + p.variable.size, 0);
+  const all = model.numParams();
+  return `trainable params: ${trainable.toLocaleString("en-US")} || all params: ${all.toLocaleString("en-US")} || trainable%: ${(100 * trainable / all).toFixed(4)}`;
+}

@@ -1,0 +1,214 @@
+/**
+ * Saving and loading adapters in PEFT's format (`adapter_config.json` +
+ * `adapter_model.safetensors`, keys `base_model.model.<module>.lora_A.weight`
+ * `[r, in]` and `…lora_B.weight` `[out, r]`), so adapters move between this
+ * toolkit and Python PEFT. DyLoRA has no PEFT type: a DyLoRA adapter is saved as
+ * a plain LoRA at its current serving rank (see {@linkcode exportRank}).
+ * @module
+ */
+import * as tf from "@tensorflow/tfjs-core";
+import { openSafetensors } from "../io/safetensors_reader.ts";
+import { writeSafetensors } from "../io/safetensors_writer.ts";
+import type { LlamaForCausalLM } from "../models/llama.ts";
+import { adapterLayers, attachLoRA, detachAdapter } from "./attach.ts";
+import { DyLoRALinear } from "./dylora.ts";
+import { LoRALinear } from "./lora.ts";
+
+/** PEFT key of a module's factor. */
+export function peftKey(module: string, factor: "A" | "B"): string {
+  return `base_model.model.${module}.lora_${factor}.weight`;
+}
+
+interface Exported {
+  module: string;
+  a: Float32Array;
+  aShape: [number, number];
+  b: Float32Array;
+  bShape: [number, number];
+}
+
+function exportFactors(model: LlamaForCausalLM, rank?: number): { rows: Exported[]; r: number; alpha: number; rslora: boolean; dropout: number } {
+  const layers = adapterLayers(model);
+  if (layers.length === 0) throw new Error("the model has no adapter to save (attachLoRA / attachDyLoRA first)");
+  let r = 0, alpha = 0, rslora = false, dropout = 0;
+  const rows = layers.map((l) => {
+    let a: tf.Tensor2D, b: tf.Tensor2D;
+    if (l instanceof DyLoRALinear) {
+      const k = rank ?? l.evalRank;
+      ({ a, bMat: b } = l.factors(k, false));
+      r = k;
+      alpha = l.alpha; // scaling alpha / k, as in training at rank k
+      dropout = l.dropout;
+    } else {
+      if (rank !== undefined && rank !== l.r) throw new RangeError(`exportRank needs a DyLoRA adapter (this is LoRA r=${l.r})`);
+      if (l.merged) throw new Error(`${l.name}: adapter is merged; unmergeAdapter(model) before saving it`);
+      a = l.loraA.clone() as tf.Tensor2D;
+      b = l.loraB.clone() as tf.Tensor2D;
+      r = l.r;
+      alpha = l.alpha;
+      rslora = l.rslora;
+      dropout = l.dropout;
+    }
+    const row: Exported = {
+      module: l.name,
+      a: a.dataSync() as Float32Array,
+      aShape: a.shape,
+      b: b.dataSync() as Float32Array,
+      bShape: b.shape,
+    };
+    a.dispose();
+    b.dispose();
+    return row;
+  });
+  return { rows, r, alpha, rslora, dropout };
+}
+
+/** Options for {@linkcode saveAdapter}. */
+export interface SaveAdapterOptions {
+  /** `base_model_name_or_path` written to the config. @default {the model's `_name_or_path` or ""} */
+  baseModelNameOrPath?: string;
+  /** For DyLoRA: the rank to export (default: the serving rank set by `setRank`, else maxRank). */
+  rank?: number;
+}
+
+/**
+ * Writes `adapter_config.json` and `adapter_model.safetensors` (F32) into `dir`.
+ */
+export async function saveAdapter(model: LlamaForCausalLM, dir: string, options: SaveAdapterOptions = {}): Promise<void> {
+  const { rows, r, alpha, rslora, dropout } = exportFactors(model, options.rank);
+  await Deno.mkdir(dir, { recursive: true });
+  const entries = [...rows].sort((x, y) => x.module < y.module ? -1 : 1).flatMap((row) => [
+    { name: peftKey(row.module, "A"), dtype: "F32" as const, shape: row.aShape, data: row.a },
+    { name: peftKey(row.module, "B"), dtype: "F32" as const, shape: row.bShape, data: row.b },
+  ]).sort((x, y) => x.name < y.name ? -1 : 1);
+  await writeSafetensors(`${dir}/adapter_model.safetensors`, entries, { metadata: { format: "pt" } });
+  const targets = [...new Set(rows.map((x) => x.module.split(".").at(-1)!))].sort();
+  // The key set PEFT 0.19.1 writes (sorted, like its json.dumps(sort_keys=True)).
+  const config = {
+    alora_invocation_tokens: null,
+    alpha_pattern: {},
+    arrow_config: null,
+    auto_mapping: null,
+    base_model_name_or_path: options.baseModelNameOrPath ?? String(model.config.raw._name_or_path ?? ""),
+    bias: "none",
+    corda_config: null,
+    ensure_weight_tying: false,
+    eva_config: null,
+    exclude_modules: null,
+    fan_in_fan_out: false,
+    inference_mode: true,
+    init_lora_weights: true,
+    layer_replication: null,
+    layers_pattern: null,
+    layers_to_transform: null,
+    loftq_config: {},
+    lora_alpha: alpha,
+    lora_bias: false,
+    lora_dropout: dropout,
+    lora_ga_config: null,
+    megatron_config: null,
+    megatron_core: "megatron.core",
+    modules_to_save: null,
+    peft_type: "LORA",
+    peft_version: "0.19.1",
+    qalora_group_size: 16,
+    r,
+    rank_pattern: {},
+    revision: null,
+    target_modules: targets,
+    target_parameters: null,
+    task_type: "CAUSAL_LM",
+    trainable_token_indices: null,
+    use_bdlora: null,
+    use_dora: false,
+    use_qalora: false,
+    use_rslora: rslora,
+  };
+  const tmp = `${dir}/adapter_config.json.tmp-${crypto.randomUUID()}`;
+  await Deno.writeTextFile(tmp, JSON.stringify(config, null, 2) + "\n");
+  await Deno.rename(tmp, `${dir}/adapter_config.json`);
+}
+
+/** Writes a DyLoRA adapter truncated to rank `b` as a plain PEFT LoRA adapter. */
+export async function exportRank(model: LlamaForCausalLM, b: number, dir: string): Promise<void> {
+  const layers = adapterLayers(model);
+  if (!layers.some((l) => l instanceof DyLoRALinear)) throw new Error("exportRank: the model has no DyLoRA adapter");
+  await saveAdapter(model, dir, { rank: b });
+}
+
+/**
+ * Reads a PEFT LoRA adapter from `dir` and attaches it to `model`. Everything is
+ * validated (config, key names, shapes, finite values) before the model is
+ * touched, so a failed load leaves the base model unchanged.
+ */
+export async function loadAdapter(model: LlamaForCausalLM, dir: string): Promise<LlamaForCausalLM> {
+  const cfgPath = `${dir}/adapter_config.json`;
+  let cfg: Record<string, unknown>;
+  try {
+    cfg = JSON.parse(await Deno.readTextFile(cfgPath));
+  } catch (e) {
+    throw new Error(`Cannot read ${cfgPath}: ${(e as Error).message}`);
+  }
+  if (cfg.peft_type !== "LORA") throw new RangeError(`${cfgPath}: peft_type "${cfg.peft_type}" is not supported (only LORA)`);
+  if (cfg.fan_in_fan_out === true) throw new RangeError(`${cfgPath}: fan_in_fan_out adapters (GPT-2 Conv1D) do not apply to Llama`);
+  if (cfg.use_dora === true) throw new RangeError(`${cfgPath}: DoRA adapters are not supported`);
+  const r = (cfg.r as number) ?? 8, alpha = (cfg.lora_alpha as number) ?? 8;
+  for (const [k, v] of Object.entries({ rank_pattern: cfg.rank_pattern, alpha_pattern: cfg.alpha_pattern })) {
+    if (v && Object.keys(v as object).length) throw new RangeError(`${cfgPath}: ${k} is not supported yet`);
+  }
+  const path = `${dir}/adapter_model.safetensors`;
+  const file = await openSafetensors(path);
+  const factors = new Map<string, Float32Array>();
+  try {
+    const prefix = "base_model.model.";
+    const modules = new Set<string>();
+    for (const name of file.names()) {
+      const m = name.match(/^base_model\.model\.(.+)\.lora_([AB])(?:\.default)?\.weight$/);
+      if (!m) throw new RangeError(`${path}: tensor "${name}" is not a LoRA factor (expected ${prefix}<module>.lora_A.weight)`);
+      modules.add(m[1]);
+    }
+    if (modules.size === 0) throw new RangeError(`${path}: holds no LoRA factors`);
+    const linears = new Map(model.linears().map((l) => [l.name, l]));
+    for (const mod of modules) {
+      const lin = linears.get(mod);
+      if (!lin) throw new RangeError(`${path}: module "${mod}" does not exist in this model (another architecture?)`);
+      for (const f of ["A", "B"] as const) {
+        const key = peftKey(mod, f);
+        if (!file.has(key)) throw new RangeError(`${path}: missing tensor "${key}"`);
+        const want = f === "A" ? [r, lin.inFeatures] : [lin.outFeatures, r];
+        const got = file.info(key).shape;
+        if (got.length !== 2 || got[0] !== want[0] || got[1] !== want[1]) {
+          throw new TypeError(`${path}: "${key}" has shape [${got}], the model needs [${want}] (r=${r})`);
+        }
+        const data = await file.readFloat32(key);
+        if (!data.every(Number.isFinite)) throw new RangeError(`${path}: "${key}" holds non-finite values`);
+        factors.set(key, data);
+      }
+    }
+    attachLoRA(model, {
+      r,
+      alpha,
+      dropout: (cfg.lora_dropout as number) ?? 0,
+      rslora: cfg.use_rslora === true,
+      targetModules: [...modules],
+    });
+    try {
+      for (const l of adapterLayers(model)) {
+        if (!(l instanceof LoRALinear)) continue;
+        const a = factors.get(peftKey(l.name, "A")), b = factors.get(peftKey(l.name, "B"));
+        if (!a || !b) throw new RangeError(`${path}: no factors for targeted module "${l.name}"`);
+        tf.tidy(() => {
+          l.loraA.assign(tf.tensor(a, l.loraA.shape));
+          l.loraB.assign(tf.tensor(b, l.loraB.shape));
+        });
+      }
+    } catch (e) {
+      detachAdapter(model);
+      model.setBaseTrainable(true);
+      throw e;
+    }
+  } finally {
+    file.close();
+  }
+  return model;
+}

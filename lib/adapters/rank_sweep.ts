@@ -1,0 +1,95 @@
+/**
+ * Rank sweep for DyLoRA / QDyLoRA: after one training run, evaluate every rank
+ * and pick the best (or the smallest good) one — the QDyLoRA paper's payoff.
+ * @module
+ */
+import type { LlamaForCausalLM } from "../models/llama.ts";
+import type { Tokenizer } from "../io/tokenizer.ts";
+import { type TrainingRecord, tokenizeRecords } from "../train/data.ts";
+import { evaluateLoss } from "../train/evaluate.ts";
+import { adapterLayers, setRank } from "./attach.ts";
+import { DyLoRALinear } from "./dylora.ts";
+
+/** One row of the sweep. */
+export interface RankSweepRow {
+  rank: number;
+  /** Mean eval loss per target token. */
+  loss: number;
+  /** Task score from `scorer`, when given. */
+  score?: number;
+}
+
+/** Options for {@linkcode rankSweep}. */
+export interface RankSweepOptions {
+  /** Needed for text / prompt records. */
+  tokenizer?: Tokenizer;
+  /** Returns a task score (higher is better) for the model at the current rank. */
+  scorer?: (model: LlamaForCausalLM) => number;
+  batchSize?: number;
+}
+
+/** Result of {@linkcode rankSweep}: table rows, the best rank and a plotly figure spec. */
+export interface RankSweepResult {
+  rows: RankSweepRow[];
+  /** Rank with the best score (or lowest loss without a scorer). */
+  best: number;
+  /** Plotly figure `{data, layout}`: loss (and score) against rank. */
+  figure: { data: Record<string, unknown>[]; layout: Record<string, unknown> };
+}
+
+/**
+ * Evaluates the model at each rank in `ranks` (default 1..maxRank) and restores
+ * the serving rank afterwards.
+ */
+export function rankSweep(
+  model: LlamaForCausalLM,
+  evalData: TrainingRecord[],
+  ranks?: number[],
+  options: RankSweepOptions = {},
+): RankSweepResult {
+  const dy = adapterLayers(model).filter((l): l is DyLoRALinear => l instanceof DyLoRALinear);
+  if (dy.length === 0) throw new Error("rankSweep: the model has no DyLoRA adapter (attachDyLoRA first)");
+  const max = dy[0].maxRank;
+  const list = ranks ?? Array.from({ length: max }, (_, i) => i + 1);
+  const examples = tokenizeRecords(evalData, options.tokenizer);
+  const restore = dy[0].evalRank;
+  const rows: RankSweepRow[] = [];
+  try {
+    for (const r of list) {
+      setRank(model, r);
+      const loss = evaluateLoss(model, examples, { batchSize: options.batchSize ?? 8, padId: options.tokenizer?.padId ?? 0 }).loss;
+      rows.push(options.scorer ? { rank: r, loss, score: options.scorer(model) } : { rank: r, loss });
+    }
+  } finally {
+    setRank(model, restore);
+  }
+  const best = rows.reduce((b, r) =>
+    (options.scorer ? (r.score! > b.score!) : r.loss < b.loss) ? r : b
+  ).rank;
+  const data: Record<string, unknown>[] = [
+    { x: rows.map((r) => r.rank), y: rows.map((r) => r.loss), name: "eval loss", type: "scatter", mode: "lines+markers" },
+  ];
+  if (options.scorer) {
+    data.push({
+      x: rows.map((r) => r.rank),
+      y: rows.map((r) => r.score),
+      name: "score",
+      type: "scatter",
+      mode: "lines+markers",
+      yaxis: "y2",
+    });
+  }
+  return {
+    rows,
+    best,
+    figure: {
+      data,
+      layout: {
+        title: { text: "Rank sweep (one DyLoRA run)" },
+        xaxis: { title: { text: "rank" }, dtick: 1 },
+        yaxis: { title: { text: "eval loss" } },
+        ...(options.scorer ? { yaxis2: { title: { text: "score" }, overlaying: "y", side: "right" } } : {}),
+      },
+    },
+  };
+}
