@@ -45,10 +45,30 @@ export * from "./lib/models/save_model.ts";
 export * from "./lib/models/generate.ts";
 export * from "./lib/models/embedded.ts";
 
+// 4-bit quantization
+export * from "./lib/quant/codebooks.ts";
+export * from "./lib/quant/blockwise_4bit.ts";
+export * from "./lib/quant/double_quant.ts";
+export * from "./lib/quant/storage.ts";
+export * from "./lib/quant/bnb_format.ts";
+export * from "./lib/quant/gptq.ts";
+export * from "./lib/quant/quantized_linear.ts";
+export * from "./lib/quant/quantized_loaders.ts";
+
+// adapters
+export * from "./lib/adapters/lora.ts";
+export * from "./lib/adapters/dylora.ts";
+export * from "./lib/adapters/attach.ts";
+export * from "./lib/adapters/merge.ts";
+export * from "./lib/adapters/peft_format.ts";
+export * from "./lib/adapters/rank_sweep.ts";
+
 // optimizers
 export type { Optimizer, ParamGrad } from "./lib/optim/optimizer.ts";
 export * from "./lib/optim/adamw.ts";
 export * from "./lib/optim/adamw8bit.ts";
+export * from "./lib/optim/galore_projector.ts";
+export * from "./lib/optim/galore_adamw.ts";
 
 // training
 export * from "./lib/train/types.ts";

@@ -8,7 +8,9 @@ import { memorySnapshot } from "../engine/memory.ts";
 import type { Tokenizer } from "../io/tokenizer.ts";
 import type { LlamaForCausalLM } from "../models/llama.ts";
 import type { Optimizer } from "../optim/optimizer.ts";
-import { accumulateGradients, clipByGlobalNorm } from "./accumulate.ts";
+import * as tf from "@tensorflow/tfjs-core";
+import { memoryBreakdown } from "./memory_breakdown.ts";
+import { runStep, type StepMode } from "./step.ts";
 import { chunk, makeMicroBatch } from "./batching.ts";
 import { countTargets, type Example, type TokenizeOptions, tokenizeRecords, type TrainingRecord } from "./data.ts";
 import { evaluateLoss } from "./evaluate.ts";
@@ -50,8 +52,16 @@ export interface TrainOptions {
   evalEvery?: number;
   /** Shuffle each epoch with this seed; `false` keeps the order. @default {0} */
   shuffleSeed?: number | false;
-  /** Recompute each block's activations during backward (see the GaLore issue). @default {false} */
+  /** Keep only block inputs during forward and recompute each block in backward. @default {false} */
   gradientCheckpointing?: boolean;
+  /**
+   * Step each block's parameters as soon as its gradients exist during backward
+   * (implies block-wise recomputation; needs `gradAccumSteps: 1`; no global-norm
+   * clipping). `galore.layerwise` sets it too. @default {false}
+   */
+  layerwise?: boolean;
+  /** Measure peak memory of each step with `tf.profile` (small overhead). @default {true} */
+  measureMemory?: boolean;
   /** Called after every optimizer step. */
   onStep?: (record: StepRecord) => void | Promise<void>;
 }
@@ -59,7 +69,7 @@ export interface TrainOptions {
 const TRAIN_KEYS = new Set([
   "tokenizer", "batchSize", "gradAccumSteps", "optimizer", "galore", "lr", "weightDecay", "schedule",
   "warmupSteps", "steps", "epochs", "maxGradNorm", "tokenize", "evalData", "evalEvery", "shuffleSeed",
-  "gradientCheckpointing", "onStep",
+  "gradientCheckpointing", "layerwise", "measureMemory", "onStep",
 ]);
 
 /** Validates options and fills defaults. */
@@ -86,13 +96,20 @@ export function resolveTrainOptions(options: TrainOptions) {
     throw new RangeError(`train: steps must be a positive integer, got ${options.steps}`);
   }
   if (!(o.lr > 0) || !Number.isFinite(o.lr)) throw new RangeError(`train: lr must be a positive number, got ${o.lr}`);
-  if (options.galore?.layerwise && o.gradAccumSteps > 1) {
+  const layerwise = options.layerwise ?? options.galore?.layerwise ?? false;
+  if (layerwise && o.gradAccumSteps > 1) {
     throw new RangeError(
-      "train: galore.layerwise updates each block during backward, so gradients are never summed over micro-batches; " +
+      "train: layer-wise updates step each block during backward, so gradients are never summed over micro-batches; " +
         "use gradAccumSteps: 1 with layerwise, or turn layerwise off to accumulate.",
     );
   }
-  return o;
+  if (layerwise && options.maxGradNorm !== undefined && options.maxGradNorm > 0) {
+    throw new RangeError(
+      "train: global-norm clipping needs every gradient at once, which layer-wise updates never hold; set maxGradNorm: 0",
+    );
+  }
+  const mode: StepMode = layerwise ? "layerwise" : options.gradientCheckpointing ? "checkpointed" : "full";
+  return { ...o, mode, maxGradNorm: layerwise ? 0 : o.maxGradNorm, measureMemory: options.measureMemory ?? true };
 }
 
 /** Seeded PRNG (mulberry32) for shuffling. */
@@ -185,22 +202,35 @@ export async function train(
       model.setTraining(true);
       for (const hook of model.stepHooks) hook(step);
       const micro = chunk(nextExamples(perStep), o.batchSize).map((g) => makeMicroBatch(g, padId));
-      const acc = accumulateGradients(model, params, micro, { label: `step ${step}` });
-      const { grads, norm } = clipByGlobalNorm(acc.grads, o.maxGradNorm);
-      if (!Number.isFinite(norm)) {
-        grads.forEach((g) => g.dispose());
-        throw new RangeError(`step ${step}: gradient norm is ${norm}; no weights were changed. Lower the learning rate.`);
+      const label = `step ${step}`;
+      const run = () => runStep(model, params, micro, optimizer, { lr, maxGradNorm: o.maxGradNorm, mode: o.mode, label });
+      const before = tf.memory().numBytes;
+      let peakBytes = before;
+      let result: ReturnType<typeof runStep>;
+      if (o.measureMemory) {
+        let r: ReturnType<typeof runStep> | undefined;
+        const prof = await tf.profile(() => {
+          r = run();
+          return [] as tf.Tensor[];
+        });
+        result = r!;
+        peakBytes = prof.peakBytes;
+      } else {
+        result = run();
       }
-      optimizer.step(params.map((p, i) => ({ name: p.name, variable: p.variable, grad: grads[i] })), lr);
-      grads.forEach((g) => g.dispose());
+      const snapshot = memorySnapshot();
       const record: StepRecord = {
         step,
-        loss: acc.loss,
+        totalSteps,
+        loss: result.loss,
         lr,
-        tokens: acc.tokens,
+        tokens: result.tokens,
         seconds: (performance.now() - t0) / 1000,
-        gradNorm: norm,
-        memory: memorySnapshot(),
+        gradNorm: result.gradNorm,
+        memory: {
+          ...snapshot,
+          breakdown: memoryBreakdown(model, optimizer, { peakBytes, startBytes: before, gradientBytes: result.gradientBytes }),
+        },
       };
       model.setTraining(false);
       if (evalExamples && ((o.evalEvery > 0 && step % o.evalEvery === 0) || step === totalSteps)) {

@@ -21,6 +21,8 @@ export interface MemoryRecord {
 export interface StepRecord {
   /** 1-based optimizer step. */
   step: number;
+  /** Steps this run will take (for progress bars and ETAs). */
+  totalSteps?: number;
   /** Mean loss per target token over the step (all accumulated micro-batches). */
   loss: number;
   /** Learning rate used for this step. */

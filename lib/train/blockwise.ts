@@ -1,0 +1,129 @@
+/**
+ * Block-by-block backward pass with activation recomputation.
+ *
+ * The forward pass keeps only each block's input `h_i` (`[B, T, D]`), not the
+ * block's internals. The backward pass then walks the blocks from last to first:
+ * it recomputes block i from `h_i` under a gradient tape, takes the gradient of
+ * its output against `dh_{i+1}`, and hands that block's parameter gradients to a
+ * callback before moving on. This gives:
+ * - gradient checkpointing (only block inputs are stored; one extra forward), and
+ * - layer-wise updates (the callback applies the optimizer step for the block at
+ *   once and frees its gradients, so a full set of gradients never exists), as in
+ *   GaLore's per-layer optimizer hooks.
+ *
+ * Dimension legend: B batch, T sequence, D hidden, V vocab.
+ * @module
+ */
+import * as tf from "@tensorflow/tfjs-core";
+import type { LlamaForCausalLM } from "../models/llama.ts";
+import type { NamedParam } from "../models/linear.ts";
+import type { MicroBatch } from "./batching.ts";
+import { nllSum } from "./loss.ts";
+
+/** Receives the gradients of one group of parameters (the caller disposes nothing: the grads are freed after the call). */
+export type GradSink = (params: NamedParam[], grads: tf.Tensor[]) => void;
+
+/** Splits a set of parameter names into the groups the backward pass produces, in backward order. */
+export function parameterGroups(model: LlamaForCausalLM): { label: string; params: NamedParam[] }[] {
+  const trainable = new Set(model.trainableParams().map((p) => p.variable));
+  const keep = (ps: NamedParam[]) => ps.filter((p) => trainable.has(p.variable));
+  const head = keep([...model.norm.trainableParams(), ...(model.lmHead?.trainableParams() ?? [])]);
+  const embed = model.embedTrainable && trainable.has(model.embedTokens)
+    ? [{ name: "model.embed_tokens.weight", variable: model.embedTokens }]
+    : [];
+  return [
+    { label: "head", params: head },
+    ...model.layers.map((l) => ({ label: `layer ${l.index}`, params: keep(l.trainableParams()) })).reverse(),
+    { label: "embedding", params: embed },
+  ];
+}
+
+/**
+ * Runs forward and block-wise backward for one micro-batch; the loss is the
+ * summed token loss divided by `divisor`. Returns that (scaled) loss.
+ */
+export function blockwiseBackward(
+  model: LlamaForCausalLM,
+  batch: MicroBatch,
+  divisor: number,
+  sink: GradSink,
+): number {
+  const engine = tf.engine();
+  const groups = parameterGroups(model);
+  const tied = model.lmHead === null;
+  const ids = model.idsTensor(batch.ids);
+  const [B, T] = ids.shape;
+  const ctx = model.context(B, T, { attentionMask: batch.attentionMask });
+  const targets = tf.tensor1d(batch.targets, "int32");
+  const weights = tf.tensor1d(batch.weights, "float32");
+  const hs: tf.Tensor3D[] = [];
+  let tiedEmbedGrad: tf.Tensor | undefined;
+  try {
+    // Forward, keeping only block inputs.
+    hs.push(model.embed(ids));
+    for (const layer of model.layers) hs.push(tf.tidy(() => layer.forward(hs[hs.length - 1], ctx)));
+
+    // Head: final norm + LM head + loss.
+    const headParams = groups[0].params;
+    const embedTrainable = groups[groups.length - 1].params.length > 0;
+    const headXs = [hs[hs.length - 1], ...headParams.map((p) => p.variable), ...(tied && embedTrainable ? [model.embedTokens] : [])];
+    const { value, grads } = engine.gradients(() => {
+      const logits = model.head(hs[hs.length - 1]); // [B, T, V]
+      const V = logits.shape[2];
+      return tf.div(nllSum(tf.reshape(logits, [B * T, V]) as tf.Tensor2D, targets, weights), divisor) as tf.Scalar;
+    }, headXs, undefined, true);
+    const loss = value.dataSync()[0];
+    value.dispose();
+    if (!Number.isFinite(loss)) {
+      // Nothing reaches the sink, so no weight changes.
+      grads.forEach((g) => g.dispose());
+      return loss;
+    }
+    let dh = grads[0] as tf.Tensor3D;
+    const headGrads = grads.slice(1, 1 + headParams.length);
+    if (tied && embedTrainable) tiedEmbedGrad = grads[grads.length - 1];
+    if (headParams.length) sink(headParams, headGrads);
+    headGrads.forEach((g) => g.dispose());
+
+    // Blocks, last to first: recompute, differentiate, hand over, free.
+    for (let i = model.layers.length - 1; i >= 0; i--) {
+      const params = groups[model.layers.length - i].params;
+      const layer = model.layers[i];
+      const h = hs[i];
+      const r = engine.gradients(() => layer.forward(h, ctx), [h, ...params.map((p) => p.variable)], dh, true);
+      r.value.dispose();
+      dh.dispose();
+      hs[i + 1].dispose();
+      dh = r.grads[0] as tf.Tensor3D;
+      const pg = r.grads.slice(1);
+      if (params.length) sink(params, pg);
+      pg.forEach((g) => g.dispose());
+    }
+
+    // Embedding lookup (plus the head's share when tied).
+    const embedParams = groups[groups.length - 1].params;
+    if (embedParams.length) {
+      const r = engine.gradients(() => model.embed(ids), [model.embedTokens], dh, true);
+      r.value.dispose();
+      let g = r.grads[0];
+      if (tiedEmbedGrad) {
+        const s = tf.add(g, tiedEmbedGrad);
+        g.dispose();
+        g = s;
+      }
+      sink(embedParams, [g]);
+      g.dispose();
+    }
+    dh.dispose();
+    return loss;
+  } finally {
+    tiedEmbedGrad?.dispose();
+    for (const h of hs) if (!h.isDisposed) h.dispose();
+    ids.dispose();
+    targets.dispose();
+    weights.dispose();
+    ctx.cos.dispose();
+    ctx.sin.dispose();
+    ctx.mask.dispose();
+  }
+}
