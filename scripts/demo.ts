@@ -32,6 +32,7 @@ import type { BackendName, StepRecord } from "../mod.ts";
 const args = Deno.args;
 const opt = (k: string, d: string) => (args.indexOf(k) >= 0 ? args[args.indexOf(k) + 1] : d);
 const steps = Number(opt("--steps", "40"));
+const lr = Number(opt("--lr", "1e-3"));
 const outDir = opt("--out", "out/demo");
 const t0 = performance.now();
 
@@ -59,7 +60,7 @@ const history: StepRecord[] = await train(model, trainData, {
   steps,
   batchSize: 8,
   gradAccumSteps: 2,
-  lr: 1e-3,
+  lr,
   warmupSteps: 4,
   schedule: "cosine",
   evalData: evalData.slice(50),
@@ -72,7 +73,7 @@ const after = exactMatch(model, tokenizer, scoreSet);
 console.log(`\nafter:  ${JSON.stringify(generate(model, tokenizer, sample, { maxNewTokens: 24, stop: ["\n"] }))}`);
 console.log(`herald exact match after fine-tuning: ${(100 * after.accuracy).toFixed(0)}% of ${scoreSet.length}`);
 
-const peakTensor = Math.max(...history.map((h) => h.memory.tensorBytes));
+const peakTensor = Math.max(...history.map((h) => h.memory.peakTensorBytes ?? h.memory.tensorBytes));
 const peakRss = Math.max(...history.map((h) => h.memory.rssBytes));
 const tokens = history.reduce((s, h) => s + h.tokens, 0);
 const secs = history.reduce((s, h) => s + h.seconds, 0);
@@ -81,7 +82,7 @@ await display(table([
   { metric: "eval loss (last)", value: history.at(-1)!.evalLoss?.toFixed(3) ?? "" },
   { metric: "exact match before → after", value: `${(100 * before.accuracy).toFixed(0)}% → ${(100 * after.accuracy).toFixed(0)}%` },
   { metric: "training tokens/s", value: (tokens / secs).toFixed(0) },
-  { metric: "peak tensor memory", value: formatBytes(peakTensor) },
+  { metric: "peak tensor memory (during a step)", value: formatBytes(peakTensor) },
   { metric: "peak process RSS", value: formatBytes(peakRss) },
 ], { title: "Demo summary" }));
 

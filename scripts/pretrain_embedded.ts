@@ -13,6 +13,7 @@ import { saveCheckpoint } from "../lib/models/save_model.ts";
 import { evaluateLoss } from "../lib/train/evaluate.ts";
 import { train } from "../lib/train/trainer.ts";
 import { splitCorpus } from "./make_task_data.ts";
+import { mulberry32 } from "../lib/train/trainer.ts";
 
 /** Architecture of the embedded model (HF config fields). */
 export const EMBEDDED_CONFIG = {
@@ -38,6 +39,24 @@ export const EMBEDDED_CONFIG = {
   initializer_range: 0.02,
 };
 
+/**
+ * "Echo" windows: a random span of `length / 2` tokens written twice. Tiny
+ * Shakespeare almost never repeats itself, so without these the model never
+ * learns to copy from its context (no induction heads), and no amount of
+ * fine-tuning teaches it to repeat an unseen phrase. Mixing a quarter of echo
+ * windows into pretraining gives the base model that general skill.
+ */
+export function echoWindows(ids: number[], length: number, count: number, seed: number): { ids: number[]; labels: number[] }[] {
+  const rand = mulberry32(seed);
+  const half = Math.floor(length / 2);
+  return Array.from({ length: count }, () => {
+    const start = Math.floor(rand() * (ids.length - half));
+    const span = ids.slice(start, start + half);
+    const w = [...span, ...span];
+    return { ids: w, labels: w };
+  });
+}
+
 /** Token windows of `length` from `ids` (non-overlapping). */
 export function windows(ids: number[], length: number): { ids: number[]; labels: number[] }[] {
   const out: { ids: number[]; labels: number[] }[] = [];
@@ -58,9 +77,12 @@ if (import.meta.main) {
   console.log(`[engine] ${info.reason}`);
   const tok = await loadTokenizer(out);
   const { train: trainText, heldOut } = splitCorpus(await Deno.readTextFile("notebooks/data/tinyshakespeare.txt"));
-  const trainData = windows(tok.encode(trainText, { addSpecialTokens: false }), seqLen);
+  const trainIds = tok.encode(trainText, { addSpecialTokens: false });
+  const plain = windows(trainIds, seqLen);
+  const echoFraction = Number(get("--echo", "0.25"));
+  const trainData = [...plain, ...echoWindows(trainIds, seqLen, Math.round(plain.length * echoFraction / (1 - echoFraction)), 7)];
   const evalData = windows(tok.encode(heldOut, { addSpecialTokens: false }), seqLen);
-  console.log(`train windows ${trainData.length}, held-out windows ${evalData.length} (${seqLen} tokens each)`);
+  console.log(`train windows ${trainData.length} (${plain.length} plain + echo), held-out windows ${evalData.length} (${seqLen} tokens each)`);
   const model = initModel(EMBEDDED_CONFIG, { seed: 0 });
   const t0 = performance.now();
   await train(model, trainData, {
@@ -92,6 +114,9 @@ if (import.meta.main) {
     JSON.stringify({ bos_token_id: 0, eos_token_id: 1, pad_token_id: 2, do_sample: false, max_new_tokens: 64 }, null, 2) +
       "\n",
   );
-  await Deno.writeTextFile(`${out}/pretrain_log.json`, JSON.stringify({ steps, seqLen, heldOutLoss: ev.loss }, null, 2));
+  await Deno.writeTextFile(
+    `${out}/pretrain_log.json`,
+    JSON.stringify({ steps, seqLen, echoFraction, heldOutLoss: ev.loss, heldOutPerplexity: ev.perplexity, heldOutTokens: ev.tokens }, null, 2) + "\n",
+  );
   model.dispose();
 }

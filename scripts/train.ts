@@ -10,6 +10,8 @@ import { saveCheckpoint } from "../lib/models/save_model.ts";
 import { parseRecipe, readJsonl } from "../lib/train/recipe.ts";
 import { train } from "../lib/train/trainer.ts";
 import { progress } from "../lib/notebook/progress.ts";
+import { attachDyLoRA, attachLoRA, type DyLoRAConfig, type LoRAConfig } from "../lib/adapters/attach.ts";
+import { saveAdapter } from "../lib/adapters/peft_format.ts";
 
 const path = Deno.args[0];
 if (!path) {
@@ -23,21 +25,35 @@ console.log(`[engine] ${info.reason}`);
 const tokenizer = await loadTokenizer(recipe.model);
 const model = await loadModel(recipe.model, recipe.quantize ? { quantize: recipe.quantize } : {});
 if (recipe.adapter) {
-  throw new RangeError(`${path}: "adapter" recipes need the adapters module, which is not built yet`);
+  const { type, ...config } = recipe.adapter as { type?: string } & Record<string, unknown>;
+  switch (type) {
+    case "lora":
+      attachLoRA(model, config as LoRAConfig);
+      break;
+    case "dylora":
+      attachDyLoRA(model, config as DyLoRAConfig);
+      break;
+    default:
+      throw new RangeError(`${path}: adapter.type must be "lora" or "dylora", got ${JSON.stringify(type)}`);
+  }
 }
 const data = await readJsonl(recipe.data);
 const evalData = recipe.evalData ? await readJsonl(recipe.evalData) : undefined;
-const bar = progress(recipe.train.steps ?? 0, { label: "train" });
+let bar: ReturnType<typeof progress> | undefined;
 const history = await train(model, data, {
   ...recipe.train,
   tokenizer,
   evalData,
-  onStep: (r) => bar.tick(1, `loss ${r.loss.toFixed(3)}${r.evalLoss !== undefined ? ` eval ${r.evalLoss.toFixed(3)}` : ""}`),
+  onStep: (r) => {
+    bar ??= progress(r.totalSteps ?? 0, { label: "train" });
+    bar.tick(1, `loss ${r.loss.toFixed(3)}${r.evalLoss !== undefined ? ` eval ${r.evalLoss.toFixed(3)}` : ""}`);
+  },
 });
-bar.done();
+await bar?.done();
 await Deno.mkdir(recipe.output, { recursive: true });
 await Deno.writeTextFile(`${recipe.output}/history.json`, JSON.stringify(history, null, 1));
-await saveCheckpoint(model, recipe.output);
+if (recipe.adapter) await saveAdapter(model, recipe.output);
+else await saveCheckpoint(model, recipe.output);
 const last = history[history.length - 1];
 console.log(`done: ${history.length} steps, final loss ${last.loss.toFixed(4)}; saved to ${recipe.output}`);
 model.dispose();

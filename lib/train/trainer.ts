@@ -229,6 +229,7 @@ export async function train(
         gradNorm: result.gradNorm,
         memory: {
           ...snapshot,
+          ...(o.measureMemory ? { peakTensorBytes: peakBytes } : {}),
           breakdown: memoryBreakdown(model, optimizer, { peakBytes, startBytes: before, gradientBytes: result.gradientBytes }),
         },
       };

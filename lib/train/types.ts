@@ -7,6 +7,8 @@
 export interface MemoryRecord {
   /** Bytes held by live tfjs tensors (`tf.memory().numBytes`). */
   tensorBytes: number;
+  /** Peak tfjs tensor bytes during the step (from `tf.profile`), when measured. */
+  peakTensorBytes?: number;
   /** Live tfjs tensors. */
   numTensors: number;
   /** Size of the wasm heap (0 on other backends); it never shrinks. */
