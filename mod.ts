@@ -19,8 +19,19 @@
  */
 
 // engine
-export { type BackendName, type EngineInfo, type EngineOptions, engineInfo, initEngine } from "./lib/engine/backend.ts";
-export { HeapOutOfMemoryError, type HeapStats, heapStats, MAX_WASM_HEAP_BYTES } from "./lib/engine/heap_guard.ts";
+export {
+  type BackendName,
+  type EngineInfo,
+  engineInfo,
+  type EngineOptions,
+  initEngine,
+} from "./lib/engine/backend.ts";
+export {
+  HeapOutOfMemoryError,
+  type HeapStats,
+  heapStats,
+  MAX_WASM_HEAP_BYTES,
+} from "./lib/engine/heap_guard.ts";
 export { memorySnapshot } from "./lib/engine/memory.ts";
 
 // io

@@ -50,16 +50,43 @@ export interface QuantBenchOptions {
   matmulSize?: number;
   /** Input rows for `matmul`. @default 256 */
   matmulRows?: number;
-  /** Minimum seconds per timing. @default 1 */
+  /** Minimum seconds of the interleaved timing loop. @default 5 */
   minSeconds?: number;
-  /** HF config of the model for `step`. @default the embedded model's config */
-  stepConfig?: Record<string, unknown>;
-  /** Sequences × tokens of the `step` micro-batch. @default [4, 128] */
-  stepBatch?: [number, number];
+  /** Models and micro-batches for `step`. @default {@linkcode STEP_CASES} */
+  stepCases?: StepCase[];
 }
 
+/** One `step` measurement: a model config and a micro-batch of `batch[0]` sequences × `batch[1]` tokens. */
+export interface StepCase {
+  label: string;
+  config: Record<string, unknown>;
+  batch: [number, number];
+}
+
+/**
+ * The embedded model with a pretraining-sized micro-batch (activations dominate there), and a
+ * 25 M-parameter model with one short sequence (weights dominate), to show both regimes.
+ */
+export const STEP_CASES: StepCase[] = [
+  { label: "embedded model (0.86 M params)", config: EMBEDDED_CONFIG, batch: [4, 128] },
+  {
+    label: "hidden 512 × 8 layers (33 M params)",
+    config: {
+      model_type: "llama",
+      vocab_size: 8000,
+      hidden_size: 512,
+      intermediate_size: 1408,
+      num_hidden_layers: 8,
+      num_attention_heads: 8,
+      num_key_value_heads: 8,
+      tie_word_embeddings: false,
+    },
+    batch: [1, 32],
+  },
+];
+
 const PARTS: readonly QuantBenchPart[] = ["rss", "matmul", "step", "ppl"];
-const OPTION_KEYS = ["parts", "rssConfig", "matmulSize", "matmulRows", "minSeconds", "stepConfig", "stepBatch"];
+const OPTION_KEYS = ["parts", "rssConfig", "matmulSize", "matmulRows", "minSeconds", "stepCases"];
 const MB = 2 ** 20;
 
 /** Default checkpoint for the RSS measurement: ≈ 170 M parameters, ≈ 340 MB in BF16. */
@@ -93,7 +120,7 @@ export async function runQuantBench(options: QuantBenchOptions = {}): Promise<Be
   for (const p of parts) if (!PARTS.includes(p)) throw new RangeError(`runQuantBench(): unknown part "${p}" (known: ${PARTS})`);
   await initEngine();
   const rows: BenchRow[] = [];
-  const minSeconds = options.minSeconds ?? 1;
+  const minSeconds = options.minSeconds ?? 5;
   for (const part of parts) {
     switch (part) {
       case "rss":
@@ -103,7 +130,7 @@ export async function runQuantBench(options: QuantBenchOptions = {}): Promise<Be
         rows.push(...matmulRows(options.matmulSize ?? 1024, options.matmulRows ?? 256, minSeconds));
         break;
       case "step":
-        rows.push(...(await stepRows(options.stepConfig ?? EMBEDDED_CONFIG, options.stepBatch ?? [4, 128])));
+        for (const c of options.stepCases ?? STEP_CASES) rows.push(...(await stepRows(c)));
         break;
       case "ppl":
         rows.push(...(await runPerplexityReport()));
@@ -251,15 +278,22 @@ async function rssRows(config: Record<string, unknown>): Promise<BenchRow[]> {
 
 // ---------------------------------------------------------------- dequant + matmul time
 
-function secondsPer(fn: () => void, minSeconds: number): number {
-  fn(); // warm-up
-  let reps = 0;
+/**
+ * Median seconds per call of each function, run round-robin (one call of each per round) until
+ * `minSeconds` have passed, so load from other processes on a shared machine hits all alike.
+ */
+function interleavedMedians(fns: (() => void)[], minSeconds: number): number[] {
+  for (const f of fns) f(); // warm-up
+  const times: number[][] = fns.map(() => []);
   const t0 = performance.now();
   do {
-    fn();
-    reps++;
-  } while (performance.now() - t0 < minSeconds * 1000);
-  return (performance.now() - t0) / 1000 / reps;
+    fns.forEach((f, i) => {
+      const t = performance.now();
+      f();
+      times[i].push((performance.now() - t) / 1000);
+    });
+  } while (performance.now() - t0 < minSeconds * 1000 || times[0].length < 5);
+  return times.map((t) => t.sort((a, b) => a - b)[Math.floor(t.length / 2)]);
 }
 
 function matmulRows(n: number, rows: number, minSeconds: number): BenchRow[] {
@@ -269,9 +303,10 @@ function matmulRows(n: number, rows: number, minSeconds: number): BenchRow[] {
   const q = fourBitLinear("nf4", state);
   const x = tf.randomNormal([rows, n], 0, 1, "float32", 2) as tf.Tensor2D;
   const run = (lin: DenseLinear | QuantizedLinear) => () => tf.tidy(() => lin.apply(x).dataSync());
-  const tDense = secondsPer(run(dense), minSeconds);
-  const tQuant = secondsPer(run(q), minSeconds);
-  const tDequant = secondsPer(() => dequantize4bit(state), minSeconds);
+  const [tDense, tQuant, tDequant] = interleavedMedians(
+    [run(dense), run(q), () => dequantize4bit(state)],
+    minSeconds,
+  );
   x.dispose();
   dense.dispose();
   const ms = 1000;
@@ -300,7 +335,7 @@ async function stepPeak(model: LlamaForCausalLM, batch: ReturnType<typeof makeMi
   return { peak: info.peakBytes, held };
 }
 
-async function stepRows(config: Record<string, unknown>, [B, T]: [number, number]): Promise<BenchRow[]> {
+async function stepRows({ label, config, batch: [B, T] }: StepCase): Promise<BenchRow[]> {
   const dir = await Deno.makeTempDir({ prefix: "nbtune_quant_step_" });
   try {
     const m = initModel(config, { seed: 0 });
@@ -326,7 +361,7 @@ async function stepRows(config: Record<string, unknown>, [B, T]: [number, number
     };
     const full = await measure(false);
     const qlora = await measure(true);
-    const name = `step [${B}×${T}] LoRA r8 all-linear`;
+    const name = `step ${label} [${B}×${T}] LoRA r8 all-linear`;
     return [
       { name: `${name} fp32 base: peak tensor bytes`, unit: "MB", value: full.total / MB },
       { name: `${name} fp32 base: weights held before the step`, unit: "MB", value: full.held / MB },

@@ -4,7 +4,7 @@
  * `[{name, unit, value, baseline?, ratio?}]` to `bench/results/latest.json`.
  * Speed and memory targets are judged here, never in tests.
  *
- * Options: `--only train,matmul,galore,quant` to run a subset.
+ * Options: `--only train,matmul,galore,quant,optimizers,qdylora,plan` to run a subset.
  * @module
  */
 import type { BenchRow } from "./matmul_bench.ts";
@@ -14,13 +14,20 @@ const SUITES: Record<string, () => Promise<BenchRow[]>> = {
   matmul: async () => (await import("./matmul_bench.ts")).runMatmulBench(),
   galore: async () => (await import("./galore_bench.ts")).runGaloreBench(),
   quant: async () => (await import("./quant_bench.ts")).runQuantBench(),
+  optimizers: async () => (await import("./optimizer_compare.ts")).runOptimizerCompare(),
+  qdylora: async () => (await import("./qdylora_compare.ts")).runQDyLoRACompare(),
+  plan: async () => (await import("./plan_validation.ts")).runPlanValidation(),
 };
 
-const only = Deno.args.includes("--only") ? Deno.args[Deno.args.indexOf("--only") + 1].split(",") : Object.keys(SUITES);
+const only = Deno.args.includes("--only")
+  ? Deno.args[Deno.args.indexOf("--only") + 1].split(",")
+  : Object.keys(SUITES);
 const rows: (BenchRow & { suite: string })[] = [];
 for (const name of only) {
   const suite = SUITES[name];
-  if (!suite) throw new RangeError(`unknown bench suite "${name}" (known: ${Object.keys(SUITES).join(", ")})`);
+  if (!suite) {
+    throw new RangeError(`unknown bench suite "${name}" (known: ${Object.keys(SUITES).join(", ")})`);
+  }
   console.log(`\n== ${name}`);
   const t0 = performance.now();
   for (const r of await suite()) {

@@ -22,14 +22,21 @@ const CONFIGS: Config[] = [
 
 /** Measures one configuration in this process and prints `{tokensPerSecond, peakBytes}` as JSON. */
 async function child(backend: "wasm" | "cpu", steps: number): Promise<void> {
-  const { initEngine, loadModel, loadTokenizer, readJsonl, train, EMBEDDED_MODEL_DIR, EMBEDDED_DATA_DIR } = await import(
-    "../mod.ts"
-  );
+  const { initEngine, loadModel, loadTokenizer, readJsonl, train, EMBEDDED_MODEL_DIR, EMBEDDED_DATA_DIR } =
+    await import(
+      "../mod.ts"
+    );
   const info = await initEngine({ backend });
   const tokenizer = await loadTokenizer(EMBEDDED_MODEL_DIR);
   const model = await loadModel(EMBEDDED_MODEL_DIR);
   const data = await readJsonl(`${EMBEDDED_DATA_DIR}/herald_train.jsonl`);
-  const history = await train(model, data, { tokenizer, steps: steps + 1, batchSize: 8, gradAccumSteps: 2, lr: 1e-3 });
+  const history = await train(model, data, {
+    tokenizer,
+    steps: steps + 1,
+    batchSize: 8,
+    gradAccumSteps: 2,
+    lr: 1e-3,
+  });
   const timed = history.slice(1); // the first step includes kernel warm-up
   const tokens = timed.reduce((s, h) => s + h.tokens, 0), secs = timed.reduce((s, h) => s + h.seconds, 0);
   const peak = Math.max(...history.map((h) => h.memory.peakTensorBytes ?? h.memory.tensorBytes));
@@ -50,7 +57,9 @@ export async function runTrainBench(options: { steps?: number } = {}): Promise<B
     });
     const out = await cmd.output();
     const line = new TextDecoder().decode(out.stdout).trim().split("\n").at(-1) ?? "";
-    if (!out.success) throw new Error(`${c.name} failed: ${new TextDecoder().decode(out.stderr).slice(-2000)}`);
+    if (!out.success) {
+      throw new Error(`${c.name} failed: ${new TextDecoder().decode(out.stderr).slice(-2000)}`);
+    }
     results.set(c.name, JSON.parse(line));
   }
   const base = results.get("wasm (no BLAS)")!;
@@ -73,7 +82,11 @@ if (import.meta.main) {
     await child(Deno.args[1] as "wasm" | "cpu", Number(Deno.args[2]));
   } else {
     for (const r of await runTrainBench()) {
-      console.log(`${r.name.padEnd(48)} ${r.value.toFixed(1).padStart(14)} ${r.unit}${r.ratio ? `  (x${r.ratio.toFixed(2)})` : ""}`);
+      console.log(
+        `${r.name.padEnd(48)} ${r.value.toFixed(1).padStart(14)} ${r.unit}${
+          r.ratio ? `  (x${r.ratio.toFixed(2)})` : ""
+        }`,
+      );
     }
   }
 }

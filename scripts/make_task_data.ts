@@ -40,7 +40,9 @@ function phrases(text: string, count: number, seed: number): string[] {
   const seen = new Set<string>();
   const out: string[] = [];
   for (let guard = 0; out.length < count && guard < count * 50; guard++) {
-    const words = lines[Math.floor(rand() * lines.length)].replace(/[^A-Za-z' ]/g, " ").split(/\s+/).filter(Boolean);
+    const words = lines[Math.floor(rand() * lines.length)].replace(/[^A-Za-z' ]/g, " ").split(/\s+/).filter(
+      Boolean,
+    );
     const n = 3 + Math.floor(rand() * 4);
     if (words.length < n) continue;
     const start = Math.floor(rand() * (words.length - n + 1));

@@ -46,7 +46,12 @@ export const EMBEDDED_CONFIG = {
  * fine-tuning teaches it to repeat an unseen phrase. Mixing a quarter of echo
  * windows into pretraining gives the base model that general skill.
  */
-export function echoWindows(ids: number[], length: number, count: number, seed: number): { ids: number[]; labels: number[] }[] {
+export function echoWindows(
+  ids: number[],
+  length: number,
+  count: number,
+  seed: number,
+): { ids: number[]; labels: number[] }[] {
   const rand = mulberry32(seed);
   const half = Math.floor(length / 2);
   return Array.from({ length: count }, () => {
@@ -76,13 +81,20 @@ if (import.meta.main) {
   const info = await initEngine();
   console.log(`[engine] ${info.reason}`);
   const tok = await loadTokenizer(out);
-  const { train: trainText, heldOut } = splitCorpus(await Deno.readTextFile("notebooks/data/tinyshakespeare.txt"));
+  const { train: trainText, heldOut } = splitCorpus(
+    await Deno.readTextFile("notebooks/data/tinyshakespeare.txt"),
+  );
   const trainIds = tok.encode(trainText, { addSpecialTokens: false });
   const plain = windows(trainIds, seqLen);
   const echoFraction = Number(get("--echo", "0.25"));
-  const trainData = [...plain, ...echoWindows(trainIds, seqLen, Math.round(plain.length * echoFraction / (1 - echoFraction)), 7)];
+  const trainData = [
+    ...plain,
+    ...echoWindows(trainIds, seqLen, Math.round(plain.length * echoFraction / (1 - echoFraction)), 7),
+  ];
   const evalData = windows(tok.encode(heldOut, { addSpecialTokens: false }), seqLen);
-  console.log(`train windows ${trainData.length} (${plain.length} plain + echo), held-out windows ${evalData.length} (${seqLen} tokens each)`);
+  console.log(
+    `train windows ${trainData.length} (${plain.length} plain + echo), held-out windows ${evalData.length} (${seqLen} tokens each)`,
+  );
   const model = initModel(EMBEDDED_CONFIG, { seed: 0 });
   const t0 = performance.now();
   await train(model, trainData, {
@@ -104,19 +116,36 @@ if (import.meta.main) {
     },
   });
   const ev = evaluateLoss(model, evalData, { batchSize: 16 });
-  console.log(`held-out loss ${ev.loss.toFixed(4)} (perplexity ${ev.perplexity.toFixed(2)}) on ${ev.tokens} tokens`);
+  console.log(
+    `held-out loss ${ev.loss.toFixed(4)} (perplexity ${ev.perplexity.toFixed(2)}) on ${ev.tokens} tokens`,
+  );
   await saveCheckpoint(model, out, {
     dtype: "BF16",
     metadata: { "nbtune.pretrain_steps": String(steps), "nbtune.heldout_loss": ev.loss.toFixed(4) },
   });
   await Deno.writeTextFile(
     `${out}/generation_config.json`,
-    JSON.stringify({ bos_token_id: 0, eos_token_id: 1, pad_token_id: 2, do_sample: false, max_new_tokens: 64 }, null, 2) +
+    JSON.stringify(
+      { bos_token_id: 0, eos_token_id: 1, pad_token_id: 2, do_sample: false, max_new_tokens: 64 },
+      null,
+      2,
+    ) +
       "\n",
   );
   await Deno.writeTextFile(
     `${out}/pretrain_log.json`,
-    JSON.stringify({ steps, seqLen, echoFraction, heldOutLoss: ev.loss, heldOutPerplexity: ev.perplexity, heldOutTokens: ev.tokens }, null, 2) + "\n",
+    JSON.stringify(
+      {
+        steps,
+        seqLen,
+        echoFraction,
+        heldOutLoss: ev.loss,
+        heldOutPerplexity: ev.perplexity,
+        heldOutTokens: ev.tokens,
+      },
+      null,
+      2,
+    ) + "\n",
   );
   model.dispose();
 }

@@ -46,7 +46,10 @@ const history = await train(model, data, {
   evalData,
   onStep: (r) => {
     bar ??= progress(r.totalSteps ?? 0, { label: "train" });
-    bar.tick(1, `loss ${r.loss.toFixed(3)}${r.evalLoss !== undefined ? ` eval ${r.evalLoss.toFixed(3)}` : ""}`);
+    bar.tick(
+      1,
+      `loss ${r.loss.toFixed(3)}${r.evalLoss !== undefined ? ` eval ${r.evalLoss.toFixed(3)}` : ""}`,
+    );
   },
 });
 await bar?.done();

@@ -37,7 +37,9 @@ type ErrorClass = new (...args: any[]) => Error;
 function check(e: unknown, cls?: ErrorClass, includes?: string): Error {
   if (!(e instanceof Error)) throw new AssertionError(`expected an Error to be thrown, got ${String(e)}`);
   if (cls && !(e instanceof cls)) {
-    throw new AssertionError(`expected ${cls.name}, got ${(e as Error).constructor.name}: ${(e as Error).message}`);
+    throw new AssertionError(
+      `expected ${cls.name}, got ${(e as Error).constructor.name}: ${(e as Error).message}`,
+    );
   }
   if (includes && !e.message.includes(includes)) {
     throw new AssertionError(`expected message to include "${includes}", got "${e.message}"`);

@@ -7,7 +7,7 @@ import type { LlamaForCausalLM } from "../models/llama.ts";
 import { BLOCK_LINEAR_NAMES, type BlockLinears } from "../models/llama_block.ts";
 import type { Linear } from "../models/linear.ts";
 import { mulberry32 } from "../train/trainer.ts";
-import { type DyLoRAMode, DyLoRALinear } from "./dylora.ts";
+import { DyLoRALinear, type DyLoRAMode } from "./dylora.ts";
 import { LoRALinear } from "./lora.ts";
 
 /** Which linear layers get adapters: names (`"q_proj"`), a RegExp on the full path, or `"all-linear"`. */
@@ -49,14 +49,18 @@ export interface AdapterInfo {
   type: "lora" | "dylora";
   /** Module paths with adapters. */
   modules: string[];
-  config: Required<Omit<LoRAConfig, "targetModules">> & { targetModules: string[] } | Required<Omit<DyLoRAConfig, "targetModules">> & { targetModules: string[] };
+  config:
+    | Required<Omit<LoRAConfig, "targetModules">> & { targetModules: string[] }
+    | Required<Omit<DyLoRAConfig, "targetModules">> & { targetModules: string[] };
 }
 
 type WithAdapter = LlamaForCausalLM & { adapter?: AdapterInfo };
 
 function checkKeys(where: string, options: object, known: string[]): void {
   for (const k of Object.keys(options)) {
-    if (!known.includes(k)) throw new TypeError(`${where}: unknown option "${k}" (known: ${known.join(", ")})`);
+    if (!known.includes(k)) {
+      throw new TypeError(`${where}: unknown option "${k}" (known: ${known.join(", ")})`);
+    }
   }
 }
 
@@ -70,7 +74,9 @@ export function resolveTargets(model: LlamaForCausalLM, targets: TargetModules):
   if (targets instanceof RegExp) {
     const re = new RegExp(`^(?:${targets.source})$`, targets.flags);
     const hit = paths.filter((p) => re.test(p));
-    if (hit.length === 0) throw new RangeError(`targetModules ${targets} matches no linear layer (e.g. ${paths[0]})`);
+    if (hit.length === 0) {
+      throw new RangeError(`targetModules ${targets} matches no linear layer (e.g. ${paths[0]})`);
+    }
     return hit;
   }
   if (!Array.isArray(targets) || targets.length === 0) {
@@ -84,7 +90,11 @@ export function resolveTargets(model: LlamaForCausalLM, targets: TargetModules):
   return paths.filter((p) => targets.some((t) => p === t || p.endsWith(`.${t}`)));
 }
 
-function replaceLinears(model: LlamaForCausalLM, paths: string[], wrap: (base: Linear, i: number) => Linear): void {
+function replaceLinears(
+  model: LlamaForCausalLM,
+  paths: string[],
+  wrap: (base: Linear, i: number) => Linear,
+): void {
   const set = new Set(paths);
   let i = 0;
   for (const layer of model.layers) {
@@ -131,7 +141,9 @@ export function attachLoRA(model: LlamaForCausalLM, config: LoRAConfig = {}): Ll
   };
   const paths = resolveTargets(model, config.targetModules ?? ["q_proj", "v_proj"]);
   // Validate before touching the model, so a bad rank leaves it unchanged.
-  if (!Number.isInteger(c.r) || c.r <= 0) throw new RangeError(`attachLoRA: r must be a positive integer, got ${c.r}`);
+  if (!Number.isInteger(c.r) || c.r <= 0) {
+    throw new RangeError(`attachLoRA: r must be a positive integer, got ${c.r}`);
+  }
   model.setBaseTrainable(false);
   replaceLinears(model, paths, (base, i) => new LoRALinear(base, { ...c, seed: c.seed * 1000 + i }));
   (model as WithAdapter).adapter = {
@@ -159,7 +171,9 @@ export function attachDyLoRA(model: LlamaForCausalLM, config: DyLoRAConfig = {})
   if (!Number.isInteger(c.maxRank) || c.maxRank <= 0) {
     throw new RangeError(`attachDyLoRA: maxRank must be a positive integer, got ${c.maxRank}`);
   }
-  if (c.mode !== "prefix" && c.mode !== "last") throw new RangeError(`attachDyLoRA: mode must be "prefix" or "last"`);
+  if (c.mode !== "prefix" && c.mode !== "last") {
+    throw new RangeError(`attachDyLoRA: mode must be "prefix" or "last"`);
+  }
   const paths = resolveTargets(model, config.targetModules ?? ["q_proj", "v_proj"]);
   model.setBaseTrainable(false);
   const layers: DyLoRALinear[] = [];
@@ -193,7 +207,9 @@ export function setRank(model: LlamaForCausalLM, b: number): void {
   const layers = adapterLayers(model).filter((l): l is DyLoRALinear => l instanceof DyLoRALinear);
   if (layers.length === 0) throw new Error("setRank: the model has no DyLoRA adapter (use attachDyLoRA)");
   const max = layers[0].maxRank;
-  if (!Number.isInteger(b) || b < 1 || b > max) throw new RangeError(`setRank: rank ${b} is outside 1..${max}`);
+  if (!Number.isInteger(b) || b < 1 || b > max) {
+    throw new RangeError(`setRank: rank ${b} is outside 1..${max}`);
+  }
   for (const l of layers) l.evalRank = b;
 }
 
@@ -221,5 +237,7 @@ export function detachAdapter(model: LlamaForCausalLM): void {
 export function trainableParametersLine(model: LlamaForCausalLM): string {
   const trainable = model.trainableParams().reduce((s, p) => s + p.variable.size, 0);
   const all = model.numParams();
-  return `trainable params: ${trainable.toLocaleString("en-US")} || all params: ${all.toLocaleString("en-US")} || trainable%: ${(100 * trainable / all).toFixed(4)}`;
+  return `trainable params: ${trainable.toLocaleString("en-US")} || all params: ${
+    all.toLocaleString("en-US")
+  } || trainable%: ${(100 * trainable / all).toFixed(4)}`;
 }

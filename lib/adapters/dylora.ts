@@ -71,7 +71,11 @@ export class DyLoRALinear implements Linear {
     this.evalRank = R;
     const id = crypto.randomUUID();
     this.loraA = tf.variable(kaimingUniformA(R, base.inFeatures, seed), true, `${base.name}.dylora_A#${id}`);
-    this.loraB = tf.variable(tf.zeros([base.outFeatures, R]) as tf.Tensor2D, true, `${base.name}.dylora_B#${id}`);
+    this.loraB = tf.variable(
+      tf.zeros([base.outFeatures, R]) as tf.Tensor2D,
+      true,
+      `${base.name}.dylora_B#${id}`,
+    );
   }
 
   get name(): string {
@@ -98,8 +102,14 @@ export class DyLoRALinear implements Linear {
       let bMat: tf.Tensor2D = tf.slice(this.loraB, [0, 0], [-1, b]);
       if (forTraining && this.mode === "last" && b > 1) {
         const O = this.outFeatures;
-        a = tf.concat([stopGradient(tf.slice(this.loraA, [0, 0], [b - 1, -1])), tf.slice(this.loraA, [b - 1, 0], [1, -1])], 0);
-        bMat = tf.concat([stopGradient(tf.slice(this.loraB, [0, 0], [O, b - 1])), tf.slice(this.loraB, [0, b - 1], [O, 1])], 1);
+        a = tf.concat([
+          stopGradient(tf.slice(this.loraA, [0, 0], [b - 1, -1])),
+          tf.slice(this.loraA, [b - 1, 0], [1, -1]),
+        ], 0);
+        bMat = tf.concat([
+          stopGradient(tf.slice(this.loraB, [0, 0], [O, b - 1])),
+          tf.slice(this.loraB, [0, b - 1], [O, 1]),
+        ], 1);
       }
       return { a, bMat };
     });
@@ -110,7 +120,9 @@ export class DyLoRALinear implements Linear {
       const b = this.rank;
       const y = this.base.apply(x); // [N, O]
       const { a, bMat } = this.factors(b);
-      const xin = this.training && this.dropout > 0 ? tf.dropout(x, this.dropout, undefined, this.dropoutSeed++) : x;
+      const xin = this.training && this.dropout > 0
+        ? tf.dropout(x, this.dropout, undefined, this.dropoutSeed++)
+        : x;
       const low = tf.matMul(xin, a, false, true); // [N, b]
       return tf.add(y, tf.mul(tf.matMul(low, bMat, false, true), this.alpha / b)) as tf.Tensor2D;
     });

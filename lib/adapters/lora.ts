@@ -45,18 +45,26 @@ export class LoRALinear implements Linear {
 
   constructor(readonly base: Linear, options: LoRALayerOptions) {
     const { r, alpha } = options;
-    if (!Number.isInteger(r) || r <= 0) throw new RangeError(`${base.name}: LoRA rank must be a positive integer, got ${r}`);
+    if (!Number.isInteger(r) || r <= 0) {
+      throw new RangeError(`${base.name}: LoRA rank must be a positive integer, got ${r}`);
+    }
     if (!(alpha > 0)) throw new RangeError(`${base.name}: lora alpha must be > 0, got ${alpha}`);
     this.r = r;
     this.alpha = alpha;
     this.dropout = options.dropout ?? 0;
-    if (!(this.dropout >= 0 && this.dropout < 1)) throw new RangeError(`${base.name}: dropout must be in [0, 1)`);
+    if (!(this.dropout >= 0 && this.dropout < 1)) {
+      throw new RangeError(`${base.name}: dropout must be in [0, 1)`);
+    }
     this.rslora = options.rslora ?? false;
     const seed = options.seed ?? 0;
     this.dropoutSeed = seed * 7919 + 1;
     const id = crypto.randomUUID();
     this.loraA = tf.variable(kaimingUniformA(r, base.inFeatures, seed), true, `${base.name}.lora_A#${id}`);
-    this.loraB = tf.variable(tf.zeros([base.outFeatures, r]) as tf.Tensor2D, true, `${base.name}.lora_B#${id}`);
+    this.loraB = tf.variable(
+      tf.zeros([base.outFeatures, r]) as tf.Tensor2D,
+      true,
+      `${base.name}.lora_B#${id}`,
+    );
   }
 
   get name(): string {
@@ -81,9 +89,14 @@ export class LoRALinear implements Linear {
     return tf.tidy(() => {
       const y = this.base.apply(x); // [N, O]
       if (this.merged) return y;
-      const xin = this.training && this.dropout > 0 ? tf.dropout(x, this.dropout, undefined, this.dropoutSeed++) : x;
+      const xin = this.training && this.dropout > 0
+        ? tf.dropout(x, this.dropout, undefined, this.dropoutSeed++)
+        : x;
       const low = tf.matMul(xin, this.loraA as tf.Tensor2D, false, true); // [N, R]
-      return tf.add(y, tf.mul(tf.matMul(low, this.loraB as tf.Tensor2D, false, true), this.scaling)) as tf.Tensor2D;
+      return tf.add(
+        y,
+        tf.mul(tf.matMul(low, this.loraB as tf.Tensor2D, false, true), this.scaling),
+      ) as tf.Tensor2D;
     });
   }
 

@@ -27,9 +27,14 @@ interface Exported {
   bShape: [number, number];
 }
 
-function exportFactors(model: LlamaForCausalLM, rank?: number): { rows: Exported[]; r: number; alpha: number; rslora: boolean; dropout: number } {
+function exportFactors(
+  model: LlamaForCausalLM,
+  rank?: number,
+): { rows: Exported[]; r: number; alpha: number; rslora: boolean; dropout: number } {
   const layers = adapterLayers(model);
-  if (layers.length === 0) throw new Error("the model has no adapter to save (attachLoRA / attachDyLoRA first)");
+  if (layers.length === 0) {
+    throw new Error("the model has no adapter to save (attachLoRA / attachDyLoRA first)");
+  }
   let r = 0, alpha = 0, rslora = false, dropout = 0;
   const rows = layers.map((l) => {
     let a: tf.Tensor2D, b: tf.Tensor2D;
@@ -40,7 +45,9 @@ function exportFactors(model: LlamaForCausalLM, rank?: number): { rows: Exported
       alpha = l.alpha; // scaling alpha / k, as in training at rank k
       dropout = l.dropout;
     } else {
-      if (rank !== undefined && rank !== l.r) throw new RangeError(`exportRank needs a DyLoRA adapter (this is LoRA r=${l.r})`);
+      if (rank !== undefined && rank !== l.r) {
+        throw new RangeError(`exportRank needs a DyLoRA adapter (this is LoRA r=${l.r})`);
+      }
       if (l.merged) throw new Error(`${l.name}: adapter is merged; unmergeAdapter(model) before saving it`);
       a = l.loraA.clone() as tf.Tensor2D;
       b = l.loraB.clone() as tf.Tensor2D;
@@ -74,7 +81,11 @@ export interface SaveAdapterOptions {
 /**
  * Writes `adapter_config.json` and `adapter_model.safetensors` (F32) into `dir`.
  */
-export async function saveAdapter(model: LlamaForCausalLM, dir: string, options: SaveAdapterOptions = {}): Promise<void> {
+export async function saveAdapter(
+  model: LlamaForCausalLM,
+  dir: string,
+  options: SaveAdapterOptions = {},
+): Promise<void> {
   const { rows, r, alpha, rslora, dropout } = exportFactors(model, options.rank);
   await Deno.mkdir(dir, { recursive: true });
   const entries = [...rows].sort((x, y) => x.module < y.module ? -1 : 1).flatMap((row) => [
@@ -132,7 +143,9 @@ export async function saveAdapter(model: LlamaForCausalLM, dir: string, options:
 /** Writes a DyLoRA adapter truncated to rank `b` as a plain PEFT LoRA adapter. */
 export async function exportRank(model: LlamaForCausalLM, b: number, dir: string): Promise<void> {
   const layers = adapterLayers(model);
-  if (!layers.some((l) => l instanceof DyLoRALinear)) throw new Error("exportRank: the model has no DyLoRA adapter");
+  if (!layers.some((l) => l instanceof DyLoRALinear)) {
+    throw new Error("exportRank: the model has no DyLoRA adapter");
+  }
   await saveAdapter(model, dir, { rank: b });
 }
 
@@ -149,8 +162,12 @@ export async function loadAdapter(model: LlamaForCausalLM, dir: string): Promise
   } catch (e) {
     throw new Error(`Cannot read ${cfgPath}: ${(e as Error).message}`);
   }
-  if (cfg.peft_type !== "LORA") throw new RangeError(`${cfgPath}: peft_type "${cfg.peft_type}" is not supported (only LORA)`);
-  if (cfg.fan_in_fan_out === true) throw new RangeError(`${cfgPath}: fan_in_fan_out adapters (GPT-2 Conv1D) do not apply to Llama`);
+  if (cfg.peft_type !== "LORA") {
+    throw new RangeError(`${cfgPath}: peft_type "${cfg.peft_type}" is not supported (only LORA)`);
+  }
+  if (cfg.fan_in_fan_out === true) {
+    throw new RangeError(`${cfgPath}: fan_in_fan_out adapters (GPT-2 Conv1D) do not apply to Llama`);
+  }
   if (cfg.use_dora === true) throw new RangeError(`${cfgPath}: DoRA adapters are not supported`);
   const r = (cfg.r as number) ?? 8, alpha = (cfg.lora_alpha as number) ?? 8;
   for (const [k, v] of Object.entries({ rank_pattern: cfg.rank_pattern, alpha_pattern: cfg.alpha_pattern })) {
@@ -164,14 +181,20 @@ export async function loadAdapter(model: LlamaForCausalLM, dir: string): Promise
     const modules = new Set<string>();
     for (const name of file.names()) {
       const m = name.match(/^base_model\.model\.(.+)\.lora_([AB])(?:\.default)?\.weight$/);
-      if (!m) throw new RangeError(`${path}: tensor "${name}" is not a LoRA factor (expected ${prefix}<module>.lora_A.weight)`);
+      if (!m) {
+        throw new RangeError(
+          `${path}: tensor "${name}" is not a LoRA factor (expected ${prefix}<module>.lora_A.weight)`,
+        );
+      }
       modules.add(m[1]);
     }
     if (modules.size === 0) throw new RangeError(`${path}: holds no LoRA factors`);
     const linears = new Map(model.linears().map((l) => [l.name, l]));
     for (const mod of modules) {
       const lin = linears.get(mod);
-      if (!lin) throw new RangeError(`${path}: module "${mod}" does not exist in this model (another architecture?)`);
+      if (!lin) {
+        throw new RangeError(`${path}: module "${mod}" does not exist in this model (another architecture?)`);
+      }
       for (const f of ["A", "B"] as const) {
         const key = peftKey(mod, f);
         if (!file.has(key)) throw new RangeError(`${path}: missing tensor "${key}"`);

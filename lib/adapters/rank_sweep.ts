@@ -5,7 +5,7 @@
  */
 import type { LlamaForCausalLM } from "../models/llama.ts";
 import type { Tokenizer } from "../io/tokenizer.ts";
-import { type TrainingRecord, tokenizeRecords } from "../train/data.ts";
+import { tokenizeRecords, type TrainingRecord } from "../train/data.ts";
 import { evaluateLoss } from "../train/evaluate.ts";
 import { adapterLayers, setRank } from "./attach.ts";
 import { DyLoRALinear } from "./dylora.ts";
@@ -57,17 +57,24 @@ export function rankSweep(
   try {
     for (const r of list) {
       setRank(model, r);
-      const loss = evaluateLoss(model, examples, { batchSize: options.batchSize ?? 8, padId: options.tokenizer?.padId ?? 0 }).loss;
+      const loss = evaluateLoss(model, examples, {
+        batchSize: options.batchSize ?? 8,
+        padId: options.tokenizer?.padId ?? 0,
+      }).loss;
       rows.push(options.scorer ? { rank: r, loss, score: options.scorer(model) } : { rank: r, loss });
     }
   } finally {
     setRank(model, restore);
   }
-  const best = rows.reduce((b, r) =>
-    (options.scorer ? (r.score! > b.score!) : r.loss < b.loss) ? r : b
-  ).rank;
+  const best = rows.reduce((b, r) => (options.scorer ? (r.score! > b.score!) : r.loss < b.loss) ? r : b).rank;
   const data: Record<string, unknown>[] = [
-    { x: rows.map((r) => r.rank), y: rows.map((r) => r.loss), name: "eval loss", type: "scatter", mode: "lines+markers" },
+    {
+      x: rows.map((r) => r.rank),
+      y: rows.map((r) => r.loss),
+      name: "eval loss",
+      type: "scatter",
+      mode: "lines+markers",
+    },
   ];
   if (options.scorer) {
     data.push({

@@ -26,7 +26,12 @@ export interface GenerateOptions {
 const GEN_KEYS = new Set(["maxNewTokens", "temperature", "topK", "seed", "stop", "addBos"]);
 
 /** Picks the next token id from last-position logits. */
-export function pickToken(logits: Float32Array, temperature: number, topK: number, rand: () => number): number {
+export function pickToken(
+  logits: Float32Array,
+  temperature: number,
+  topK: number,
+  rand: () => number,
+): number {
   if (temperature <= 0) {
     let best = 0;
     for (let i = 1; i < logits.length; i++) if (logits[i] > logits[best]) best = i;
@@ -52,7 +57,9 @@ export function generate(
   options: GenerateOptions = {},
 ): string {
   for (const k of Object.keys(options)) {
-    if (!GEN_KEYS.has(k)) throw new TypeError(`generate: unknown option "${k}" (known: ${[...GEN_KEYS].join(", ")})`);
+    if (!GEN_KEYS.has(k)) {
+      throw new TypeError(`generate: unknown option "${k}" (known: ${[...GEN_KEYS].join(", ")})`);
+    }
   }
   const maxNew = options.maxNewTokens ?? 64;
   const temperature = options.temperature ?? 0;

@@ -4,7 +4,7 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { type LlamaConfig, parseLlamaConfig } from "./llama_config.ts";
-import { type BlockLinears, BLOCK_LINEAR_NAMES, LlamaBlock, linearPath } from "./llama_block.ts";
+import { BLOCK_LINEAR_NAMES, type BlockLinears, linearPath, LlamaBlock } from "./llama_block.ts";
 import { DenseLinear } from "./linear.ts";
 import { LlamaForCausalLM } from "./llama.ts";
 import { linearShape } from "./load_model.ts";

@@ -67,7 +67,9 @@ export class DenseLinear implements Linear {
 
   /** Takes ownership of `weight` `[O, I]`. */
   constructor(readonly name: string, weight: tf.Tensor2D, options: { trainable?: boolean } = {}) {
-    if (weight.rank !== 2) throw new TypeError(`${name}: weight must be 2-D [out, in], got [${weight.shape}]`);
+    if (weight.rank !== 2) {
+      throw new TypeError(`${name}: weight must be 2-D [out, in], got [${weight.shape}]`);
+    }
     this.trainable = options.trainable ?? true;
     this.weight = tf.variable(weight, this.trainable, `${name}.weight#${crypto.randomUUID()}`);
     weight.dispose();

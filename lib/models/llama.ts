@@ -116,7 +116,9 @@ export class LlamaForCausalLM {
     const T = ids[0].length;
     const V = this.config.vocabSize;
     for (const row of ids) {
-      if (row.length !== T) throw new TypeError("all sequences in a batch must have the same length (pad them)");
+      if (row.length !== T) {
+        throw new TypeError("all sequences in a batch must have the same length (pad them)");
+      }
       for (const id of row) {
         if (!Number.isInteger(id) || id < 0 || id >= V) {
           throw new RangeError(`token id ${id} is outside the vocabulary [0, ${V})`);
@@ -130,7 +132,11 @@ export class LlamaForCausalLM {
   embed(ids: tf.Tensor2D): tf.Tensor3D {
     return tf.tidy(() => {
       const [B, T] = ids.shape;
-      return tf.reshape(tf.gather(this.embedTokens, tf.reshape(ids, [B * T])), [B, T, this.config.hiddenSize]);
+      return tf.reshape(tf.gather(this.embedTokens, tf.reshape(ids, [B * T])), [
+        B,
+        T,
+        this.config.hiddenSize,
+      ]);
     });
   }
 
@@ -226,7 +232,8 @@ export class LlamaForCausalLM {
       r.trainable += train;
       rows.set(kind, r);
     };
-    const count = (ps: NamedParam[]) => ps.filter((p) => trainable.has(p.variable)).reduce((s, p) => s + p.variable.size, 0);
+    const count = (ps: NamedParam[]) =>
+      ps.filter((p) => trainable.has(p.variable)).reduce((s, p) => s + p.variable.size, 0);
     const e = this.embedTokens.size;
     add("embedding", [{ params: e, bytes: e * 4, dtype: "fp32" }], this.embedTrainable ? e : 0);
     for (const l of this.layers) {
@@ -235,10 +242,13 @@ export class LlamaForCausalLM {
         const kind = lin.name.includes(".self_attn.") ? "attention" : "mlp";
         const adapter = lin.storage().filter((i) => i.dtype.startsWith("adapter"));
         add(kind, lin.storage().filter((i) => !i.dtype.startsWith("adapter")), 0);
-        if (adapter.length) add("adapter", adapter.map((i) => ({ ...i, dtype: "fp32" })), count(lin.trainableParams()));
-        else add(kind, [], count(lin.trainableParams()));
+        if (adapter.length) {
+          add("adapter", adapter.map((i) => ({ ...i, dtype: "fp32" })), count(lin.trainableParams()));
+        } else add(kind, [], count(lin.trainableParams()));
       }
-      for (const norm of [l.inputNorm, l.postAttentionNorm]) add("norm", norm.storage(), count(norm.trainableParams()));
+      for (const norm of [l.inputNorm, l.postAttentionNorm]) {
+        add("norm", norm.storage(), count(norm.trainableParams()));
+      }
     }
     add("norm", this.norm.storage(), count(this.norm.trainableParams()));
     if (this.lmHead) add("lm_head", this.lmHead.storage(), count(this.lmHead.trainableParams()));

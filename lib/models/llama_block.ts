@@ -9,7 +9,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import type { LlamaConfig } from "./llama_config.ts";
 import type { Linear, NamedParam } from "./linear.ts";
-import { RMSNorm } from "./rms_norm.ts";
+import type { RMSNorm } from "./rms_norm.ts";
 import { applyRope } from "./rope.ts";
 
 /** Keys and values kept for generation: `[B, G, K, Dh]` each. */
@@ -108,7 +108,10 @@ export class LlamaBlock {
     const masked = tf.add(tf.reshape(scores, [B, H, T, K]), ctx.mask);
     const probs = tf.reshape(tf.softmax(masked), [B * G, R * T, K]);
     const ctxv = tf.matMul(probs, tf.reshape(v, [B * G, K, Dh])); // [B·G, R·T, Dh]
-    const merged = tf.reshape(tf.transpose(tf.reshape(ctxv, [B, H, T, Dh]), [0, 2, 1, 3]), [B * T, H * Dh]) as tf.Tensor2D;
+    const merged = tf.reshape(tf.transpose(tf.reshape(ctxv, [B, H, T, Dh]), [0, 2, 1, 3]), [
+      B * T,
+      H * Dh,
+    ]) as tf.Tensor2D;
     return tf.reshape(L.o_proj.apply(merged), [B, T, D]) as tf.Tensor3D;
   }
 

@@ -46,7 +46,9 @@ function need(raw: Record<string, unknown>, key: string, source: string): number
 
 function positiveInt(raw: Record<string, unknown>, key: string, source: string): number {
   const v = need(raw, key, source);
-  if (!Number.isInteger(v) || v <= 0) throw new RangeError(`${source}: "${key}" must be a positive integer, got ${v}`);
+  if (!Number.isInteger(v) || v <= 0) {
+    throw new RangeError(`${source}: "${key}" must be a positive integer, got ${v}`);
+  }
   return v;
 }
 
@@ -111,7 +113,9 @@ export function parseLlamaConfig(raw: Record<string, unknown>, source = "config.
       `${source}: num_attention_heads (${numAttentionHeads}) must be a multiple of num_key_value_heads (${numKeyValueHeads})`,
     );
   }
-  const headDim = raw.head_dim == null ? hiddenSize / numAttentionHeads : positiveInt(raw, "head_dim", source);
+  const headDim = raw.head_dim == null
+    ? hiddenSize / numAttentionHeads
+    : positiveInt(raw, "head_dim", source);
   if (!Number.isInteger(headDim) || headDim % 2 !== 0) {
     throw new RangeError(`${source}: head dimension must be an even integer, got ${headDim}`);
   }

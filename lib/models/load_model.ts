@@ -7,7 +7,7 @@ import * as tf from "@tensorflow/tfjs-core";
 import { openCheckpoint } from "../io/checkpoint_files.ts";
 import type { TensorReader } from "../io/safetensors_reader.ts";
 import { type LlamaConfig, parseLlamaConfig } from "./llama_config.ts";
-import { type BlockLinears, LlamaBlock, BLOCK_LINEAR_NAMES, linearPath } from "./llama_block.ts";
+import { BLOCK_LINEAR_NAMES, type BlockLinears, linearPath, LlamaBlock } from "./llama_block.ts";
 import { DenseLinear, type Linear } from "./linear.ts";
 import { LlamaForCausalLM } from "./llama.ts";
 import { RMSNorm } from "./rms_norm.ts";
@@ -55,7 +55,9 @@ export async function readModelConfig(dir: string): Promise<LlamaConfig> {
 }
 
 async function readTensor(reader: TensorReader, name: string, shape: number[]): Promise<tf.Tensor> {
-  if (!reader.has(name)) throw new RangeError(`Checkpoint has no tensor "${name}" (expected shape [${shape}])`);
+  if (!reader.has(name)) {
+    throw new RangeError(`Checkpoint has no tensor "${name}" (expected shape [${shape}])`);
+  }
   const info = reader.info(name);
   if (info.shape.length !== shape.length || info.shape.some((d, i) => d !== shape[i])) {
     throw new TypeError(`Tensor "${name}" in ${info.file} has shape [${info.shape}], expected [${shape}]`);
@@ -114,7 +116,11 @@ export async function buildModel(
     const layers: LlamaBlock[] = [];
     for (let i = 0; i < config.numHiddenLayers; i++) {
       const p = `model.layers.${i}`;
-      const inputNorm = new RMSNorm(`${p}.input_layernorm`, await readTensor(reader, `${p}.input_layernorm.weight`, [D]), config.rmsNormEps);
+      const inputNorm = new RMSNorm(
+        `${p}.input_layernorm`,
+        await readTensor(reader, `${p}.input_layernorm.weight`, [D]),
+        config.rmsNormEps,
+      );
       built.push(inputNorm);
       const post = new RMSNorm(
         `${p}.post_attention_layernorm`,
@@ -129,7 +135,11 @@ export async function buildModel(
       }
       layers.push(new LlamaBlock(i, config, inputNorm, post, linears as BlockLinears));
     }
-    const norm = new RMSNorm("model.norm", await readTensor(reader, "model.norm.weight", [D]), config.rmsNormEps);
+    const norm = new RMSNorm(
+      "model.norm",
+      await readTensor(reader, "model.norm.weight", [D]),
+      config.rmsNormEps,
+    );
     built.push(norm);
     const lmHead = config.tieWordEmbeddings ? null : new DenseLinear(
       "lm_head",
@@ -158,7 +168,9 @@ export async function chooseLinearFactory(
   try {
     gptqFile = JSON.parse(await Deno.readTextFile(`${dir}/quantize_config.json`));
   } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) throw new SyntaxError(`${dir}/quantize_config.json: ${(e as Error).message}`);
+    if (!(e instanceof Deno.errors.NotFound)) {
+      throw new SyntaxError(`${dir}/quantize_config.json: ${(e as Error).message}`);
+    }
   }
   const method = qc?.quant_method ?? (gptqFile ? "gptq" : undefined);
   if (method !== undefined && options.quantize) {
@@ -169,7 +181,9 @@ export async function chooseLinearFactory(
       return options.quantize ? q.quantizedLinearFactory(options) : denseLinearFactory;
     case "bitsandbytes":
       if (qc?.load_in_4bit !== true) {
-        throw new RangeError(`${dir}/config.json: only 4-bit bitsandbytes checkpoints are supported (load_in_4bit)`);
+        throw new RangeError(
+          `${dir}/config.json: only 4-bit bitsandbytes checkpoints are supported (load_in_4bit)`,
+        );
       }
       return q.bnbLinearFactory(`${dir}/model.safetensors`);
     case "gptq": {
@@ -180,7 +194,9 @@ export async function chooseLinearFactory(
       return q.gptqLinearFactory({ bits, groupSize: Number(g.group_size ?? 128), format }, dir);
     }
     default:
-      throw new RangeError(`${dir}/config.json: quant_method "${method}" is not supported (bitsandbytes 4-bit, gptq)`);
+      throw new RangeError(
+        `${dir}/config.json: quant_method "${method}" is not supported (bitsandbytes 4-bit, gptq)`,
+      );
   }
 }
 
@@ -202,7 +218,9 @@ export async function chooseLinearFactory(
  */
 export async function loadModel(dir: string, options: LoadModelOptions = {}): Promise<LlamaForCausalLM> {
   for (const k of Object.keys(options)) {
-    if (!LOAD_KEYS.has(k)) throw new TypeError(`loadModel: unknown option "${k}" (known: ${[...LOAD_KEYS].join(", ")})`);
+    if (!LOAD_KEYS.has(k)) {
+      throw new TypeError(`loadModel: unknown option "${k}" (known: ${[...LOAD_KEYS].join(", ")})`);
+    }
   }
   const config = await readModelConfig(dir);
   const reader = await openCheckpoint(dir);

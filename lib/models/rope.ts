@@ -28,7 +28,8 @@ export function ropeInvFreq(headDim: number, theta: number, scaling: RopeScaling
       for (let i = 0; i < half; i++) inv[i] /= scaling.factor;
       return inv;
     case "llama3": {
-      const { factor, lowFreqFactor: low, highFreqFactor: high, originalMaxPositionEmbeddings: old } = scaling;
+      const { factor, lowFreqFactor: low, highFreqFactor: high, originalMaxPositionEmbeddings: old } =
+        scaling;
       const lowWavelen = old / low, highWavelen = old / high;
       for (let i = 0; i < half; i++) {
         const wavelen = (2 * Math.PI) / inv[i];

@@ -16,9 +16,15 @@ export interface SaveCheckpointOptions {
 }
 
 /** The model's weights as `[name, tensor-producing function]` in HF names (dense copies). */
-export function stateDict(model: LlamaForCausalLM): { name: string; shape: number[]; read: () => Float32Array }[] {
+export function stateDict(
+  model: LlamaForCausalLM,
+): { name: string; shape: number[]; read: () => Float32Array }[] {
   const out: { name: string; shape: number[]; read: () => Float32Array }[] = [];
-  const dense = (name: string, get: () => { dataSync(): Float32Array | Int32Array | Uint8Array; dispose(): void; shape: number[] }, shape: number[]) =>
+  const dense = (
+    name: string,
+    get: () => { dataSync(): Float32Array | Int32Array | Uint8Array; dispose(): void; shape: number[] },
+    shape: number[],
+  ) =>
     out.push({
       name,
       shape,

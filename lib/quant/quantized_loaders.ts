@@ -13,15 +13,23 @@ import { dequantizeGptq, type GptqFormat } from "./gptq.ts";
 import { QuantizedLinear } from "./quantized_linear.ts";
 import { bitsPerParam } from "./storage.ts";
 
-async function readChecked(reader: TensorReader, name: string, shape: [number, number]): Promise<Float32Array> {
-  if (!reader.has(name)) throw new RangeError(`Checkpoint has no tensor "${name}" (expected shape [${shape}])`);
+async function readChecked(
+  reader: TensorReader,
+  name: string,
+  shape: [number, number],
+): Promise<Float32Array> {
+  if (!reader.has(name)) {
+    throw new RangeError(`Checkpoint has no tensor "${name}" (expected shape [${shape}])`);
+  }
   const info = reader.info(name);
   if (info.shape.length !== 2 || info.shape[0] !== shape[0] || info.shape[1] !== shape[1]) {
     throw new TypeError(`Tensor "${name}" in ${info.file} has shape [${info.shape}], expected [${shape}]`);
   }
   const data = await reader.readFloat32(name);
   for (let i = 0; i < data.length; i++) {
-    if (!Number.isFinite(data[i])) throw new RangeError(`Tensor "${name}" in ${info.file} holds a non-finite value at element ${i}`);
+    if (!Number.isFinite(data[i])) {
+      throw new RangeError(`Tensor "${name}" in ${info.file} holds a non-finite value at element ${i}`);
+    }
   }
   return data;
 }
@@ -79,7 +87,9 @@ export function bnbLinearFactory(file = "<checkpoint>"): LinearFactory {
     }
     const state = parseBnbWeight(weight, (n) => entries.get(n), { file });
     if (state.shape[0] !== shape[0] || state.shape[1] !== shape[1]) {
-      throw new TypeError(`${file}: "${weight}" quant_state shape [${state.shape}] does not match the config's [${shape}]`);
+      throw new TypeError(
+        `${file}: "${weight}" quant_state shape [${state.shape}] does not match the config's [${shape}]`,
+      );
     }
     return fourBitLinear(name, state);
   };
@@ -101,7 +111,9 @@ export function gptqLinearFactory(settings: GptqSettings, file = "<checkpoint>")
     }
     const need = ["qweight", "qzeros", "scales"];
     for (const k of need) {
-      if (!reader.has(`${name}.${k}`)) throw new RangeError(`${file}: GPTQ layer "${name}" has no "${name}.${k}"`);
+      if (!reader.has(`${name}.${k}`)) {
+        throw new RangeError(`${file}: GPTQ layer "${name}" has no "${name}.${k}"`);
+      }
     }
     const qweight = await reader.readTyped(`${name}.qweight`);
     const qzeros = await reader.readTyped(`${name}.qzeros`);
@@ -123,10 +135,16 @@ export function gptqLinearFactory(settings: GptqSettings, file = "<checkpoint>")
     // Validate once at load (errors name the layer), then dequantize on demand.
     dequantizeGptq(layer, { bits: settings.bits, format: settings.format });
     const bytes = qweight.byteLength + qzeros.byteLength + groups * O * 2 + gIdx.byteLength;
-    return new QuantizedLinear(name, O, I, () => dequantizeGptq(layer, { bits: settings.bits, format: settings.format }), {
-      params: O * I,
-      bytes,
-      dtype: `gptq-${settings.bits}bit`,
-    });
+    return new QuantizedLinear(
+      name,
+      O,
+      I,
+      () => dequantizeGptq(layer, { bits: settings.bits, format: settings.format }),
+      {
+        params: O * I,
+        bytes,
+        dtype: `gptq-${settings.bits}bit`,
+      },
+    );
   };
 }

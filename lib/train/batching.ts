@@ -58,7 +58,9 @@ export function makeMicroBatch(examples: Example[], padId: number): MicroBatch {
  * Splits examples into micro-batches of `batchSize` in order (the last may be smaller).
  */
 export function chunk<T>(items: T[], size: number): T[][] {
-  if (!Number.isInteger(size) || size <= 0) throw new RangeError(`batch size must be a positive integer, got ${size}`);
+  if (!Number.isInteger(size) || size <= 0) {
+    throw new RangeError(`batch size must be a positive integer, got ${size}`);
+  }
   const out: T[][] = [];
   for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
   return out;

@@ -66,12 +66,24 @@ export function blockwiseBackward(
     // Head: final norm + LM head + loss.
     const headParams = groups[0].params;
     const embedTrainable = groups[groups.length - 1].params.length > 0;
-    const headXs = [hs[hs.length - 1], ...headParams.map((p) => p.variable), ...(tied && embedTrainable ? [model.embedTokens] : [])];
-    const { value, grads } = engine.gradients(() => {
-      const logits = model.head(hs[hs.length - 1]); // [B, T, V]
-      const V = logits.shape[2];
-      return tf.div(nllSum(tf.reshape(logits, [B * T, V]) as tf.Tensor2D, targets, weights), divisor) as tf.Scalar;
-    }, headXs, undefined, true);
+    const headXs = [
+      hs[hs.length - 1],
+      ...headParams.map((p) => p.variable),
+      ...(tied && embedTrainable ? [model.embedTokens] : []),
+    ];
+    const { value, grads } = engine.gradients(
+      () => {
+        const logits = model.head(hs[hs.length - 1]); // [B, T, V]
+        const V = logits.shape[2];
+        return tf.div(
+          nllSum(tf.reshape(logits, [B * T, V]) as tf.Tensor2D, targets, weights),
+          divisor,
+        ) as tf.Scalar;
+      },
+      headXs,
+      undefined,
+      true,
+    );
     const loss = value.dataSync()[0];
     value.dispose();
     if (!Number.isFinite(loss)) {
@@ -90,7 +102,12 @@ export function blockwiseBackward(
       const params = groups[model.layers.length - i].params;
       const layer = model.layers[i];
       const h = hs[i];
-      const r = engine.gradients(() => layer.forward(h, ctx), [h, ...params.map((p) => p.variable)], dh, true);
+      const r = engine.gradients(
+        () => layer.forward(h, ctx),
+        [h, ...params.map((p) => p.variable)],
+        dh,
+        true,
+      );
       r.value.dispose();
       dh.dispose();
       hs[i + 1].dispose();

@@ -96,10 +96,14 @@ export function tokenizeRecord(
       completion = completion.slice(0, -tokenizer.eosToken.length);
     }
     // Templates usually start with the bos token text: drop it, bos is added as an id.
-    if (tokenizer.bosToken && prompt.startsWith(tokenizer.bosToken)) prompt = prompt.slice(tokenizer.bosToken.length);
+    if (tokenizer.bosToken && prompt.startsWith(tokenizer.bosToken)) {
+      prompt = prompt.slice(tokenizer.bosToken.length);
+    }
   } else {
     throw new TypeError(
-      `unknown record shape with keys [${Object.keys(record)}]: use {text}, {prompt, completion}, {messages} or {ids, labels}`,
+      `unknown record shape with keys [${
+        Object.keys(record)
+      }]: use {text}, {prompt, completion}, {messages} or {ids, labels}`,
     );
   }
   const p = [...bos, ...enc(prompt)];

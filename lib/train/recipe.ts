@@ -56,15 +56,21 @@ export function parseRecipe(text: string, baseDir: string, file = "recipe"): Rec
   }
   const r = raw as Record<string, unknown>;
   for (const k of Object.keys(r)) {
-    if (!RECIPE_KEYS.has(k)) throw new TypeError(`${file}: unknown key "${k}" (known: ${[...RECIPE_KEYS].join(", ")})`);
+    if (!RECIPE_KEYS.has(k)) {
+      throw new TypeError(`${file}: unknown key "${k}" (known: ${[...RECIPE_KEYS].join(", ")})`);
+    }
   }
   for (const k of ["model", "data"]) {
     if (typeof r[k] !== "string") throw new TypeError(`${file}: "${k}" must be a path string`);
   }
   const q = r.quantize ?? false;
-  if (q !== false && q !== "nf4" && q !== "fp4") throw new RangeError(`${file}: quantize must be false, nf4 or fp4`);
+  if (q !== false && q !== "nf4" && q !== "fp4") {
+    throw new RangeError(`${file}: quantize must be false, nf4 or fp4`);
+  }
   const train = (r.train ?? {}) as Recipe["train"];
-  if (typeof train !== "object" || Array.isArray(train)) throw new TypeError(`${file}: "train" must be a mapping`);
+  if (typeof train !== "object" || Array.isArray(train)) {
+    throw new TypeError(`${file}: "train" must be a mapping`);
+  }
   return {
     model: resolvePath(baseDir, r.model as string),
     quantize: q as Recipe["quantize"],

@@ -33,7 +33,8 @@ export function exactMatch(
 ): ExactMatchResult {
   if (records.length === 0) throw new RangeError("exactMatch: no records to score");
   const examples = records.map((r) => {
-    const maxNewTokens = options.maxNewTokens ?? tokenizer.encode(r.completion, { addSpecialTokens: false }).length + 4;
+    const maxNewTokens = options.maxNewTokens ??
+      tokenizer.encode(r.completion, { addSpecialTokens: false }).length + 4;
     const got = generate(model, tokenizer, r.prompt, { maxNewTokens, stop: ["\n"] }).trim();
     const expected = r.completion.trim();
     return { prompt: r.prompt, expected, got, correct: got === expected };

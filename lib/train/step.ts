@@ -33,7 +33,9 @@ function sumSquares(grads: tf.Tensor[]): number {
 }
 
 function nonFinite(label: string, what: string, v: number): RangeError {
-  return new RangeError(`${label}: ${what} is ${v}; no weights were changed. Lower the learning rate or check the data.`);
+  return new RangeError(
+    `${label}: ${what} is ${v}; no weights were changed. Lower the learning rate or check the data.`,
+  );
 }
 
 /** Runs forward, backward and the optimizer update for one step. */
@@ -50,7 +52,9 @@ export function runStep(
   const bytes = (ts: tf.Tensor[]) => ts.reduce((s, t) => s + t.size * 4, 0);
 
   if (options.mode === "layerwise") {
-    if (micro.length !== 1) throw new RangeError(`${label}: layer-wise updates take one micro-batch per step`);
+    if (micro.length !== 1) {
+      throw new RangeError(`${label}: layer-wise updates take one micro-batch per step`);
+    }
     let sq = 0, peak = 0;
     const loss = blockwiseBackward(model, micro[0], total, (ps, gs) => {
       sq += sumSquares(gs);

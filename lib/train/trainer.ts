@@ -12,7 +12,13 @@ import * as tf from "@tensorflow/tfjs-core";
 import { memoryBreakdown } from "./memory_breakdown.ts";
 import { runStep, type StepMode } from "./step.ts";
 import { chunk, makeMicroBatch } from "./batching.ts";
-import { countTargets, type Example, type TokenizeOptions, tokenizeRecords, type TrainingRecord } from "./data.ts";
+import {
+  countTargets,
+  type Example,
+  type TokenizeOptions,
+  tokenizeRecords,
+  type TrainingRecord,
+} from "./data.ts";
 import { evaluateLoss } from "./evaluate.ts";
 import { createOptimizer, type GaLoreTrainOptions, type OptimizerName } from "./optimizers.ts";
 import { learningRateAt, type ScheduleKind } from "./schedule.ts";
@@ -67,15 +73,50 @@ export interface TrainOptions {
 }
 
 const TRAIN_KEYS = new Set([
-  "tokenizer", "batchSize", "gradAccumSteps", "optimizer", "galore", "lr", "weightDecay", "schedule",
-  "warmupSteps", "steps", "epochs", "maxGradNorm", "tokenize", "evalData", "evalEvery", "shuffleSeed",
-  "gradientCheckpointing", "layerwise", "measureMemory", "onStep",
+  "tokenizer",
+  "batchSize",
+  "gradAccumSteps",
+  "optimizer",
+  "galore",
+  "lr",
+  "weightDecay",
+  "schedule",
+  "warmupSteps",
+  "steps",
+  "epochs",
+  "maxGradNorm",
+  "tokenize",
+  "evalData",
+  "evalEvery",
+  "shuffleSeed",
+  "gradientCheckpointing",
+  "layerwise",
+  "measureMemory",
+  "onStep",
 ]);
 
+/** Options after validation, with defaults filled in. */
+export interface ResolvedTrainOptions {
+  batchSize: number;
+  gradAccumSteps: number;
+  lr: number;
+  weightDecay: number;
+  schedule: ScheduleKind;
+  warmupSteps: number;
+  epochs: number;
+  maxGradNorm: number;
+  evalEvery: number;
+  shuffleSeed: number | false;
+  mode: StepMode;
+  measureMemory: boolean;
+}
+
 /** Validates options and fills defaults. */
-export function resolveTrainOptions(options: TrainOptions) {
+export function resolveTrainOptions(options: TrainOptions): ResolvedTrainOptions {
   for (const k of Object.keys(options)) {
-    if (!TRAIN_KEYS.has(k)) throw new TypeError(`train: unknown option "${k}" (known: ${[...TRAIN_KEYS].join(", ")})`);
+    if (!TRAIN_KEYS.has(k)) {
+      throw new TypeError(`train: unknown option "${k}" (known: ${[...TRAIN_KEYS].join(", ")})`);
+    }
   }
   const o = {
     batchSize: options.batchSize ?? 4,
@@ -89,13 +130,22 @@ export function resolveTrainOptions(options: TrainOptions) {
     evalEvery: options.evalEvery ?? 0,
     shuffleSeed: options.shuffleSeed ?? 0,
   };
-  for (const [k, v] of [["batchSize", o.batchSize], ["gradAccumSteps", o.gradAccumSteps], ["epochs", o.epochs]] as const) {
-    if (!Number.isInteger(v) || v <= 0) throw new RangeError(`train: ${k} must be a positive integer, got ${v}`);
+  for (
+    const [k, v] of [["batchSize", o.batchSize], ["gradAccumSteps", o.gradAccumSteps], [
+      "epochs",
+      o.epochs,
+    ]] as const
+  ) {
+    if (!Number.isInteger(v) || v <= 0) {
+      throw new RangeError(`train: ${k} must be a positive integer, got ${v}`);
+    }
   }
   if (options.steps !== undefined && (!Number.isInteger(options.steps) || options.steps <= 0)) {
     throw new RangeError(`train: steps must be a positive integer, got ${options.steps}`);
   }
-  if (!(o.lr > 0) || !Number.isFinite(o.lr)) throw new RangeError(`train: lr must be a positive number, got ${o.lr}`);
+  if (!(o.lr > 0) || !Number.isFinite(o.lr)) {
+    throw new RangeError(`train: lr must be a positive number, got ${o.lr}`);
+  }
   const layerwise = options.layerwise ?? options.galore?.layerwise ?? false;
   if (layerwise && o.gradAccumSteps > 1) {
     throw new RangeError(
@@ -109,7 +159,12 @@ export function resolveTrainOptions(options: TrainOptions) {
     );
   }
   const mode: StepMode = layerwise ? "layerwise" : options.gradientCheckpointing ? "checkpointed" : "full";
-  return { ...o, mode, maxGradNorm: layerwise ? 0 : o.maxGradNorm, measureMemory: options.measureMemory ?? true };
+  return {
+    ...o,
+    mode,
+    maxGradNorm: layerwise ? 0 : o.maxGradNorm,
+    measureMemory: options.measureMemory ?? true,
+  };
 }
 
 /** Seeded PRNG (mulberry32) for shuffling. */
@@ -164,9 +219,13 @@ export async function train(
 ): Promise<StepRecord[]> {
   const o = resolveTrainOptions(options);
   const tok = options.tokenizer;
-  const examples = tokenizeRecords(await collect(data), tok, options.tokenize).filter((e) => countTargets(e) > 0);
+  const examples = tokenizeRecords(await collect(data), tok, options.tokenize).filter((e) =>
+    countTargets(e) > 0
+  );
   if (examples.length === 0) throw new RangeError("train: no example has target tokens");
-  const evalExamples = options.evalData ? tokenizeRecords(options.evalData, tok, options.tokenize) : undefined;
+  const evalExamples = options.evalData
+    ? tokenizeRecords(options.evalData, tok, options.tokenize)
+    : undefined;
   const padId = tok?.padId ?? 0;
   const perStep = o.batchSize * o.gradAccumSteps;
   const stepsPerEpoch = Math.max(1, Math.floor(examples.length / perStep));
@@ -198,12 +257,18 @@ export async function train(
   try {
     for (let step = 1; step <= totalSteps; step++) {
       const t0 = performance.now();
-      const lr = learningRateAt(step, { lr: o.lr, totalSteps, warmupSteps: o.warmupSteps, schedule: o.schedule });
+      const lr = learningRateAt(step, {
+        lr: o.lr,
+        totalSteps,
+        warmupSteps: o.warmupSteps,
+        schedule: o.schedule,
+      });
       model.setTraining(true);
       for (const hook of model.stepHooks) hook(step);
       const micro = chunk(nextExamples(perStep), o.batchSize).map((g) => makeMicroBatch(g, padId));
       const label = `step ${step}`;
-      const run = () => runStep(model, params, micro, optimizer, { lr, maxGradNorm: o.maxGradNorm, mode: o.mode, label });
+      const run = () =>
+        runStep(model, params, micro, optimizer, { lr, maxGradNorm: o.maxGradNorm, mode: o.mode, label });
       const before = tf.memory().numBytes;
       let peakBytes = before;
       let result: ReturnType<typeof runStep>;
@@ -230,7 +295,11 @@ export async function train(
         memory: {
           ...snapshot,
           ...(o.measureMemory ? { peakTensorBytes: peakBytes } : {}),
-          breakdown: memoryBreakdown(model, optimizer, { peakBytes, startBytes: before, gradientBytes: result.gradientBytes }),
+          breakdown: memoryBreakdown(model, optimizer, {
+            peakBytes,
+            startBytes: before,
+            gradientBytes: result.gradientBytes,
+          }),
         },
       };
       model.setTraining(false);

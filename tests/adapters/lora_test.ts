@@ -2,17 +2,28 @@ import * as tf from "@tensorflow/tfjs-core";
 import { assert, assertEquals, assertThrows, relError } from "../_assert.ts";
 import { initEngine } from "../../lib/engine/backend.ts";
 import { initModel } from "../../lib/models/init_model.ts";
-import { adapterLayers, attachDyLoRA, attachLoRA, setRank, trainableParametersLine } from "../../lib/adapters/attach.ts";
+import {
+  adapterLayers,
+  attachDyLoRA,
+  attachLoRA,
+  setRank,
+  trainableParametersLine,
+} from "../../lib/adapters/attach.ts";
 import { mergeAdapter, unmergeAdapter } from "../../lib/adapters/merge.ts";
-import { DyLoRALinear } from "../../lib/adapters/dylora.ts";
-import { LoRALinear } from "../../lib/adapters/lora.ts";
+import type { DyLoRALinear } from "../../lib/adapters/dylora.ts";
+import type { LoRALinear } from "../../lib/adapters/lora.ts";
 import { accumulateGradients } from "../../lib/train/accumulate.ts";
 import { makeMicroBatch } from "../../lib/train/batching.ts";
 
 await initEngine();
 const CONFIG = {
-  model_type: "llama", vocab_size: 40, hidden_size: 16, intermediate_size: 32,
-  num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2,
+  model_type: "llama",
+  vocab_size: 40,
+  hidden_size: 16,
+  intermediate_size: 32,
+  num_hidden_layers: 2,
+  num_attention_heads: 4,
+  num_key_value_heads: 2,
 };
 const IDS = [[1, 5, 9, 3, 7], [2, 8, 4, 6, 1]];
 
@@ -41,7 +52,10 @@ Deno.test("only adapter weights are trainable after attachLoRA, and the PEFT-sty
   assert(names.every((n) => n.includes(".lora_")), names.join());
   // per layer: q A[4,16] B[16,4], v A[4,16] B[8,4]
   const trainable = 2 * (64 + 64 + 64 + 32);
-  assert(trainableParametersLine(model).startsWith(`trainable params: ${trainable} ||`), trainableParametersLine(model));
+  assert(
+    trainableParametersLine(model).startsWith(`trainable params: ${trainable} ||`),
+    trainableParametersLine(model),
+  );
   model.dispose();
 });
 
@@ -56,7 +70,9 @@ Deno.test("a merged model equals the adapted model and unmerge restores the base
   const err = relError(logits(model), adapted);
   assert(err < 1e-5, `merged vs adapted relative error ${err}`);
   unmergeAdapter(model);
-  const after = model.linears().map((l) => tf.tidy(() => ((l as LoRALinear).base ?? l).denseWeight().dataSync()));
+  const after = model.linears().map((l) =>
+    tf.tidy(() => ((l as LoRALinear).base ?? l).denseWeight().dataSync())
+  );
   after.forEach((w, i) => assertEquals(w, baseWeights[i]));
   model.dispose();
 });
@@ -89,7 +105,9 @@ function gradsAtRank(mode: "prefix" | "last", b: number): Map<string, Float32Arr
   model.setTraining(true);
   for (const l of adapterLayers(model) as DyLoRALinear[]) l.trainRank = b;
   const params = model.trainableParams();
-  const { grads } = accumulateGradients(model, params, [makeMicroBatch([{ ids: IDS[0], labels: IDS[0] }], 0)]);
+  const { grads } = accumulateGradients(model, params, [
+    makeMicroBatch([{ ids: IDS[0], labels: IDS[0] }], 0),
+  ]);
   const out = new Map(params.map((p, i) => [p.name, grads[i].dataSync() as Float32Array]));
   grads.forEach((g) => g.dispose());
   model.dispose();

@@ -13,7 +13,9 @@ const PEFT = new URL("../fixtures/peft", import.meta.url).pathname;
 const EXPECTED = JSON.parse(await Deno.readTextFile(`${PEFT}/expected_keys.json`));
 
 function weightsOf(model: Awaited<ReturnType<typeof loadModel>>): Float32Array {
-  return tf.tidy(() => tf.concat(model.linears().map((l) => tf.reshape(l.denseWeight(), [-1]))).dataSync() as Float32Array);
+  return tf.tidy(() =>
+    tf.concat(model.linears().map((l) => tf.reshape(l.denseWeight(), [-1]))).dataSync() as Float32Array
+  );
 }
 
 for (const name of ["tiny-llama-lora-qv", "tiny-llama-lora-all-rslora"]) {
@@ -57,7 +59,9 @@ Deno.test("save → load round trip reproduces the adapted model", async () => {
   const model = await loadModel(BASE);
   attachLoRA(model, { r: 2, alpha: 4, targetModules: "all-linear", seed: 5 });
   // give B non-zero values so the adapter matters
-  for (const p of model.trainableParams()) tf.tidy(() => p.variable.assign(tf.randomNormal(p.variable.shape, 0, 0.1, "float32", 9)));
+  for (const p of model.trainableParams()) {
+    tf.tidy(() => p.variable.assign(tf.randomNormal(p.variable.shape, 0, 0.1, "float32", 9)));
+  }
   const want = model.forward([[1, 42, 99]]).dataSync();
   const dir = await Deno.makeTempDir();
   await saveAdapter(model, dir);
@@ -72,7 +76,9 @@ Deno.test("save → load round trip reproduces the adapted model", async () => {
 Deno.test("exportRank() writes a DyLoRA adapter truncated to rank b as a plain LoRA that reproduces rank b", async () => {
   const model = await loadModel(BASE);
   attachDyLoRA(model, { maxRank: 4, alpha: 8, targetModules: ["q_proj", "o_proj"], seed: 2 });
-  for (const p of model.trainableParams()) tf.tidy(() => p.variable.assign(tf.randomNormal(p.variable.shape, 0, 0.1, "float32", 4)));
+  for (const p of model.trainableParams()) {
+    tf.tidy(() => p.variable.assign(tf.randomNormal(p.variable.shape, 0, 0.1, "float32", 4)));
+  }
   setRank(model, 2);
   const want = model.forward([[1, 5, 6]]).dataSync();
   const dir = await Deno.makeTempDir();
@@ -95,19 +101,43 @@ Deno.test("a failed load (wrong shape, unknown module, wrong type) leaves the ba
   await Deno.writeTextFile(`${dir}/adapter_config.json`, JSON.stringify(cfg));
   // wrong shape: in-features 32 instead of 16 (an adapter for another model)
   await writeSafetensors(`${dir}/adapter_model.safetensors`, [
-    { name: "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight", dtype: "F32", shape: [4, 32], data: new Float32Array(128) },
-    { name: "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight", dtype: "F32", shape: [16, 4], data: new Float32Array(64) },
+    {
+      name: "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight",
+      dtype: "F32",
+      shape: [4, 32],
+      data: new Float32Array(128),
+    },
+    {
+      name: "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight",
+      dtype: "F32",
+      shape: [16, 4],
+      data: new Float32Array(64),
+    },
   ]);
   await assertRejects(() => loadAdapter(model, dir), TypeError, "shape");
   // unknown module (another architecture)
   await writeSafetensors(`${dir}/adapter_model.safetensors`, [
-    { name: "base_model.model.transformer.h.0.attn.c_attn.lora_A.weight", dtype: "F32", shape: [4, 16], data: new Float32Array(64) },
-    { name: "base_model.model.transformer.h.0.attn.c_attn.lora_B.weight", dtype: "F32", shape: [16, 4], data: new Float32Array(64) },
+    {
+      name: "base_model.model.transformer.h.0.attn.c_attn.lora_A.weight",
+      dtype: "F32",
+      shape: [4, 16],
+      data: new Float32Array(64),
+    },
+    {
+      name: "base_model.model.transformer.h.0.attn.c_attn.lora_B.weight",
+      dtype: "F32",
+      shape: [16, 4],
+      data: new Float32Array(64),
+    },
   ]);
   await assertRejects(() => loadAdapter(model, dir), RangeError, "does not exist");
   await Deno.writeTextFile(`${dir}/adapter_config.json`, JSON.stringify({ ...cfg, peft_type: "IA3" }));
   await assertRejects(() => loadAdapter(model, dir), RangeError, "IA3");
-  assertEquals(model.trainableParams().length, model.linears().length + 2 * model.layers.length + 2, "base still trainable, no adapter");
+  assertEquals(
+    model.trainableParams().length,
+    model.linears().length + 2 * model.layers.length + 2,
+    "base still trainable, no adapter",
+  );
   assertEquals(weightsOf(model), before);
   await Deno.remove(dir, { recursive: true });
   model.dispose();

@@ -9,8 +9,13 @@ import type { Example } from "../../lib/train/data.ts";
 await initEngine();
 
 const CONFIG = {
-  model_type: "llama", vocab_size: 32, hidden_size: 16, intermediate_size: 32,
-  num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2,
+  model_type: "llama",
+  vocab_size: 32,
+  hidden_size: 16,
+  intermediate_size: 32,
+  num_hidden_layers: 2,
+  num_attention_heads: 4,
+  num_key_value_heads: 2,
 };
 
 // Unequal target counts per micro-batch: 2+9 targets vs 3+1 (prompt tokens masked with -100).
@@ -30,7 +35,10 @@ Deno.test("k micro-batches normalised by total target tokens give the one-big-ba
   const params = model.trainableParams();
   const before = tf.memory().numTensors;
   const big = accumulateGradients(model, params, [makeMicroBatch(EXAMPLES, 0)]);
-  const small = accumulateGradients(model, params, [makeMicroBatch(EXAMPLES.slice(0, 2), 0), makeMicroBatch(EXAMPLES.slice(2), 0)]);
+  const small = accumulateGradients(model, params, [
+    makeMicroBatch(EXAMPLES.slice(0, 2), 0),
+    makeMicroBatch(EXAMPLES.slice(2), 0),
+  ]);
   assertEquals(small.tokens, big.tokens);
   assertEquals(big.tokens, 2 + 9 + 3 + 1);
   const err = relError(flat(small.grads), flat(big.grads));
@@ -72,7 +80,10 @@ Deno.test("clipByGlobalNorm() rescales to the requested norm and reports the ori
 Deno.test("a batch without target tokens is rejected with the step named", () => {
   const model = initModel(CONFIG, { seed: 1 });
   assertThrows(
-    () => accumulateGradients(model, model.trainableParams(), [makeMicroBatch([{ ids: [1, 2], labels: [-100, -100] }], 0)], { label: "step 7" }),
+    () =>
+      accumulateGradients(model, model.trainableParams(), [
+        makeMicroBatch([{ ids: [1, 2], labels: [-100, -100] }], 0),
+      ], { label: "step 7" }),
     RangeError,
     "step 7",
   );

@@ -14,8 +14,13 @@ import type { Optimizer } from "../../lib/optim/optimizer.ts";
 
 await initEngine();
 const CONFIG = {
-  model_type: "llama", vocab_size: 48, hidden_size: 32, intermediate_size: 64,
-  num_hidden_layers: 3, num_attention_heads: 4, num_key_value_heads: 2,
+  model_type: "llama",
+  vocab_size: 48,
+  hidden_size: 32,
+  intermediate_size: 64,
+  num_hidden_layers: 3,
+  num_attention_heads: 4,
+  num_key_value_heads: 2,
 };
 const EXAMPLES = [
   { ids: [1, 5, 9, 3, 7, 11], labels: [1, 5, 9, 3, 7, 11] },
@@ -24,7 +29,9 @@ const EXAMPLES = [
 ];
 
 function flatWeights(model: ReturnType<typeof initModel>): Float32Array {
-  return tf.tidy(() => tf.concat(model.trainableParams().map((p) => tf.reshape(p.variable, [-1]))).dataSync() as Float32Array);
+  return tf.tidy(() =>
+    tf.concat(model.trainableParams().map((p) => tf.reshape(p.variable, [-1]))).dataSync() as Float32Array
+  );
 }
 
 for (const tie of [false, true]) {
@@ -35,7 +42,12 @@ for (const tie of [false, true]) {
     const full = accumulateGradients(model, params, [mb]);
     const got = new Map<tf.Variable, tf.Tensor>();
     const before = tf.memory().numTensors;
-    blockwiseBackward(model, mb, mb.numTargets, (ps, gs) => ps.forEach((p, i) => got.set(p.variable, gs[i].clone())));
+    blockwiseBackward(
+      model,
+      mb,
+      mb.numTargets,
+      (ps, gs) => ps.forEach((p, i) => got.set(p.variable, gs[i].clone())),
+    );
     assertEquals(tf.memory().numTensors, before + got.size, "block-wise backward leaked tensors");
     assertEquals(got.size, params.length);
     params.forEach((p, i) => {
@@ -53,7 +65,12 @@ function stepWith(mode: StepMode, makeOpt: () => Optimizer, lora = false): Float
   const params = model.trainableParams();
   const opt = makeOpt();
   for (let s = 1; s <= 3; s++) {
-    runStep(model, params, [makeMicroBatch(EXAMPLES, 0)], opt, { lr: 1e-2, maxGradNorm: 0, mode, label: `step ${s}` });
+    runStep(model, params, [makeMicroBatch(EXAMPLES, 0)], opt, {
+      lr: 1e-2,
+      maxGradNorm: 0,
+      mode,
+      label: `step ${s}`,
+    });
   }
   const w = flatWeights(model);
   opt.dispose();
@@ -80,7 +97,13 @@ Deno.test("train() reports history with a memory breakdown and leaks no tensors"
   const model = initModel(CONFIG, { seed: 3 });
   attachLoRA(model, { r: 2, alpha: 4 });
   const before = tf.memory().numTensors;
-  const history = await train(model, EXAMPLES, { steps: 3, batchSize: 2, gradAccumSteps: 2, lr: 1e-2, evalData: EXAMPLES });
+  const history = await train(model, EXAMPLES, {
+    steps: 3,
+    batchSize: 2,
+    gradAccumSteps: 2,
+    lr: 1e-2,
+    evalData: EXAMPLES,
+  });
   assertEquals(tf.memory().numTensors, before, "a training run leaked tensors");
   assertEquals(history.map((h) => h.step), [1, 2, 3]);
   const b = history[2].memory.breakdown!;
@@ -93,9 +116,21 @@ Deno.test("train() reports history with a memory breakdown and leaks no tensors"
 
 Deno.test("train() refuses layer-wise updates with accumulation or global clipping, naming the fix", async () => {
   const model = initModel(CONFIG, { seed: 3 });
-  await assertRejects(() => train(model, EXAMPLES, { steps: 1, layerwise: true, gradAccumSteps: 2 }), RangeError, "gradAccumSteps: 1");
-  await assertRejects(() => train(model, EXAMPLES, { steps: 1, layerwise: true, maxGradNorm: 1 }), RangeError, "maxGradNorm: 0");
-  await assertRejects(() => train(model, EXAMPLES, { steps: 1, lrr: 1 } as never), TypeError, 'unknown option "lrr"');
+  await assertRejects(
+    () => train(model, EXAMPLES, { steps: 1, layerwise: true, gradAccumSteps: 2 }),
+    RangeError,
+    "gradAccumSteps: 1",
+  );
+  await assertRejects(
+    () => train(model, EXAMPLES, { steps: 1, layerwise: true, maxGradNorm: 1 }),
+    RangeError,
+    "maxGradNorm: 0",
+  );
+  await assertRejects(
+    () => train(model, EXAMPLES, { steps: 1, lrr: 1 } as never),
+    TypeError,
+    'unknown option "lrr"',
+  );
   model.dispose();
 });
 
