@@ -35,8 +35,9 @@ export function ropeInvFreq(headDim: number, theta: number, scaling: RopeScaling
         const wavelen = (2 * Math.PI) / inv[i];
         if (wavelen > lowWavelen) inv[i] = inv[i] / factor;
         else if (wavelen >= highWavelen) {
+          // HF: (1 - s) · f / factor + s · f  (mlx writes the same rule on 1/f as a division).
           const s = (old / wavelen - low) / (high - low);
-          inv[i] = inv[i] / ((1 - s) / factor + s);
+          inv[i] = inv[i] * ((1 - s) / factor + s);
         }
       }
       return inv;

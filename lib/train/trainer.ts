@@ -10,6 +10,8 @@ import type { LlamaForCausalLM } from "../models/llama.ts";
 import type { Optimizer } from "../optim/optimizer.ts";
 import * as tf from "@tensorflow/tfjs-core";
 import { memoryBreakdown } from "./memory_breakdown.ts";
+import { saveAdapter } from "../adapters/peft_format.ts";
+import { saveCheckpoint } from "../models/save_model.ts";
 import { runStep, type StepMode } from "./step.ts";
 import { chunk, makeMicroBatch } from "./batching.ts";
 import {
@@ -68,6 +70,13 @@ export interface TrainOptions {
   layerwise?: boolean;
   /** Measure peak memory of each step with `tf.profile` (small overhead). @default {true} */
   measureMemory?: boolean;
+  /**
+   * Save every N steps (and at the end) into `outputDir/step-N`: the adapter in
+   * PEFT format when one is attached, else the full checkpoint. @default {0 = never}
+   */
+  saveEvery?: number;
+  /** Folder for `saveEvery` checkpoints. @default {"out/checkpoints"} */
+  outputDir?: string;
   /** Called after every optimizer step. */
   onStep?: (record: StepRecord) => void | Promise<void>;
 }
@@ -307,6 +316,9 @@ export async function train(
         record.evalLoss = evaluateLoss(model, evalExamples, { batchSize: o.batchSize, padId }).loss;
       }
       history.push(record);
+      if (options.saveEvery && (step % options.saveEvery === 0 || step === totalSteps)) {
+        await saveTrainingState(model, `${options.outputDir ?? "out/checkpoints"}/step-${step}`);
+      }
       await options.onStep?.(record);
     }
   } finally {
@@ -314,6 +326,12 @@ export async function train(
     if (ownOptimizer) optimizer.dispose();
   }
   return history;
+}
+
+/** Saves the adapter (PEFT format) when one is attached, else the full checkpoint. */
+async function saveTrainingState(model: LlamaForCausalLM, dir: string): Promise<void> {
+  if ((model as { adapter?: unknown }).adapter) await saveAdapter(model, dir);
+  else await saveCheckpoint(model, dir);
 }
 
 /** Number of trainable parameters of `model`. */
