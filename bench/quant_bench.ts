@@ -114,10 +114,14 @@ export const RSS_CONFIG: Record<string, unknown> = {
  */
 export async function runQuantBench(options: QuantBenchOptions = {}): Promise<BenchRow[]> {
   for (const k of Object.keys(options)) {
-    if (!OPTION_KEYS.includes(k)) throw new TypeError(`runQuantBench(): unknown option "${k}" (known: ${OPTION_KEYS})`);
+    if (!OPTION_KEYS.includes(k)) {
+      throw new TypeError(`runQuantBench(): unknown option "${k}" (known: ${OPTION_KEYS})`);
+    }
   }
   const parts = options.parts ?? [...PARTS];
-  for (const p of parts) if (!PARTS.includes(p)) throw new RangeError(`runQuantBench(): unknown part "${p}" (known: ${PARTS})`);
+  for (const p of parts) {
+    if (!PARTS.includes(p)) throw new RangeError(`runQuantBench(): unknown part "${p}" (known: ${PARTS})`);
+  }
   await initEngine();
   const rows: BenchRow[] = [];
   const minSeconds = options.minSeconds ?? 5;
@@ -182,7 +186,8 @@ export async function writeRandomCheckpoint(dir: string, config: Record<string, 
       name,
       dtype: "BF16" as const,
       shape,
-      data: () => shape.length === 1 ? new Uint16Array(shape[0]).fill(0x3f80) : randomBf16(shape[0] * shape[1], i + 1),
+      data: () =>
+        shape.length === 1 ? new Uint16Array(shape[0]).fill(0x3f80) : randomBf16(shape[0] * shape[1], i + 1),
     })),
     { metadata: { format: "pt" } },
   );
@@ -207,7 +212,9 @@ async function child(mode: string, ...args: string[]): Promise<ChildResult> {
   const text = new TextDecoder().decode(out.stdout);
   const line = text.split("\n").find((l) => l.startsWith("{"));
   if (!out.success || !line) {
-    throw new Error(`quant_bench child "${mode}" failed: ${new TextDecoder().decode(out.stderr).slice(-2000)}`);
+    throw new Error(
+      `quant_bench child "${mode}" failed: ${new TextDecoder().decode(out.stderr).slice(-2000)}`,
+    );
   }
   return JSON.parse(line);
 }
@@ -262,14 +269,50 @@ async function rssRows(config: Record<string, unknown>): Promise<BenchRow[]> {
       { name: "rss: generated checkpoint size (BF16)", unit: "MB", value: ck },
       { name: "rss: bnb nf4+dq checkpoint size", unit: "MB", value: q, baseline: ck, ratio: q / ck },
       { name: "rss: runtime baseline (deno + tfjs, nothing loaded)", unit: "MB", value: base.peak / MB },
-      { name: "rss: quantize-on-load peak RSS", unit: "MB", value: onLoad.peak / MB, baseline: ck, ratio: onLoad.peak / ckptBytes },
-      { name: "rss: quantize-on-load peak above runtime vs checkpoint", unit: "MB", value: above(onLoad), baseline: ck, ratio: above(onLoad) / ck },
-      { name: "rss: quantize-on-load peak above runtime vs quantized size", unit: "MB", value: above(onLoad), baseline: q, ratio: above(onLoad) / q },
+      {
+        name: "rss: quantize-on-load peak RSS",
+        unit: "MB",
+        value: onLoad.peak / MB,
+        baseline: ck,
+        ratio: onLoad.peak / ckptBytes,
+      },
+      {
+        name: "rss: quantize-on-load peak above runtime vs checkpoint",
+        unit: "MB",
+        value: above(onLoad),
+        baseline: ck,
+        ratio: above(onLoad) / ck,
+      },
+      {
+        name: "rss: quantize-on-load peak above runtime vs quantized size",
+        unit: "MB",
+        value: above(onLoad),
+        baseline: q,
+        ratio: above(onLoad) / q,
+      },
       { name: "rss: quantize-on-load time", unit: "s", value: onLoad.seconds },
-      { name: "rss: quantizeCheckpoint peak above runtime vs checkpoint", unit: "MB", value: above(quant), baseline: ck, ratio: above(quant) / ck },
+      {
+        name: "rss: quantizeCheckpoint peak above runtime vs checkpoint",
+        unit: "MB",
+        value: above(quant),
+        baseline: ck,
+        ratio: above(quant) / ck,
+      },
       { name: "rss: quantizeCheckpoint time", unit: "s", value: quant.seconds },
-      { name: "rss: load of the saved bnb dir, peak above runtime vs quantized size", unit: "MB", value: above(bnb), baseline: q, ratio: above(bnb) / q },
-      { name: "rss: dense fp32 load peak above runtime vs checkpoint (contrast)", unit: "MB", value: above(dense), baseline: ck, ratio: above(dense) / ck },
+      {
+        name: "rss: load of the saved bnb dir, peak above runtime vs quantized size",
+        unit: "MB",
+        value: above(bnb),
+        baseline: q,
+        ratio: above(bnb) / q,
+      },
+      {
+        name: "rss: dense fp32 load peak above runtime vs checkpoint (contrast)",
+        unit: "MB",
+        value: above(dense),
+        baseline: ck,
+        ratio: above(dense) / ck,
+      },
     ];
   } finally {
     await Deno.remove(dir, { recursive: true }).catch(() => {});
@@ -319,20 +362,33 @@ function matmulRows(n: number, rows: number, minSeconds: number): BenchRow[] {
       baseline: tDense * ms,
       ratio: tQuant / tDense,
     },
-    { name: `dequantize4bit of ${n}×${n} alone (JS)`, unit: "ms", value: tDequant * ms, baseline: tDense * ms, ratio: tDequant / tDense },
+    {
+      name: `dequantize4bit of ${n}×${n} alone (JS)`,
+      unit: "ms",
+      value: tDequant * ms,
+      baseline: tDense * ms,
+      ratio: tDequant / tDense,
+    },
   ];
 }
 
 // ---------------------------------------------------------------- QLoRA step memory
 
-/** Peak tfjs bytes during one forward + backward LoRA step, and the bytes held before it. */
-async function stepPeak(model: LlamaForCausalLM, batch: ReturnType<typeof makeMicroBatch>): Promise<{ peak: number; held: number }> {
-  const held = tf.memory().numBytes;
+/**
+ * Peak tfjs bytes during one forward + backward LoRA step and the bytes held before it, both counted
+ * from `start` (the engine's bytes before the model was loaded, so leftovers of other code are excluded).
+ */
+async function stepPeak(
+  model: LlamaForCausalLM,
+  batch: ReturnType<typeof makeMicroBatch>,
+  start: number,
+): Promise<{ peak: number; held: number }> {
+  const held = tf.memory().numBytes - start;
   const info = await tf.profile(() => {
     const { grads } = accumulateGradients(model, model.trainableParams(), [batch]);
     grads.forEach((g) => g.dispose());
   });
-  return { peak: info.peakBytes, held };
+  return { peak: info.peakBytes - start, held };
 }
 
 async function stepRows({ label, config, batch: [B, T] }: StepCase): Promise<BenchRow[]> {
@@ -348,10 +404,11 @@ async function stepRows({ label, config, batch: [B, T] }: StepCase): Promise<Ben
     });
     const batch = makeMicroBatch(examples, 0);
     const measure = async (quantize: boolean) => {
+      const start = tf.memory().numBytes;
       const model = await loadModel(dir, quantize ? { quantize: "nf4" } : {});
       attachLoRA(model, { r: 8, targetModules: "all-linear" });
-      await stepPeak(model, batch); // warm-up (kernel setup)
-      const r = await stepPeak(model, batch);
+      await stepPeak(model, batch, start); // warm-up (kernel setup)
+      const r = await stepPeak(model, batch, start);
       // 4-bit weights live in host memory, outside tfjs: count them too.
       const packed = model.linears().flatMap((l) => ("base" in l ? (l as { base: unknown }).base : l))
         .filter((l) => l instanceof QuantizedLinear)
@@ -423,16 +480,22 @@ export interface PerplexityReportOptions {
 export async function runPerplexityReport(options: PerplexityReportOptions = {}): Promise<BenchRow[]> {
   const known = ["modelDir", "textPath", "seqLen", "maxWindows"];
   for (const k of Object.keys(options)) {
-    if (!known.includes(k)) throw new TypeError(`runPerplexityReport(): unknown option "${k}" (known: ${known})`);
+    if (!known.includes(k)) {
+      throw new TypeError(`runPerplexityReport(): unknown option "${k}" (known: ${known})`);
+    }
   }
-  const dir = options.modelDir ?? new URL("../notebooks/models/tiny-shakespeare-llama", import.meta.url).pathname;
-  const textPath = options.textPath ?? new URL("../notebooks/data/tinyshakespeare.txt", import.meta.url).pathname;
+  const dir = options.modelDir ??
+    new URL("../notebooks/models/tiny-shakespeare-llama", import.meta.url).pathname;
+  const textPath = options.textPath ??
+    new URL("../notebooks/data/tinyshakespeare.txt", import.meta.url).pathname;
   const seqLen = options.seqLen ?? 128;
   const tok = await loadTokenizer(dir);
   const { heldOut } = splitCorpus(await Deno.readTextFile(textPath));
   let data = windows(tok.encode(heldOut, { addSpecialTokens: false }), seqLen);
   if (options.maxWindows !== undefined) data = data.slice(0, options.maxWindows);
-  if (data.length === 0) throw new RangeError(`runPerplexityReport(): no held-out window of ${seqLen} tokens`);
+  if (data.length === 0) {
+    throw new RangeError(`runPerplexityReport(): no held-out window of ${seqLen} tokens`);
+  }
   const variants: [string, Parameters<typeof loadModel>[1]][] = [
     ["full precision (checkpoint dtype → fp32)", {}],
     ["nf4 + double quant", { quantize: "nf4", doubleQuant: true }],
@@ -461,7 +524,9 @@ if (import.meta.main) {
   if (a[0] === "--child") {
     await childMain(a[1], a.slice(2));
   } else {
-    const parts = a.includes("--only") ? a[a.indexOf("--only") + 1].split(",") as QuantBenchPart[] : undefined;
+    const parts = a.includes("--only")
+      ? a[a.indexOf("--only") + 1].split(",") as QuantBenchPart[]
+      : undefined;
     for (const r of await runQuantBench(parts ? { parts } : {})) {
       const ratio = r.ratio !== undefined ? `  ratio ${r.ratio.toFixed(3)}` : "";
       console.log(`${r.name.padEnd(80)} ${r.value.toPrecision(5).padStart(10)} ${r.unit}${ratio}`);

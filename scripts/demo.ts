@@ -1,15 +1,22 @@
 /**
  * `deno task demo`: the main job on the embedded default model.
  *
- * Loads the embedded model, shows a generation and the herald-task score before
- * fine-tuning, fine-tunes all parameters with gradient accumulation, shows the
- * loss, the score after, peak memory, and writes an HTML report with plotly
- * charts to `out/demo/`.
+ * 1. Loads the embedded model with its attention/MLP weights quantized to NF4
+ *    (double quantization) and shows a generation and the herald-task score.
+ * 2. QLoRA: attaches LoRA adapters and fine-tunes them with gradient
+ *    accumulation (micro-batch 8 × 2), printing loss as it goes.
+ * 3. Shows the generation and the score after, peak memory and throughput.
+ * 4. QDyLoRA: one DyLoRA run on the same 4-bit base, then a rank sweep (exact
+ *    match at every rank 1..8) — pick the best rank after a single run.
+ * 5. Writes `out/demo/report.html` (loss, memory and rank-sweep charts) and
+ *    `out/demo/history.json`.
  *
- * Options: --steps N (default 40), --out DIR (default out/demo), --backend NAME.
+ * Options: --steps N (default 60), --lr X (default 3e-3), --out DIR, --backend NAME, --no-sweep.
  * @module
  */
 import {
+  attachDyLoRA,
+  attachLoRA,
   display,
   EMBEDDED_DATA_DIR,
   EMBEDDED_MODEL_DIR,
@@ -22,8 +29,10 @@ import {
   loadTokenizer,
   lossChart,
   memoryChart,
+  rankSweep,
   readJsonl,
   table,
+  trainableParametersLine,
   train,
   writeHtml,
 } from "../mod.ts";
@@ -31,91 +40,106 @@ import type { BackendName, StepRecord } from "../mod.ts";
 
 const args = Deno.args;
 const opt = (k: string, d: string) => (args.indexOf(k) >= 0 ? args[args.indexOf(k) + 1] : d);
-const steps = Number(opt("--steps", "40"));
-const lr = Number(opt("--lr", "1e-3"));
+const steps = Number(opt("--steps", "60"));
+const lr = Number(opt("--lr", "3e-3"));
 const outDir = opt("--out", "out/demo");
+const sweep = !args.includes("--no-sweep");
 const t0 = performance.now();
+const pct = (x: number) => `${(100 * x).toFixed(0)}%`;
+const TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"];
 
 const engine = await initEngine({ backend: opt("--backend", "auto") as BackendName });
 console.log(`engine: ${engine.reason}`);
 
 const tokenizer = await loadTokenizer(EMBEDDED_MODEL_DIR);
-const model = await loadModel(EMBEDDED_MODEL_DIR);
-await display(table(model.summary() as unknown as Record<string, unknown>[], { title: "Embedded model" }));
+const model = await loadModel(EMBEDDED_MODEL_DIR, { quantize: "nf4", doubleQuant: true });
+await display(table(model.summary() as unknown as Record<string, unknown>[], { title: "Embedded model, NF4 base" }));
 
-const trainData = await readJsonl(`${EMBEDDED_DATA_DIR}/herald_train.jsonl`) as {
-  prompt: string;
-  completion: string;
-}[];
-const evalData = await readJsonl(`${EMBEDDED_DATA_DIR}/herald_eval.jsonl`) as {
-  prompt: string;
-  completion: string;
-}[];
+type Task = { prompt: string; completion: string };
+const trainData = await readJsonl(`${EMBEDDED_DATA_DIR}/herald_train.jsonl`) as Task[];
+const evalData = await readJsonl(`${EMBEDDED_DATA_DIR}/herald_eval.jsonl`) as Task[];
 const scoreSet = evalData.slice(0, 50);
+const heldOutLoss = evalData.slice(50);
 
 const sample = scoreSet[0].prompt;
+const show = (label: string) =>
+  console.log(`${label} ${JSON.stringify(generate(model, tokenizer, sample, { maxNewTokens: 24, stop: ["\n"] }))}`);
 console.log(`\nprompt: ${JSON.stringify(sample)}`);
-console.log(
-  `before: ${JSON.stringify(generate(model, tokenizer, sample, { maxNewTokens: 24, stop: ["\n"] }))}`,
-);
+show("before:");
 const before = exactMatch(model, tokenizer, scoreSet);
-console.log(
-  `herald exact match before fine-tuning: ${(100 * before.accuracy).toFixed(0)}% of ${scoreSet.length}`,
-);
+console.log(`herald exact match before fine-tuning: ${pct(before.accuracy)} of ${scoreSet.length}`);
 
-console.log(
-  `\nfine-tuning all parameters: ${steps} steps, micro-batch 8 × 2 accumulated (effective batch 16)`,
-);
-const chart = liveTrainingChart({ every: 5, title: "demo fine-tune" });
+attachLoRA(model, { r: 8, alpha: 16, dropout: 0.05, targetModules: TARGETS });
+console.log(`\nQLoRA: ${trainableParametersLine(model)}`);
+console.log(`fine-tuning ${steps} steps, micro-batch 8 × 2 accumulated (effective batch 16)`);
+const chart = liveTrainingChart({ every: 10, title: "QLoRA fine-tune" });
 const history: StepRecord[] = await train(model, trainData, {
   tokenizer,
   steps,
   batchSize: 8,
   gradAccumSteps: 2,
   lr,
-  warmupSteps: 4,
+  warmupSteps: 5,
   schedule: "cosine",
-  evalData: evalData.slice(50),
-  evalEvery: 10,
+  evalData: heldOutLoss,
+  evalEvery: 20,
   onStep: (r) => chart.onStep(r),
 });
 await chart.finish();
 
 const after = exactMatch(model, tokenizer, scoreSet);
-console.log(
-  `\nafter:  ${JSON.stringify(generate(model, tokenizer, sample, { maxNewTokens: 24, stop: ["\n"] }))}`,
-);
-console.log(
-  `herald exact match after fine-tuning: ${(100 * after.accuracy).toFixed(0)}% of ${scoreSet.length}`,
-);
+console.log();
+show("after: ");
+console.log(`herald exact match after fine-tuning: ${pct(after.accuracy)} of ${scoreSet.length}`);
+model.dispose();
+
+const figures = [lossChart(history, { title: "QLoRA loss" }), memoryChart(history, { title: "QLoRA memory" })];
+let sweepRows: { rank: number; loss: number; score?: number }[] = [];
+if (sweep) {
+  console.log(`\nQDyLoRA: one run with ranks 1..8 on the same NF4 base (${steps} steps)`);
+  const dy = await loadModel(EMBEDDED_MODEL_DIR, { quantize: "nf4" });
+  attachDyLoRA(dy, { maxRank: 8, alpha: 16, targetModules: TARGETS });
+  await train(dy, trainData, { tokenizer, steps, batchSize: 8, gradAccumSteps: 2, lr, warmupSteps: 5 });
+  const result = rankSweep(dy, heldOutLoss, undefined, {
+    tokenizer,
+    scorer: (m) => exactMatch(m, tokenizer, scoreSet).accuracy,
+  });
+  sweepRows = result.rows;
+  await display(table(
+    result.rows.map((r) => ({ rank: r.rank, "eval loss": r.loss.toFixed(3), "exact match": pct(r.score ?? 0) })),
+    { title: `QDyLoRA rank sweep (best rank: ${result.best})` },
+  ));
+  figures.push(result.figure);
+  dy.dispose();
+}
 
 const peakTensor = Math.max(...history.map((h) => h.memory.peakTensorBytes ?? h.memory.tensorBytes));
 const peakRss = Math.max(...history.map((h) => h.memory.rssBytes));
 const tokens = history.reduce((s, h) => s + h.tokens, 0);
 const secs = history.reduce((s, h) => s + h.seconds, 0);
+const last = history.at(-1)!;
 await display(table([
-  {
-    metric: "loss (first → last step)",
-    value: `${history[0].loss.toFixed(3)} → ${history.at(-1)!.loss.toFixed(3)}`,
-  },
-  { metric: "eval loss (last)", value: history.at(-1)!.evalLoss?.toFixed(3) ?? "" },
-  {
-    metric: "exact match before → after",
-    value: `${(100 * before.accuracy).toFixed(0)}% → ${(100 * after.accuracy).toFixed(0)}%`,
-  },
+  { metric: "loss (first → last step)", value: `${history[0].loss.toFixed(3)} → ${last.loss.toFixed(3)}` },
+  { metric: "held-out loss (last)", value: last.evalLoss?.toFixed(3) ?? "" },
+  { metric: "QLoRA exact match before → after", value: `${pct(before.accuracy)} → ${pct(after.accuracy)}` },
+  ...(sweep
+    ? [{
+      metric: "QDyLoRA best rank (exact match)",
+      value: (() => {
+        const best = sweepRows.reduce((b, r) => ((r.score ?? 0) > (b.score ?? 0) ? r : b));
+        return `r=${best.rank} (${pct(best.score ?? 0)})`;
+      })(),
+    }]
+    : []),
   { metric: "training tokens/s", value: (tokens / secs).toFixed(0) },
   { metric: "peak tensor memory (during a step)", value: formatBytes(peakTensor) },
+  { metric: "4-bit base weights (host memory)", value: formatBytes(last.memory.breakdown?.weights4bitHost ?? 0) },
   { metric: "peak process RSS", value: formatBytes(peakRss) },
 ], { title: "Demo summary" }));
 
 await Deno.mkdir(outDir, { recursive: true });
-await Deno.writeTextFile(`${outDir}/history.json`, JSON.stringify(history, null, 1));
-await writeHtml(`${outDir}/report.html`, [lossChart(history), memoryChart(history)], {
-  title: "nbtune demo",
-});
+await Deno.writeTextFile(`${outDir}/history.json`, JSON.stringify({ qlora: history, rankSweep: sweepRows }, null, 1));
+await writeHtml(`${outDir}/report.html`, figures, { title: "nbtune demo: QLoRA and QDyLoRA on the embedded model" });
 console.log(
-  `\nwrote ${outDir}/report.html and ${outDir}/history.json (${
-    ((performance.now() - t0) / 1000).toFixed(0)
-  } s total)`,
+  `\nwrote ${outDir}/report.html and ${outDir}/history.json (${((performance.now() - t0) / 1000).toFixed(0)} s total)`,
 );
-model.dispose();

@@ -6,7 +6,8 @@
  */
 import { quantizeCheckpoint, type QuantizeCheckpointOptions } from "../lib/quant/quantize_checkpoint.ts";
 
-const USAGE = "usage: deno task quantize <in_dir> <out_dir> [--fp4] [--no-double-quant] [--blocksize N] [--overwrite]";
+const USAGE =
+  "usage: deno task quantize <in_dir> <out_dir> [--fp4] [--no-double-quant] [--blocksize N] [--overwrite]";
 
 /** Parsed command line of the quantize script. */
 export interface QuantizeArgs {
@@ -45,7 +46,9 @@ export function parseQuantizeArgs(args: string[]): QuantizeArgs {
         break;
       case "--blocksize": {
         const n = Number(args[++i]);
-        if (!Number.isInteger(n)) throw new TypeError(`--blocksize needs an integer, received ${args[i]}\n${USAGE}`);
+        if (!Number.isInteger(n)) {
+          throw new TypeError(`--blocksize needs an integer, received ${args[i]}\n${USAGE}`);
+        }
         options.blocksize = n;
         break;
       }
@@ -54,7 +57,9 @@ export function parseQuantizeArgs(args: string[]): QuantizeArgs {
         positional.push(a);
     }
   }
-  if (positional.length !== 2) throw new TypeError(`expected <in_dir> <out_dir>, received ${positional.length} paths\n${USAGE}`);
+  if (positional.length !== 2) {
+    throw new TypeError(`expected <in_dir> <out_dir>, received ${positional.length} paths\n${USAGE}`);
+  }
   return { inDir: positional[0], outDir: positional[1], options };
 }
 
@@ -78,7 +83,9 @@ if (import.meta.main) {
   );
   console.log(
     `tensors: ${mb(r.inputTensorBytes)} -> ${mb(r.outputTensorBytes)} ` +
-      `(${(r.outputTensorBytes / r.inputTensorBytes).toFixed(3)}x) in ${((performance.now() - t0) / 1000).toFixed(1)} s; ` +
+      `(${(r.outputTensorBytes / r.inputTensorBytes).toFixed(3)}x) in ${
+        ((performance.now() - t0) / 1000).toFixed(1)
+      } s; ` +
       `wrote ${r.outDir}${r.copiedFiles.length ? ` (+ ${r.copiedFiles.join(", ")})` : ""}`,
   );
 }

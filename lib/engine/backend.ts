@@ -62,6 +62,19 @@ export function engineInfo(): EngineInfo | undefined {
   return current;
 }
 
+/**
+ * Throws a clear error when the active backend cannot read tensors synchronously
+ * (tfjs-webgpu under Deno), naming the operation and what to do instead.
+ */
+export function requireSyncReads(what: string): void {
+  if (tf.getBackend() === "webgpu") {
+    throw new Error(
+      `${what} reads tensor values synchronously, which the webgpu backend cannot do under Deno; ` +
+        `call initEngine({ backend: "wasm" }) for it (webgpu runs model.forward() with \`await tensor.data()\`).`,
+    );
+  }
+}
+
 /** True when navigator.gpu offers a hardware adapter (not lavapipe/llvmpipe/SwiftShader). */
 async function hasRealGpu(): Promise<boolean> {
   try {
@@ -103,7 +116,13 @@ async function startWasm(options: EngineOptions): Promise<EngineInfo> {
 async function startWebgpu(): Promise<EngineInfo> {
   await import("@tensorflow/tfjs-backend-webgpu");
   await activate("webgpu");
-  return { backend: "webgpu", blas: false, reason: "webgpu backend (GPU)" };
+  const gpu = (await hasRealGpu()) ? "GPU" : "software adapter (no hardware GPU found)";
+  return {
+    backend: "webgpu",
+    blas: false,
+    reason: `webgpu backend on a ${gpu}: forward passes with async reads only; train(), generate() and the ` +
+      "8-bit/GaLore optimizers need synchronous reads, which tfjs-webgpu cannot do under Deno",
+  };
 }
 
 async function startTensorflow(): Promise<EngineInfo> {
@@ -153,9 +172,9 @@ export async function initEngine(options: EngineOptions = {}): Promise<EngineInf
   let info: EngineInfo;
   switch (want) {
     case "auto": {
-      info = (await hasRealGpu())
-        ? await startWebgpu().catch(() => startWasm(options))
-        : await startWasm(options)
+      // WebGPU is never chosen automatically: the trainer, generation and the 8-bit/GaLore
+      // optimizers read values synchronously (dataSync), which tfjs-webgpu cannot do under Deno.
+      info = await startWasm(options)
           .catch(async (e) => {
             await activate("cpu");
             return {

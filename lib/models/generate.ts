@@ -2,6 +2,7 @@
  * Text generation with a KV cache (greedy or sampled).
  * @module
  */
+import { requireSyncReads } from "../engine/backend.ts";
 import * as tf from "@tensorflow/tfjs-core";
 import type { Tokenizer } from "../io/tokenizer.ts";
 import { createCache, disposeCache, type LlamaForCausalLM } from "./llama.ts";
@@ -62,6 +63,7 @@ export function generate(
     }
   }
   const maxNew = options.maxNewTokens ?? 64;
+  requireSyncReads("generate()");
   const temperature = options.temperature ?? 0;
   const rand = mulberry32(options.seed ?? 0);
   const stop = options.stop ?? [];

@@ -82,7 +82,8 @@ const KEYS = [
 const LINEAR_WEIGHT = /^model\.layers\.\d+\.(self_attn|mlp)\.[a-z_]+_proj\.weight$/;
 
 /** Files carried over unchanged: tokenizer and generation settings. */
-const COPIED = /^(tokenizer.*|special_tokens_map\.json|added_tokens\.json|generation_config\.json|vocab\.(json|txt)|merges\.txt|chat_template\.(jinja|json))$/;
+const COPIED =
+  /^(tokenizer.*|special_tokens_map\.json|added_tokens\.json|generation_config\.json|vocab\.(json|txt)|merges\.txt|chat_template\.(jinja|json))$/;
 
 const SOURCE_DTYPE: Partial<Record<SafetensorsDtype, WeightDtype>> = {
   F32: "float32",
@@ -105,11 +106,15 @@ function resolveOptions(options: QuantizeCheckpointOptions): Resolved {
   }
   const skipModules = options.skipModules ?? ["lm_head"];
   if (!Array.isArray(skipModules) || !skipModules.every((s) => typeof s === "string" && s !== "")) {
-    throw new TypeError(`${fn}: skipModules must be a list of non-empty strings, received ${describe(skipModules)}.`);
+    throw new TypeError(
+      `${fn}: skipModules must be a list of non-empty strings, received ${describe(skipModules)}.`,
+    );
   }
   if (options.computeDtype !== undefined && !WEIGHT_DTYPES.includes(options.computeDtype)) {
     throw new RangeError(
-      `${fn}: computeDtype must be one of ${WEIGHT_DTYPES.join(", ")}, received ${describe(options.computeDtype)}.`,
+      `${fn}: computeDtype must be one of ${WEIGHT_DTYPES.join(", ")}, received ${
+        describe(options.computeDtype)
+      }.`,
     );
   }
   for (const k of ["doubleQuant", "overwrite"] as const) {
@@ -135,7 +140,9 @@ async function readConfig(inDir: string): Promise<Record<string, unknown>> {
     config = JSON.parse(await Deno.readTextFile(path));
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) {
-      throw new Deno.errors.NotFound(`quantizeCheckpoint: ${path} does not exist; pass an HF model directory.`);
+      throw new Deno.errors.NotFound(
+        `quantizeCheckpoint: ${path} does not exist; pass an HF model directory.`,
+      );
     }
     throw new SyntaxError(`quantizeCheckpoint: ${path} is not valid JSON: ${(e as Error).message}`);
   }
@@ -321,7 +328,8 @@ export async function quantizeCheckpoint(
 
     const torchDtype = typeof config.torch_dtype === "string" ? config.torch_dtype : undefined;
     const computeDtype = o.computeDtype ??
-      weightDtype ?? (WEIGHT_DTYPES.includes(torchDtype as WeightDtype) ? torchDtype as WeightDtype : "bfloat16");
+      weightDtype ??
+      (WEIGHT_DTYPES.includes(torchDtype as WeightDtype) ? torchDtype as WeightDtype : "bfloat16");
     const quantizationConfig = bnbQuantizationConfig({
       quantType: o.quantType,
       doubleQuant: o.doubleQuant,

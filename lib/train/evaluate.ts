@@ -2,6 +2,7 @@
  * Held-out loss and perplexity.
  * @module
  */
+import { requireSyncReads } from "../engine/backend.ts";
 import * as tf from "@tensorflow/tfjs-core";
 import type { LlamaForCausalLM } from "../models/llama.ts";
 import { chunk, makeMicroBatch } from "./batching.ts";
@@ -29,6 +30,7 @@ export function evaluateLoss(
   options: { batchSize?: number; padId?: number } = {},
 ): EvalResult {
   let sum = 0, tokens = 0;
+  requireSyncReads("evaluateLoss()");
   for (const group of chunk(examples, options.batchSize ?? 8)) {
     const mb = makeMicroBatch(group, options.padId ?? 0);
     if (mb.numTargets === 0) continue;

@@ -4,6 +4,7 @@
  * nothing itself: notebooks and the CLI listen through `onStep`.
  * @module
  */
+import { requireSyncReads } from "../engine/backend.ts";
 import { memorySnapshot } from "../engine/memory.ts";
 import type { Tokenizer } from "../io/tokenizer.ts";
 import type { LlamaForCausalLM } from "../models/llama.ts";
@@ -227,6 +228,7 @@ export async function train(
   options: TrainOptions = {},
 ): Promise<StepRecord[]> {
   const o = resolveTrainOptions(options);
+  requireSyncReads("train()");
   const tok = options.tokenizer;
   const examples = tokenizeRecords(await collect(data), tok, options.tokenize).filter((e) =>
     countTargets(e) > 0

@@ -7,7 +7,7 @@ import { initModel } from "../../lib/models/init_model.ts";
 import { loadModel } from "../../lib/models/load_model.ts";
 import type { LlamaForCausalLM } from "../../lib/models/llama.ts";
 import { saveCheckpoint } from "../../lib/models/save_model.ts";
-import { quantizeCheckpoint } from "../../lib/quant/quantize_checkpoint.ts";
+import { quantizeCheckpoint, type QuantizeCheckpointOptions } from "../../lib/quant/quantize_checkpoint.ts";
 import { QuantizedLinear } from "../../lib/quant/quantized_linear.ts";
 import { parseQuantizeArgs } from "../../scripts/quantize.ts";
 
@@ -99,13 +99,22 @@ Deno.test("quantizeCheckpoint writes exactly the bnb tensor set and copies other
   using src = await openCheckpoint(SMALL);
   using dst = await openCheckpoint(out);
   const w = "model.layers.1.self_attn.k_proj.weight"; // [32, 64]: 2048 values, 32 blocks
-  const suffixes = ["", ".absmax", ".quant_map", ".nested_absmax", ".nested_quant_map", ".quant_state.bitsandbytes__nf4"];
+  const suffixes = [
+    "",
+    ".absmax",
+    ".quant_map",
+    ".nested_absmax",
+    ".nested_quant_map",
+    ".quant_state.bitsandbytes__nf4",
+  ];
   for (const s of suffixes) assert(dst.has(w + s), `missing ${w + s}`);
   assertEquals(dst.names().filter((n) => n.startsWith(w)).length, suffixes.length);
   assertEquals([dst.info(w).dtype, ...dst.info(w).shape], ["U8", 1024, 1]);
   assertEquals([dst.info(`${w}.absmax`).dtype, ...dst.info(`${w}.absmax`).shape], ["U8", 32]);
   assertEquals([...dst.info(`${w}.nested_absmax`).shape], [1]);
-  const json = JSON.parse(new TextDecoder().decode(await dst.readBytes(`${w}.quant_state.bitsandbytes__nf4`)));
+  const json = JSON.parse(
+    new TextDecoder().decode(await dst.readBytes(`${w}.quant_state.bitsandbytes__nf4`)),
+  );
   assertEquals(Object.keys(json), [
     "quant_type",
     "blocksize",
@@ -115,7 +124,12 @@ Deno.test("quantizeCheckpoint writes exactly the bnb tensor set and copies other
     "nested_dtype",
     "nested_offset",
   ]);
-  assertEquals([json.quant_type, json.blocksize, json.dtype, json.shape.join()], ["nf4", 64, "bfloat16", "32,64"]);
+  assertEquals([json.quant_type, json.blocksize, json.dtype, json.shape.join()], [
+    "nf4",
+    64,
+    "bfloat16",
+    "32,64",
+  ]);
   // Everything that is not an attention/MLP projection is unchanged, lm_head included.
   for (const name of src.names().filter((n) => !/_proj\.weight$/.test(n))) {
     assertEquals(dst.info(name).dtype, src.info(name).dtype, name);
@@ -127,7 +141,13 @@ Deno.test("quantizeCheckpoint writes exactly the bnb tensor set and copies other
   assertEquals(config.hidden_size, 64);
   const qc = config.quantization_config;
   assertEquals(
-    [qc.quant_method, qc.load_in_4bit, qc.bnb_4bit_quant_type, qc.bnb_4bit_use_double_quant, qc.bnb_4bit_compute_dtype],
+    [
+      qc.quant_method,
+      qc.load_in_4bit,
+      qc.bnb_4bit_quant_type,
+      qc.bnb_4bit_use_double_quant,
+      qc.bnb_4bit_compute_dtype,
+    ],
     ["bitsandbytes", true, "nf4", true, "bfloat16"],
   );
   assertEquals(r.copiedFiles, ["generation_config.json", "tokenizer.json"]);
@@ -139,13 +159,19 @@ Deno.test("quantizeCheckpoint writes exactly the bnb tensor set and copies other
   ]);
   // Streaming: each input tensor is read once (plus the header), and the linears shrink to ~4.13 bits.
   const fileBytes = (await Deno.stat(`${SMALL}/model.safetensors`)).size;
-  assert(r.bytesRead >= r.inputTensorBytes && r.bytesRead <= fileBytes, `read ${r.bytesRead} of ${fileBytes}`);
+  assert(
+    r.bytesRead >= r.inputTensorBytes && r.bytesRead <= fileBytes,
+    `read ${r.bytesRead} of ${fileBytes}`,
+  );
   assert(Math.abs(r.bitsPerParam - 4.127) < 0.01, `bits/param ${r.bitsPerParam}`);
 });
 
 Deno.test("quantizeCheckpoint honours blocksize and skipModules", async () => {
   const out = await freshOut();
-  const r = await quantizeCheckpoint(SMALL, out, { blocksize: 128, skipModules: ["lm_head", "mlp.down_proj"] });
+  const r = await quantizeCheckpoint(SMALL, out, {
+    blocksize: 128,
+    skipModules: ["lm_head", "mlp.down_proj"],
+  });
   assertEquals(r.quantizedWeights, QUANT_LINEARS - 2);
   using dst = await openCheckpoint(out);
   assertEquals(dst.info("model.layers.0.mlp.down_proj.weight").dtype, "BF16");
@@ -154,7 +180,11 @@ Deno.test("quantizeCheckpoint honours blocksize and skipModules", async () => {
   const config = JSON.parse(await Deno.readTextFile(`${out}/config.json`));
   assertEquals(config.quantization_config.llm_int8_skip_modules, ["lm_head", "mlp.down_proj"]);
   const saved = await loadModel(out);
-  const onLoad = await loadModel(SMALL, { quantize: "nf4", blocksize: 128, skipModules: ["lm_head", "mlp.down_proj"] });
+  const onLoad = await loadModel(SMALL, {
+    quantize: "nf4",
+    blocksize: 128,
+    skipModules: ["lm_head", "mlp.down_proj"],
+  });
   assert(!(saved.layers[0].linears.down_proj instanceof QuantizedLinear));
   await assertSameModel(saved, onLoad, "blocksize 128");
   saved.dispose();
@@ -205,19 +235,34 @@ Deno.test("a failed quantization leaves neither outDir nor temporary files", asy
 
 Deno.test("quantizeCheckpoint rejects bad options and already-quantized inputs clearly", async () => {
   const out = await freshOut();
-  // deno-lint-ignore no-explicit-any
-  await assertRejects(() => quantizeCheckpoint(SMALL, out, { blockSize: 64 } as any), TypeError, "blockSize");
+  const typo = { blockSize: 64 } as unknown as QuantizeCheckpointOptions;
+  await assertRejects(() => quantizeCheckpoint(SMALL, out, typo), TypeError, "blockSize");
   await assertRejects(() => quantizeCheckpoint(SMALL, out, { blocksize: 48 }), RangeError, "blocksize");
-  // deno-lint-ignore no-explicit-any
-  await assertRejects(() => quantizeCheckpoint(SMALL, out, { quantType: "int4" as any }), RangeError, "quantType");
-  await assertRejects(() => quantizeCheckpoint(SMALL, SMALL, { overwrite: true }), RangeError, "input directory");
+  await assertRejects(
+    () => quantizeCheckpoint(SMALL, out, { quantType: "int4" as "nf4" }),
+    RangeError,
+    "quantType",
+  );
+  await assertRejects(
+    () => quantizeCheckpoint(SMALL, SMALL, { overwrite: true }),
+    RangeError,
+    "input directory",
+  );
   await quantizeCheckpoint(SMALL, out);
   const again = await freshOut();
   await assertRejects(() => quantizeCheckpoint(out, again), RangeError, "already quantized");
 });
 
 Deno.test("the quantize CLI parses its flags and prints sizes and bits/param", async () => {
-  const a = parseQuantizeArgs(["in", "out", "--fp4", "--no-double-quant", "--blocksize", "256", "--overwrite"]);
+  const a = parseQuantizeArgs([
+    "in",
+    "out",
+    "--fp4",
+    "--no-double-quant",
+    "--blocksize",
+    "256",
+    "--overwrite",
+  ]);
   assertEquals(a.options, { quantType: "fp4", doubleQuant: false, blocksize: 256, overwrite: true });
   let threw = false;
   try {

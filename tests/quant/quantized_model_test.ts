@@ -76,7 +76,8 @@ for (const variant of GPTQ_VARIANTS) {
 Deno.test("tests/reference/make_gptq_model.py regenerates tests/fixtures/gptq_model identically", async () => {
   const out = await tempDir();
   const script = new URL("../reference/make_gptq_model.py", import.meta.url).pathname;
-  const run = await new Deno.Command(PYTHON, { args: [script, out], stderr: "piped", stdout: "null" }).output();
+  const run = await new Deno.Command(PYTHON, { args: [script, out], stderr: "piped", stdout: "null" })
+    .output();
   assert(run.success, new TextDecoder().decode(run.stderr));
   for (const v of GPTQ_VARIANTS) {
     for (const f of ["config.json", "quantize_config.json", "model.safetensors", "expected_dequant.json"]) {
@@ -115,7 +116,10 @@ Deno.test("GPTQ loading rejects bits != 4, missing tensors and a quantize option
  */
 async function rewrite(
   dir: string,
-  edit: (name: string, bytes: Uint8Array) => { name?: string; shape?: number[]; data?: Uint8Array } | null | undefined,
+  edit: (
+    name: string,
+    bytes: Uint8Array,
+  ) => { name?: string; shape?: number[]; data?: Uint8Array } | null | undefined,
 ): Promise<void> {
   const entries = [];
   {
@@ -154,14 +158,44 @@ const BNB = await tempDir().then(async (d) => {
 // deno-lint-ignore no-explicit-any
 type ErrorClass = new (...args: any[]) => Error;
 const MALFORMED: [string, Parameters<typeof rewrite>[1], ErrorClass, string][] = [
-  ["a missing quant_state", (n) => (n === QS ? null : undefined), FormatError, "not a bitsandbytes 4-bit weight"],
+  [
+    "a missing quant_state",
+    (n) => (n === QS ? null : undefined),
+    FormatError,
+    "not a bitsandbytes 4-bit weight",
+  ],
   ["a missing nested_absmax", (n) => (n === `${W}.nested_absmax` ? null : undefined), FormatError, "missing"],
-  ["a packed weight of the wrong length", (n, b) => (n === W ? { data: b.slice(0, 100), shape: [100, 1] } : undefined), FormatError, "needs ceil(256 / 2) = 128"],
-  ["a quant_state shape that disagrees with the packed data", editState((qs) => (qs.shape = [16, 32])), FormatError, "holds 128 bytes"],
-  ["a quant_state shape that disagrees with the config", editState((qs) => (qs.shape = [8, 32])), TypeError, "does not match the config"],
-  ["a blocksize that disagrees with absmax", editState((qs) => (qs.blocksize = 128)), FormatError, "expected 2 (blocksize 128"],
+  [
+    "a packed weight of the wrong length",
+    (n, b) => (n === W ? { data: b.slice(0, 100), shape: [100, 1] } : undefined),
+    FormatError,
+    "needs ceil(256 / 2) = 128",
+  ],
+  [
+    "a quant_state shape that disagrees with the packed data",
+    editState((qs) => (qs.shape = [16, 32])),
+    FormatError,
+    "holds 128 bytes",
+  ],
+  [
+    "a quant_state shape that disagrees with the config",
+    editState((qs) => (qs.shape = [8, 32])),
+    TypeError,
+    "does not match the config",
+  ],
+  [
+    "a blocksize that disagrees with absmax",
+    editState((qs) => (qs.blocksize = 128)),
+    FormatError,
+    "expected 2 (blocksize 128",
+  ],
   ["an invalid blocksize", editState((qs) => (qs.blocksize = 48)), FormatError, "blocksize must be one of"],
-  ["an unknown quant_type", editState((qs) => (qs.quant_type = "int4")), FormatError, 'quant_type must be "nf4" or "fp4"'],
+  [
+    "an unknown quant_type",
+    editState((qs) => (qs.quant_type = "int4")),
+    FormatError,
+    'quant_type must be "nf4" or "fp4"',
+  ],
 ];
 
 for (const [what, edit, cls, message] of MALFORMED) {
@@ -174,7 +208,11 @@ for (const [what, edit, cls, message] of MALFORMED) {
 }
 
 Deno.test("loadModel refuses to quantize an already-quantized bnb directory or 8-bit configs", async () => {
-  await assertRejects(() => loadModel(BNB, { quantize: "nf4" }), RangeError, "already quantized (bitsandbytes)");
+  await assertRejects(
+    () => loadModel(BNB, { quantize: "nf4" }),
+    RangeError,
+    "already quantized (bitsandbytes)",
+  );
   const dir = await copyDir(BNB);
   const cfg = JSON.parse(await Deno.readTextFile(`${dir}/config.json`));
   cfg.quantization_config = { ...cfg.quantization_config, load_in_4bit: false, load_in_8bit: true };
@@ -266,7 +304,10 @@ Deno.test("quantize-on-load reads each tensor of the checkpoint exactly once", a
   const model = await buildModel(config, reader, quantizedLinearFactory({ quantize: "nf4" }));
   const fileBytes = (await Deno.stat(`${TINY}/model.safetensors`)).size;
   const tensorBytes = reader.names().reduce((s, n) => s + reader.info(n).byteLength, 0);
-  assert(reader.bytesRead >= tensorBytes && reader.bytesRead <= fileBytes, `${reader.bytesRead} of ${fileBytes}`);
+  assert(
+    reader.bytesRead >= tensorBytes && reader.bytesRead <= fileBytes,
+    `${reader.bytesRead} of ${fileBytes}`,
+  );
   model.dispose();
 });
 
