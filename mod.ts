@@ -42,6 +42,7 @@ export * from "./lib/io/safetensors_writer.ts";
 export * from "./lib/io/checkpoint_files.ts";
 export * from "./lib/io/tokenizer.ts";
 export * from "./lib/io/chat_template.ts";
+export * from "./lib/io/gguf.ts";
 
 // models
 export * from "./lib/models/llama_config.ts";
@@ -65,6 +66,7 @@ export * from "./lib/quant/bnb_format.ts";
 export * from "./lib/quant/gptq.ts";
 export * from "./lib/quant/quantized_linear.ts";
 export * from "./lib/quant/quantized_loaders.ts";
+export * from "./lib/quant/quantize_checkpoint.ts";
 
 // adapters
 export * from "./lib/adapters/lora.ts";

@@ -42,7 +42,9 @@ export function initModel(
   let seed = options.seed ?? 0;
   const normal = (shape: number[]) => tf.randomNormal(shape, 0, std, "float32", seed++);
   const D = c.hiddenSize, V = c.vocabSize;
-  const embed = tf.variable(normal([V, D]), true, `model.embed_tokens.weight#${crypto.randomUUID()}`);
+  const embedInit = normal([V, D]);
+  const embed = tf.variable(embedInit, true, `model.embed_tokens.weight#${crypto.randomUUID()}`);
+  embedInit.dispose();
   const layers: LlamaBlock[] = [];
   for (let i = 0; i < c.numHiddenLayers; i++) {
     const p = `model.layers.${i}`;

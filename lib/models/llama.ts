@@ -227,7 +227,7 @@ export class LlamaForCausalLM {
       for (const i of infos) {
         r.params += i.params;
         r.bytes += i.bytes;
-        if (!r.dtype.split("+").includes(i.dtype)) r.dtype = r.dtype ? `${r.dtype}+${i.dtype}` : i.dtype;
+        if (!`+${r.dtype}+`.includes(`+${i.dtype}+`)) r.dtype = r.dtype ? `${r.dtype}+${i.dtype}` : i.dtype;
       }
       r.trainable += train;
       rows.set(kind, r);

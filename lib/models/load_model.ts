@@ -107,11 +107,9 @@ export async function buildModel(
   const D = config.hiddenSize, V = config.vocabSize;
   const built: { dispose(): void }[] = [];
   try {
-    const embed = tf.variable(
-      await readTensor(reader, "model.embed_tokens.weight", [V, D]),
-      true,
-      `model.embed_tokens.weight#${crypto.randomUUID()}`,
-    );
+    const embedData = await readTensor(reader, "model.embed_tokens.weight", [V, D]);
+    const embed = tf.variable(embedData, true, `model.embed_tokens.weight#${crypto.randomUUID()}`);
+    embedData.dispose();
     built.push(embed);
     const layers: LlamaBlock[] = [];
     for (let i = 0; i < config.numHiddenLayers; i++) {

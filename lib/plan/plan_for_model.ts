@@ -2,12 +2,21 @@
  * Plans memory for our own engine from the trainer's options, to compare with the
  * `memory` the trainer measures at each step.
  *
- * Our engine computes in fp32 (tfjs has no bf16; 16-bit checkpoints are widened on load),
- * so weights, adapters, gradients, activations and Adam state are fp32 unless 8-bit.
- * `workspace` holds what the engine allocates transiently at peak: one dequantized fp32
- * copy of the largest 4-bit matrix (4-bit bases are dequantized one layer at a time), and
- * the fp32 SVD input of the largest matrix at GaLore projector refreshes. tfjs kernel
- * temporaries and the wasm heap's growth policy are not modelled (`overheadBytes` 0).
+ * Our engine computes in fp32 on tfjs (no bf16; 16-bit checkpoints are widened on load).
+ * {@linkcode planForModel} asks {@linkcode estimateTrainingMemory} (`engine_estimate.ts`),
+ * which replays our forward op by op and counts what the tfjs tape keeps, and returns
+ * its prediction of the trainer's `peakTensorBytes` as a {@linkcode MemoryPlan}:
+ * - `weights`: fp32 base weights held as tensors (4-bit matrices live in host memory);
+ * - `adapters`; `gradients`: parameter gradients alive at the peak;
+ * - `optimizerStates`: optimizer state held as tensors (8-bit states live in host memory);
+ * - `activations`: clones the tape saves for backward, backward gradients of activations,
+ *   and block inputs/batch tensors in block-wise modes;
+ * - `workspace`: what the gradient function or update running at the peak holds;
+ * - `hostOffloaded`: host memory (4-bit weights and constants, 8-bit optimizer state),
+ *   not in `total`.
+ * `total` is the predicted peak tensor bytes of a steady-state step. Architectures our
+ * engine does not run (GELU MLPs, LayerNorm, biases) get {@linkcode planMemory}'s
+ * framework-agnostic plan instead, with a sentence saying so.
  * @module
  */
 
@@ -16,6 +25,8 @@ import type { MemoryPlan } from "./plan_memory.ts";
 import { planMemory } from "./plan_memory.ts";
 import type { ModelConfigInput, OptimizerStatePrecision, PlanMethod, PlanSpec } from "./plan_spec.ts";
 import type { QuantType } from "./quant_bits.ts";
+import { resolvePlanSpec } from "./plan_spec.ts";
+import { estimateTrainingMemory } from "./engine_estimate.ts";
 
 /** Trainer optimizers (the `optimizer` option of `train()`). */
 export type TrainerOptimizer = "adamw" | "adamw8bit" | "galore" | "galore8bit";
@@ -36,9 +47,17 @@ export interface TrainerPlanOptions {
   gradAccumSteps?: number;
   /** Recompute activations in backward. @default false */
   gradientCheckpointing?: boolean;
+  /**
+   * Step each block as soon as its gradients exist (block-wise recomputation, no
+   * accumulation); `galore.layerwise` sets it too, as in `train()`. @default false
+   */
+  layerwise?: boolean;
   /** Optimizer. @default "adamw" */
   optimizer?: TrainerOptimizer;
-  /** GaLore settings; only `rank` and `layerwise` change memory. @default { rank: 128, layerwise: false } */
+  /**
+   * GaLore settings; only `rank` and `layerwise` change memory.
+   * @default { rank: floor(hidden / 4) (as `train()`), layerwise: false }
+   */
   galore?: { rank?: number; layerwise?: boolean; [other: string]: unknown };
   /** 4-bit base for qlora/qdylora (`loadModel`'s `quantize`). @default "nf4" */
   quantize?: QuantType | false;
@@ -78,6 +97,7 @@ const DEFAULTS = {
   seqLen: 512,
   gradAccumSteps: 1,
   gradientCheckpointing: false,
+  layerwise: false,
   optimizer: "adamw" as TrainerOptimizer,
   galore: {} as NonNullable<TrainerPlanOptions["galore"]>,
   quantize: "nf4" as QuantType | false,
@@ -140,8 +160,8 @@ export function planSpecForTrainer(
     loraRank: o.loraRank,
     loraTargets: o.loraTargets,
     optimizerState,
-    galoreRank: o.galore.rank ?? 128,
-    layerwise: o.galore.layerwise ?? false,
+    galoreRank: o.galore.rank ?? trainerGaloreRank(isModel ? { model: config as { config: unknown } } : { config: config as ModelConfigInput }),
+    layerwise: o.layerwise || (o.galore.layerwise ?? false),
     microBatch: o.batchSize,
     seqLen: o.seqLen,
     gradientCheckpointing: o.gradientCheckpointing,
@@ -151,7 +171,9 @@ export function planSpecForTrainer(
 }
 
 /**
- * Plans memory for our fp32 engine from a model and the trainer options.
+ * Plans memory for our fp32 engine from a model and the trainer options: the engine's
+ * predicted peak tensor bytes ({@linkcode estimateTrainingMemory}) as a {@linkcode MemoryPlan}
+ * (parts as in the module doc), so `planTable`/`planChartSpec` can show it.
  *
  * @param config a loaded model (its `.config`), a config object or a preset name
  * @param options trainer options (memory-neutral ones such as `lr` are ignored)
@@ -166,11 +188,52 @@ export function planSpecForTrainer(
  * if (p.breakdown.weights !== p.params * 4 || p.trainableParams !== 2 * (4 * 4 * 128 + 3 * 4 * 192)) {
  *   throw new Error(String(p.trainableParams));
  * }
+ * // the total is the engine's predicted peak tensor bytes, and the parts add up to it
+ * const { hostOffloaded: _, ...device } = p.breakdown;
+ * if (Object.values(device).reduce((a, b) => a + b, 0) !== p.total) throw new Error("parts");
  * ```
  */
 export function planForModel(
   config: ModelConfigInput | { config: unknown },
   options?: TrainerPlanOptions,
 ): MemoryPlan {
-  return planMemory(planSpecForTrainer(config, options));
+  const base = planMemory(planSpecForTrainer(config, options));
+  const sh = base.spec.shape;
+  if (!sh || sh.mlp !== "swiglu" || sh.norm !== "rmsnorm" || sh.qkvBias || sh.outBias) {
+    return {
+      ...base,
+      assumptions: [
+        ...base.assumptions,
+        "Not a Llama-family shape our engine runs: framework-agnostic plan (planMemory), not an engine estimate.",
+      ],
+    };
+  }
+  const e = estimateTrainingMemory(config, options);
+  const breakdown = {
+    weights: e.breakdown.weights,
+    quantConstants: 0,
+    adapters: e.breakdown.adapters,
+    gradients: e.parts.parameterGradients,
+    optimizerStates: e.optimizerTensorBytes,
+    activations: e.parts.savedForBackward + e.parts.backwardGradients + e.parts.kept,
+    workspace: e.parts.transient,
+    hostOffloaded: e.hostBytes,
+  };
+  return {
+    ...base,
+    total: e.peakTensorBytes,
+    breakdown,
+    assumptions: e.assumptions,
+    trainableParams: e.trainableParams,
+  };
+}
+
+/** `train()`'s default GaLore rank, `max(1, floor(hidden / 4))`; 128 when the shape is unknown. */
+function trainerGaloreRank(model: { config?: ModelConfigInput; model?: { config: unknown } }): number {
+  try {
+    const shape = resolvePlanSpec({ method: "full", ...model }).shape;
+    return shape ? Math.max(1, Math.floor(shape.hiddenSize / 4)) : 128;
+  } catch {
+    return 128;
+  }
 }

@@ -14,7 +14,13 @@
 import { openCheckpoint, writeShardedSafetensors } from "../io/checkpoint_files.ts";
 import type { SafetensorsDtype } from "../io/dtypes.ts";
 import type { SafetensorsEntry } from "../io/safetensors_writer.ts";
-import { BLOCKSIZES_4BIT, quantize4bit, WEIGHT_DTYPES, type WeightDtype } from "./blockwise_4bit.ts";
+import {
+  BLOCKSIZES_4BIT,
+  type Quant4bitState,
+  quantize4bit,
+  WEIGHT_DTYPES,
+  type WeightDtype,
+} from "./blockwise_4bit.ts";
 import { bnbQuantizationConfig, bnbTensors } from "./bnb_format.ts";
 import { QUANT_TYPES_4BIT, type QuantType4bit } from "./codebooks.ts";
 import { bitsPerParam } from "./storage.ts";
@@ -278,13 +284,19 @@ export async function quantizeCheckpoint(
         );
       }
       weightDtype ??= dtype;
-      const state = quantize4bit(await ckpt.readFloat32(name), {
-        quantType: o.quantType,
-        blocksize: o.blocksize,
-        doubleQuant: o.doubleQuant,
-        shape: [...info.shape],
-        dtype,
-      });
+      const values = await ckpt.readFloat32(name);
+      let state: Quant4bitState;
+      try {
+        state = quantize4bit(values, {
+          quantType: o.quantType,
+          blocksize: o.blocksize,
+          doubleQuant: o.doubleQuant,
+          shape: [...info.shape],
+          dtype,
+        });
+      } catch (e) {
+        throw new RangeError(`quantizeCheckpoint: tensor "${name}" in ${info.file}: ${(e as Error).message}`);
+      }
       const parts: Spooled[] = [];
       for (const e of bnbTensors(name, state)) {
         const bytes = new Uint8Array(e.data.buffer, e.data.byteOffset, e.data.byteLength);

@@ -74,3 +74,12 @@ Deno.test("summary() counts every parameter of the checkpoint", async () => {
   assert(model.summary().every((r) => r.dtype === "fp32"));
   model.dispose();
 });
+
+Deno.test("loading and disposing a model (dense or 4-bit) leaves no tensors behind", async () => {
+  const before = tf.memory().numTensors;
+  for (const options of [{}, { quantize: "nf4" as const }]) {
+    const model = await loadModel(FIXTURE, options);
+    model.dispose();
+    assertEquals(tf.memory().numTensors, before, JSON.stringify(options));
+  }
+});
