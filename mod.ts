@@ -104,6 +104,7 @@ export * from "./lib/plan/plan_memory.ts";
 export * from "./lib/plan/fit_plan.ts";
 export * from "./lib/plan/plan_table.ts";
 export * from "./lib/plan/plan_for_model.ts";
+export * from "./lib/plan/engine_estimate.ts";
 
 // notebook helpers
 export * from "./lib/notebook/display.ts";
@@ -112,3 +113,4 @@ export * from "./lib/notebook/charts.ts";
 export * from "./lib/notebook/live_chart.ts";
 export * from "./lib/notebook/progress.ts";
 export * from "./lib/notebook/tables.ts";
+export * from "./lib/notebook/plan_chart.ts";

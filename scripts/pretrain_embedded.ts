@@ -9,6 +9,7 @@
 import { initEngine } from "../lib/engine/backend.ts";
 import { loadTokenizer } from "../lib/io/tokenizer.ts";
 import { initModel } from "../lib/models/init_model.ts";
+import { loadModel } from "../lib/models/load_model.ts";
 import { saveCheckpoint } from "../lib/models/save_model.ts";
 import { evaluateLoss } from "../lib/train/evaluate.ts";
 import { train } from "../lib/train/trainer.ts";
@@ -55,9 +56,13 @@ export function echoWindows(
   const rand = mulberry32(seed);
   const half = Math.floor(length / 2);
   return Array.from({ length: count }, () => {
+    // Spans of 8..length/2 tokens, repeated until the window is full (short and long copies).
+    const half = 8 + Math.floor(rand() * (length / 2 - 7));
     const start = Math.floor(rand() * (ids.length - half));
     const span = ids.slice(start, start + half);
-    const w = [...span, ...span];
+    const w: number[] = [];
+    while (w.length < length) w.push(...span);
+    w.length = length;
     return { ids: w, labels: w };
   });
 }
@@ -95,12 +100,13 @@ if (import.meta.main) {
   console.log(
     `train windows ${trainData.length} (${plain.length} plain + echo), held-out windows ${evalData.length} (${seqLen} tokens each)`,
   );
-  const model = initModel(EMBEDDED_CONFIG, { seed: 0 });
+  const init = get("--init", "");
+  const model = init ? await loadModel(init) : initModel(EMBEDDED_CONFIG, { seed: 0 });
   const t0 = performance.now();
   await train(model, trainData, {
     steps,
     batchSize: 16,
-    lr: 3e-3,
+    lr: Number(get("--lr", "3e-3")),
     warmupSteps: 50,
     schedule: "cosine",
     weightDecay: 0.01,

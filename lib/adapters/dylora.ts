@@ -70,12 +70,13 @@ export class DyLoRALinear implements Linear {
     this.trainRank = R;
     this.evalRank = R;
     const id = crypto.randomUUID();
-    this.loraA = tf.variable(kaimingUniformA(R, base.inFeatures, seed), true, `${base.name}.dylora_A#${id}`);
-    this.loraB = tf.variable(
-      tf.zeros([base.outFeatures, R]) as tf.Tensor2D,
-      true,
-      `${base.name}.dylora_B#${id}`,
-    );
+    const a0 = kaimingUniformA(R, base.inFeatures, seed);
+    const b0 = tf.zeros([base.outFeatures, R]) as tf.Tensor2D;
+    // tf.variable shares the initial buffer; dispose the handles so only the variables own it.
+    this.loraA = tf.variable(a0, true, `${base.name}.dylora_A#${id}`);
+    this.loraB = tf.variable(b0, true, `${base.name}.dylora_B#${id}`);
+    a0.dispose();
+    b0.dispose();
   }
 
   get name(): string {

@@ -59,12 +59,13 @@ export class LoRALinear implements Linear {
     const seed = options.seed ?? 0;
     this.dropoutSeed = seed * 7919 + 1;
     const id = crypto.randomUUID();
-    this.loraA = tf.variable(kaimingUniformA(r, base.inFeatures, seed), true, `${base.name}.lora_A#${id}`);
-    this.loraB = tf.variable(
-      tf.zeros([base.outFeatures, r]) as tf.Tensor2D,
-      true,
-      `${base.name}.lora_B#${id}`,
-    );
+    const a0 = kaimingUniformA(r, base.inFeatures, seed);
+    const b0 = tf.zeros([base.outFeatures, r]) as tf.Tensor2D;
+    // tf.variable shares the initial buffer; dispose the handles so only the variables own it.
+    this.loraA = tf.variable(a0, true, `${base.name}.lora_A#${id}`);
+    this.loraB = tf.variable(b0, true, `${base.name}.lora_B#${id}`);
+    a0.dispose();
+    b0.dispose();
   }
 
   get name(): string {

@@ -21,6 +21,10 @@
  * recomputation", `sbh(34 + 5as/h)` at 16 bits) without dropout masks, adapted to
  * SwiGLU and GQA. Frameworks that skip saving inputs of frozen matmuls keep less, so for
  * LoRA/QLoRA this is an upper bound.
+ *
+ * This is a framework-agnostic (PyTorch-style) count. Our own tfjs engine keeps far more per
+ * token (a clone of every saved tensor, every reshape, and one gradient per op input until
+ * backward ends): `engine_estimate.ts` counts that op by op, and `planForModel` uses it.
  * @module
  */
 

@@ -190,7 +190,7 @@ class Tape {
    * `tidy` (they stay in the backward scope until the tape returns).
    */
   op(inputs: Sym[], out: number, keep: Keep, eager = 0): Sym {
-    if (keep === "in" || keep === "in+out") for (const x of inputs) this.saved += x.n;
+    if (keep === "in" || keep === "in+out") { for (const x of inputs) this.saved += x.n; }
     if (keep === "out" || keep === "in+out") this.saved += out;
     for (const x of inputs) if (x.g) this.grads += x.n;
     const g = inputs.some((x) => x.g);
@@ -313,7 +313,13 @@ function traceMlp(t: Tape, x: Sym, dm: Dims, lins: Record<string, LinearPlan>): 
   return t.op([traceLinear(t, act, lins.down_proj, N)], N * D, "in"); // down, reshape
 }
 
-function traceBlock(t: Tape, h: Sym, dm: Dims, lins: Record<string, LinearPlan>, normsTrainable: boolean): Sym {
+function traceBlock(
+  t: Tape,
+  h: Sym,
+  dm: Dims,
+  lins: Record<string, LinearPlan>,
+  normsTrainable: boolean,
+): Sym {
   const { N, D } = dm;
   const a = traceAttention(t, traceNorm(t, h, N, D, normsTrainable), dm, lins);
   const h1 = t.op([h, a], N * D, "in"); // residual add
@@ -386,7 +392,11 @@ function galoreShape(p: Tensor2, rank: number): { moment: number; projector: num
 }
 
 /** Optimizer state: tensor bytes and host bytes. */
-function optimizerState(opt: string, params: Tensor2[], galoreRank: number): { tensor: number; host: number } {
+function optimizerState(
+  opt: string,
+  params: Tensor2[],
+  galoreRank: number,
+): { tensor: number; host: number } {
   let tensor = 0, host = 0;
   const moments = (n: number, eightBit: boolean, blocksize: number) => {
     if (eightBit && n >= 4096) host += 2 * n + 2 * 4 * Math.ceil(n / blocksize);
@@ -466,7 +476,9 @@ export function estimateTrainingMemory(
   const mode = layerwise ? "layerwise" : spec.gradientCheckpointing ? "checkpointed" : "full";
   const accum = spec.gradAccumSteps;
   if (layerwise && accum > 1) {
-    throw new RangeError("estimateTrainingMemory: layer-wise updates take one micro-batch per step (gradAccumSteps 1)");
+    throw new RangeError(
+      "estimateTrainingMemory: layer-wise updates take one micro-batch per step (gradAccumSteps 1)",
+    );
   }
 
   const dm: Dims = {
@@ -508,10 +520,18 @@ export function estimateTrainingMemory(
     else weights += L * n * E;
     if (lin.rank > 0) adapters += L * lin.rank * (lin.inF + lin.outF) * E;
     const group = ["q_proj", "k_proj", "v_proj", "o_proj"].includes(lin.name) ? "self_attn" : "mlp";
-    if (baseTrainable) blockParams.push({ name: `model.layers.0.${group}.${lin.name}.weight`, shape: [lin.outF, lin.inF] });
+    if (baseTrainable) {
+      blockParams.push({ name: `model.layers.0.${group}.${lin.name}.weight`, shape: [lin.outF, lin.inF] });
+    }
     if (lin.rank > 0) {
-      blockParams.push({ name: `model.layers.0.${group}.${lin.name}.lora_A.weight`, shape: [lin.rank, lin.inF] });
-      blockParams.push({ name: `model.layers.0.${group}.${lin.name}.lora_B.weight`, shape: [lin.outF, lin.rank] });
+      blockParams.push({
+        name: `model.layers.0.${group}.${lin.name}.lora_A.weight`,
+        shape: [lin.rank, lin.inF],
+      });
+      blockParams.push({
+        name: `model.layers.0.${group}.${lin.name}.lora_B.weight`,
+        shape: [lin.outF, lin.rank],
+      });
     }
   }
   if (baseTrainable) {
@@ -519,10 +539,17 @@ export function estimateTrainingMemory(
     blockParams.push({ name: "model.layers.0.post_attention_layernorm.weight", shape: [D] });
   }
   const headParams: Tensor2[] = baseTrainable
-    ? [{ name: "model.norm.weight", shape: [D] }, ...(tied ? [] : [{ name: "lm_head.weight", shape: [V, D] }])]
+    ? [
+      { name: "model.norm.weight", shape: [D] },
+      ...(tied ? [] : [{ name: "lm_head.weight", shape: [V, D] }]),
+    ]
     : [];
   const embedParams: Tensor2[] = baseTrainable ? [{ name: "model.embed_tokens.weight", shape: [V, D] }] : [];
-  const all: Tensor2[] = [...embedParams, ...Array.from({ length: L }, () => blockParams).flat(), ...headParams];
+  const all: Tensor2[] = [
+    ...embedParams,
+    ...Array.from({ length: L }, () => blockParams).flat(),
+    ...headParams,
+  ];
   const size = (ps: Tensor2[]) => ps.reduce((s, p) => s + p.shape.reduce((a, b) => a * b, 1), 0);
   const trainable = size(all);
   const galoreRank = spec.galoreRank;
@@ -548,7 +575,13 @@ export function estimateTrainingMemory(
   const normTransient = (2 * N * D + 1) * E;
   let peak = 0;
   let phase: PeakPhase = "end of backward";
-  let parts: EngineActivationParts = { savedForBackward: 0, backwardGradients: 0, parameterGradients: 0, kept: 0, transient: 0 };
+  let parts: EngineActivationParts = {
+    savedForBackward: 0,
+    backwardGradients: 0,
+    parameterGradients: 0,
+    kept: 0,
+    transient: 0,
+  };
   let gradientBytes: number;
   const consider = (p: PeakPhase, x: EngineActivationParts) => {
     const total = x.savedForBackward + x.backwardGradients + x.parameterGradients + x.kept + x.transient;
@@ -634,7 +667,9 @@ export function estimateTrainingMemory(
     gradientBytes = acc ? P : Math.max(...groups);
     notes.push(
       `Block-wise: ${L + 1} block inputs of B·T·D kept; one block's tape holds ${tb.saved * E} B saved and ` +
-        `${tb.grads * E} B of gradients; ${acc ? "gradients accumulate until the update" : "each group is stepped and freed (layer-wise)"}.`,
+        `${tb.grads * E} B of gradients; ${
+          acc ? "gradients accumulate until the update" : "each group is stepped and freed (layer-wise)"
+        }.`,
     );
     if (!acc) {
       // layer-wise: the update of a block runs with that block's gradients alive.

@@ -160,7 +160,10 @@ export function planSpecForTrainer(
     loraRank: o.loraRank,
     loraTargets: o.loraTargets,
     optimizerState,
-    galoreRank: o.galore.rank ?? trainerGaloreRank(isModel ? { model: config as { config: unknown } } : { config: config as ModelConfigInput }),
+    galoreRank: o.galore.rank ??
+      trainerGaloreRank(
+        isModel ? { model: config as { config: unknown } } : { config: config as ModelConfigInput },
+      ),
     layerwise: o.layerwise || (o.galore.layerwise ?? false),
     microBatch: o.batchSize,
     seqLen: o.seqLen,

@@ -162,3 +162,14 @@ Deno.test("DyLoRA samples one rank per training step, shared by all layers", () 
   assert(seen.size >= 6 && [...seen].every((r) => r >= 1 && r <= 8), [...seen].join());
   model.dispose();
 });
+
+Deno.test("attaching and disposing adapters leaves no tensors behind", () => {
+  const before = tf.memory().numTensors;
+  const a = initModel(CONFIG, { seed: 8 });
+  attachLoRA(a, { r: 2, targetModules: "all-linear" });
+  a.dispose();
+  const b = initModel(CONFIG, { seed: 8 });
+  attachDyLoRA(b, { maxRank: 3 });
+  b.dispose();
+  assertEquals(tf.memory().numTensors, before);
+});
