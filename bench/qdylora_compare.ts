@@ -31,7 +31,7 @@ export interface SeedResult {
   bestRank: number;
 }
 
-const TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"];
+const TARGETS = "all-linear" as const;
 
 /** Runs the comparison. */
 export async function compareQDyLoRA(
@@ -48,7 +48,7 @@ export async function compareQDyLoRA(
     prompt: string;
     completion: string;
   }[];
-  const trainOpts = { tokenizer, steps, batchSize: 8, gradAccumSteps: 2, lr: 3e-3, warmupSteps: 5 };
+  const trainOpts = { tokenizer, steps, batchSize: 8, gradAccumSteps: 2, lr, warmupSteps: 10 };
   const results: SeedResult[] = [];
   for (let seed = 0; seed < seeds; seed++) {
     const q = await loadModel(EMBEDDED_MODEL_DIR, { quantize: "nf4" });
@@ -117,5 +117,5 @@ if (import.meta.main) {
     k: string,
     d: number,
   ) => (Deno.args.includes(k) ? Number(Deno.args[Deno.args.indexOf(k) + 1]) : d);
-  console.log(markdown(await compareQDyLoRA({ steps: arg("--steps", 80), seeds: arg("--seeds", 3) })));
+  console.log(markdown(await compareQDyLoRA({ steps: arg("--steps", 300), seeds: arg("--seeds", 3), lr: arg("--lr", 6e-3) })));
 }
