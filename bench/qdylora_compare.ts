@@ -35,12 +35,13 @@ const TARGETS = "all-linear" as const;
 
 /** Runs the comparison. */
 export async function compareQDyLoRA(
-  options: { steps?: number; seeds?: number; maxRank?: number; evalSize?: number } = {},
+  options: { steps?: number; seeds?: number; maxRank?: number; evalSize?: number; lr?: number } = {},
 ) {
-  const steps = options.steps ?? 80,
+  const lr = options.lr ?? 6e-3;
+  const steps = options.steps ?? 300,
     seeds = options.seeds ?? 3,
     R = options.maxRank ?? 8,
-    n = options.evalSize ?? 40;
+    n = options.evalSize ?? 60;
   await initEngine();
   const tokenizer = await loadTokenizer(EMBEDDED_MODEL_DIR);
   const data = await readJsonl(`${EMBEDDED_DATA_DIR}/herald_train.jsonl`);

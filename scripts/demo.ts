@@ -11,7 +11,7 @@
  * 5. Writes `out/demo/report.html` (loss, memory and rank-sweep charts) and
  *    `out/demo/history.json`.
  *
- * Options: --steps N (default 60), --lr X (default 3e-3), --out DIR, --backend NAME, --no-sweep.
+ * Options: --steps N (default 300), --lr X (default 6e-3), --out DIR, --backend NAME, --no-sweep.
  * @module
  */
 import {
@@ -40,13 +40,13 @@ import type { BackendName, StepRecord } from "../mod.ts";
 
 const args = Deno.args;
 const opt = (k: string, d: string) => (args.indexOf(k) >= 0 ? args[args.indexOf(k) + 1] : d);
-const steps = Number(opt("--steps", "60"));
-const lr = Number(opt("--lr", "3e-3"));
+const steps = Number(opt("--steps", "300"));
+const lr = Number(opt("--lr", "6e-3"));
 const outDir = opt("--out", "out/demo");
 const sweep = !args.includes("--no-sweep");
 const t0 = performance.now();
 const pct = (x: number) => `${(100 * x).toFixed(0)}%`;
-const TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"];
+const TARGETS = "all-linear" as const;
 
 const engine = await initEngine({ backend: opt("--backend", "auto") as BackendName });
 console.log(`engine: ${engine.reason}`);
@@ -59,7 +59,7 @@ type Task = { prompt: string; completion: string };
 const trainData = await readJsonl(`${EMBEDDED_DATA_DIR}/herald_train.jsonl`) as Task[];
 const evalData = await readJsonl(`${EMBEDDED_DATA_DIR}/herald_eval.jsonl`) as Task[];
 const scoreSet = evalData.slice(0, 50);
-const heldOutLoss = evalData.slice(50);
+const heldOutLoss = evalData.slice(50, 114);
 
 const sample = scoreSet[0].prompt;
 const show = (label: string) =>
@@ -72,17 +72,17 @@ console.log(`herald exact match before fine-tuning: ${pct(before.accuracy)} of $
 attachLoRA(model, { r: 8, alpha: 16, dropout: 0.05, targetModules: TARGETS });
 console.log(`\nQLoRA: ${trainableParametersLine(model)}`);
 console.log(`fine-tuning ${steps} steps, micro-batch 8 × 2 accumulated (effective batch 16)`);
-const chart = liveTrainingChart({ every: 10, title: "QLoRA fine-tune" });
+const chart = liveTrainingChart({ every: 25, title: "QLoRA fine-tune" });
 const history: StepRecord[] = await train(model, trainData, {
   tokenizer,
   steps,
   batchSize: 8,
   gradAccumSteps: 2,
   lr,
-  warmupSteps: 5,
+  warmupSteps: 10,
   schedule: "cosine",
   evalData: heldOutLoss,
-  evalEvery: 20,
+  evalEvery: 50,
   onStep: (r) => chart.onStep(r),
 });
 await chart.finish();
@@ -99,7 +99,7 @@ if (sweep) {
   console.log(`\nQDyLoRA: one run with ranks 1..8 on the same NF4 base (${steps} steps)`);
   const dy = await loadModel(EMBEDDED_MODEL_DIR, { quantize: "nf4" });
   attachDyLoRA(dy, { maxRank: 8, alpha: 16, targetModules: TARGETS });
-  await train(dy, trainData, { tokenizer, steps, batchSize: 8, gradAccumSteps: 2, lr, warmupSteps: 5 });
+  await train(dy, trainData, { tokenizer, steps, batchSize: 8, gradAccumSteps: 2, lr, warmupSteps: 10 });
   const result = rankSweep(dy, heldOutLoss, undefined, {
     tokenizer,
     scorer: (m) => exactMatch(m, tokenizer, scoreSet).accuracy,

@@ -16,7 +16,7 @@ export function assert(cond: unknown, msg = "assertion failed"): asserts cond {
 }
 
 /** Deep strict equality. */
-export function assertEquals<T>(actual: T, expected: T, msg?: string): void {
+export function assertEquals(actual: unknown, expected: unknown, msg?: string): void {
   try {
     deepStrictEqual(actual, expected);
   } catch (e) {

@@ -35,13 +35,4 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return m;
 }
 
-/** Throws with `msg` when `cond` is falsy (no network: @std/assert is not cached here). */
-export function assert(cond: unknown, msg = "assertion failed"): asserts cond {
-  if (!cond) throw new Error(msg);
-}
-
-/** Deep equality via JSON (enough for shapes, numbers and strings). */
-export function assertEquals(actual: unknown, expected: unknown, msg = ""): void {
-  const a = JSON.stringify(actual), e = JSON.stringify(expected);
-  if (a !== e) throw new Error(`${msg ? msg + ": " : ""}expected ${e}, received ${a}`);
-}
+export { assert, assertEquals } from "../_assert.ts";

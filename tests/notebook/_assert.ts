@@ -1,13 +1,6 @@
 /** Small assertions for the notebook tests (no remote std imports on CI machines). */
 
-export function assert(condition: unknown, message = "assertion failed"): asserts condition {
-  if (!condition) throw new Error(message);
-}
-
-export function assertEquals(actual: unknown, expected: unknown, message = ""): void {
-  const a = JSON.stringify(actual), e = JSON.stringify(expected);
-  if (a !== e) throw new Error(`${message ? `${message}: ` : ""}expected ${e}\n  got      ${a}`);
-}
+export { assert, assertEquals } from "../_assert.ts";
 
 export function assertIncludes(text: string, part: string): void {
   if (!text.includes(part)) {
@@ -15,18 +8,7 @@ export function assertIncludes(text: string, part: string): void {
   }
 }
 
-export function assertThrows(fn: () => unknown, type: new (...args: never[]) => Error, includes = ""): void {
-  try {
-    fn();
-  } catch (error) {
-    if (!(error instanceof type)) throw new Error(`expected ${type.name}, got ${error}`);
-    if (!String((error as Error).message).includes(includes)) {
-      throw new Error(`expected message with "${includes}", got "${(error as Error).message}"`);
-    }
-    return;
-  }
-  throw new Error(`expected ${type.name} to be thrown`);
-}
+export { assertThrows } from "../_assert.ts";
 
 /** Runs `fn` with console.log captured; returns the printed lines. */
 export async function captureLog(fn: () => unknown): Promise<string[]> {
