@@ -27,12 +27,12 @@ export interface OptimizerCase {
 export const CASES: OptimizerCase[] = [
   { name: "AdamW (full)", options: { optimizer: "adamw" } },
   { name: "AdamW 8-bit", options: { optimizer: "adamw8bit" } },
-  { name: "GaLore r32", options: { optimizer: "galore", galore: { rank: 32, updateProjGap: 50, scale: 1 } } },
+  { name: "GaLore r32", options: { optimizer: "galore", galore: { rank: 32, updateProjGap: 10, scale: 2 } } },
   {
     name: "GaLore 8-bit r32 layer-wise",
     options: {
       optimizer: "galore8bit",
-      galore: { rank: 32, updateProjGap: 50, scale: 1, layerwise: true },
+      galore: { rank: 32, updateProjGap: 10, scale: 2, layerwise: true },
       maxGradNorm: 0,
     },
   },
@@ -50,7 +50,7 @@ export interface CaseResult {
 }
 
 /** Trains a fresh copy of the embedded model with each case. */
-export async function compareOptimizers(steps = 60, cases = CASES): Promise<CaseResult[]> {
+export async function compareOptimizers(steps = 100, cases = CASES): Promise<CaseResult[]> {
   await initEngine();
   const tokenizer = await loadTokenizer(EMBEDDED_MODEL_DIR);
   const data = await readJsonl(`${EMBEDDED_DATA_DIR}/herald_train.jsonl`);
@@ -84,7 +84,7 @@ export async function compareOptimizers(steps = 60, cases = CASES): Promise<Case
 }
 
 /** Bench rows (ratios against AdamW). */
-export async function runOptimizerCompare(steps = 60): Promise<BenchRow[]> {
+export async function runOptimizerCompare(steps = 100): Promise<BenchRow[]> {
   const res = await compareOptimizers(steps);
   const base = res[0];
   return res.flatMap((r) => [
@@ -127,7 +127,7 @@ export async function runOptimizerCompare(steps = 60): Promise<BenchRow[]> {
 }
 
 if (import.meta.main) {
-  const steps = Deno.args.includes("--steps") ? Number(Deno.args[Deno.args.indexOf("--steps") + 1]) : 60;
+  const steps = Deno.args.includes("--steps") ? Number(Deno.args[Deno.args.indexOf("--steps") + 1]) : 100;
   const res = await compareOptimizers(steps);
   const b = res[0];
   console.log(

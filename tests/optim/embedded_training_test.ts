@@ -13,14 +13,14 @@ import type { StepRecord } from "../../lib/train/types.ts";
 
 await initEngine();
 const tokenizer = await loadTokenizer(EMBEDDED_MODEL_DIR);
-const data = (await readJsonl(`${EMBEDDED_DATA_DIR}/herald_train.jsonl`)).slice(0, 400);
-const evalData = (await readJsonl(`${EMBEDDED_DATA_DIR}/herald_eval.jsonl`)).slice(0, 48);
-const STEPS = 30;
+const data = await readJsonl(`${EMBEDDED_DATA_DIR}/herald_train.jsonl`);
+const evalData = (await readJsonl(`${EMBEDDED_DATA_DIR}/herald_eval.jsonl`)).slice(0, 50);
+const STEPS = 100;
 
 async function run(options: Partial<TrainOptions>): Promise<StepRecord[]> {
   const model = await loadModel(EMBEDDED_MODEL_DIR);
   const h = await train(model, data, {
-    tokenizer, steps: STEPS, batchSize: 8, lr: 1e-3, warmupSteps: 3, evalData, shuffleSeed: 1, ...options,
+    tokenizer, steps: STEPS, batchSize: 16, lr: 1e-3, warmupSteps: 5, evalData, shuffleSeed: 1, ...options,
   });
   model.dispose();
   return h;
@@ -38,8 +38,9 @@ Deno.test("8-bit AdamW tracks fp32 AdamW on the embedded model (final eval loss 
   assert(ratio < 0.3, `state ratio ${ratio}`);
 });
 
-Deno.test("GaLore (rank = hidden / 4) ends within 2% of full AdamW and shrinks the projected weights' state 4x", async () => {
-  const h = await run({ optimizer: "galore", galore: { rank: 32, updateProjGap: 10, scale: 1 } });
+Deno.test("GaLore (rank = hidden / 4, scale 2) ends within 2% of full AdamW and shrinks the projected weights' state 4x", async () => {
+  // scale 2 is what the GaLore seed found closest to full fine-tuning; it is here too (scale 1 lags, 3 overshoots).
+  const h = await run({ optimizer: "galore", galore: { rank: 32, updateProjGap: 10, scale: 2 } });
   const rel = Math.abs(final(h) / final(adamw) - 1);
   assert(rel < 0.02, `GaLore ${final(h)} vs AdamW ${final(adamw)} (${(100 * rel).toFixed(2)}%)`);
   // Expected state: AdamW keeps 2 moments per parameter. GaLore keeps 2·r·n per projected [m, n]
