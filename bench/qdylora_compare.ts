@@ -118,5 +118,9 @@ if (import.meta.main) {
     k: string,
     d: number,
   ) => (Deno.args.includes(k) ? Number(Deno.args[Deno.args.indexOf(k) + 1]) : d);
-  console.log(markdown(await compareQDyLoRA({ steps: arg("--steps", 300), seeds: arg("--seeds", 3), lr: arg("--lr", 6e-3) })));
+  console.log(
+    markdown(
+      await compareQDyLoRA({ steps: arg("--steps", 300), seeds: arg("--seeds", 3), lr: arg("--lr", 6e-3) }),
+    ),
+  );
 }

@@ -32,8 +32,8 @@ import {
   rankSweep,
   readJsonl,
   table,
-  trainableParametersLine,
   train,
+  trainableParametersLine,
   writeHtml,
 } from "../mod.ts";
 import type { BackendName, StepRecord } from "../mod.ts";
@@ -53,7 +53,9 @@ console.log(`engine: ${engine.reason}`);
 
 const tokenizer = await loadTokenizer(EMBEDDED_MODEL_DIR);
 const model = await loadModel(EMBEDDED_MODEL_DIR, { quantize: "nf4", doubleQuant: true });
-await display(table(model.summary() as unknown as Record<string, unknown>[], { title: "Embedded model, NF4 base" }));
+await display(
+  table(model.summary() as unknown as Record<string, unknown>[], { title: "Embedded model, NF4 base" }),
+);
 
 type Task = { prompt: string; completion: string };
 const trainData = await readJsonl(`${EMBEDDED_DATA_DIR}/herald_train.jsonl`) as Task[];
@@ -63,7 +65,9 @@ const heldOutLoss = evalData.slice(50, 114);
 
 const sample = scoreSet[0].prompt;
 const show = (label: string) =>
-  console.log(`${label} ${JSON.stringify(generate(model, tokenizer, sample, { maxNewTokens: 24, stop: ["\n"] }))}`);
+  console.log(
+    `${label} ${JSON.stringify(generate(model, tokenizer, sample, { maxNewTokens: 24, stop: ["\n"] }))}`,
+  );
 console.log(`\nprompt: ${JSON.stringify(sample)}`);
 show("before:");
 const before = exactMatch(model, tokenizer, scoreSet);
@@ -93,7 +97,10 @@ show("after: ");
 console.log(`herald exact match after fine-tuning: ${pct(after.accuracy)} of ${scoreSet.length}`);
 model.dispose();
 
-const figures = [lossChart(history, { title: "QLoRA loss" }), memoryChart(history, { title: "QLoRA memory" })];
+const figures = [
+  lossChart(history, { title: "QLoRA loss" }),
+  memoryChart(history, { title: "QLoRA memory" }),
+];
 let sweepRows: { rank: number; loss: number; score?: number }[] = [];
 if (sweep) {
   console.log(`\nQDyLoRA: one run with ranks 1..8 on the same NF4 base (${steps} steps)`);
@@ -106,7 +113,11 @@ if (sweep) {
   });
   sweepRows = result.rows;
   await display(table(
-    result.rows.map((r) => ({ rank: r.rank, "eval loss": r.loss.toFixed(3), "exact match": pct(r.score ?? 0) })),
+    result.rows.map((r) => ({
+      rank: r.rank,
+      "eval loss": r.loss.toFixed(3),
+      "exact match": pct(r.score ?? 0),
+    })),
     { title: `QDyLoRA rank sweep (best rank: ${result.best})` },
   ));
   figures.push(result.figure);
@@ -133,13 +144,23 @@ await display(table([
     : []),
   { metric: "training tokens/s", value: (tokens / secs).toFixed(0) },
   { metric: "peak tensor memory (during a step)", value: formatBytes(peakTensor) },
-  { metric: "4-bit base weights (host memory)", value: formatBytes(last.memory.breakdown?.weights4bitHost ?? 0) },
+  {
+    metric: "4-bit base weights (host memory)",
+    value: formatBytes(last.memory.breakdown?.weights4bitHost ?? 0),
+  },
   { metric: "peak process RSS", value: formatBytes(peakRss) },
 ], { title: "Demo summary" }));
 
 await Deno.mkdir(outDir, { recursive: true });
-await Deno.writeTextFile(`${outDir}/history.json`, JSON.stringify({ qlora: history, rankSweep: sweepRows }, null, 1));
-await writeHtml(`${outDir}/report.html`, figures, { title: "nbtune demo: QLoRA and QDyLoRA on the embedded model" });
+await Deno.writeTextFile(
+  `${outDir}/history.json`,
+  JSON.stringify({ qlora: history, rankSweep: sweepRows }, null, 1),
+);
+await writeHtml(`${outDir}/report.html`, figures, {
+  title: "nbtune demo: QLoRA and QDyLoRA on the embedded model",
+});
 console.log(
-  `\nwrote ${outDir}/report.html and ${outDir}/history.json (${((performance.now() - t0) / 1000).toFixed(0)} s total)`,
+  `\nwrote ${outDir}/report.html and ${outDir}/history.json (${
+    ((performance.now() - t0) / 1000).toFixed(0)
+  } s total)`,
 );

@@ -55,12 +55,11 @@ export function echoWindows(
   seed: number,
 ): { ids: number[]; labels: number[] }[] {
   const rand = mulberry32(seed);
-  const half = Math.floor(length / 2);
   return Array.from({ length: count }, () => {
     // Spans of 8..length/2 tokens, repeated until the window is full (short and long copies).
-    const half = 8 + Math.floor(rand() * (length / 2 - 7));
-    const start = Math.floor(rand() * (ids.length - half));
-    const span = ids.slice(start, start + half);
+    const spanLength = 8 + Math.floor(rand() * (length / 2 - 7));
+    const start = Math.floor(rand() * (ids.length - spanLength));
+    const span = ids.slice(start, start + spanLength);
     const w: number[] = [];
     while (w.length < length) w.push(...span);
     w.length = length;

@@ -175,14 +175,14 @@ export async function initEngine(options: EngineOptions = {}): Promise<EngineInf
       // WebGPU is never chosen automatically: the trainer, generation and the 8-bit/GaLore
       // optimizers read values synchronously (dataSync), which tfjs-webgpu cannot do under Deno.
       info = await startWasm(options)
-          .catch(async (e) => {
-            await activate("cpu");
-            return {
-              backend: "cpu",
-              blas: false,
-              reason: `cpu backend (wasm failed: ${(e as Error).message})`,
-            };
-          });
+        .catch(async (e) => {
+          await activate("cpu");
+          return {
+            backend: "cpu",
+            blas: false,
+            reason: `cpu backend (wasm failed: ${(e as Error).message})`,
+          };
+        });
       break;
     }
     case "wasm":

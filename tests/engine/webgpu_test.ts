@@ -21,7 +21,8 @@ console.log(JSON.stringify({ backend: info.backend, rel: err / den, refused }));
 `;
 
 Deno.test({
-  name: "the webgpu backend (Mesa lavapipe here) runs a forward equal to wasm, and train() refuses it clearly",
+  name:
+    "the webgpu backend (Mesa lavapipe here) runs a forward equal to wasm, and train() refuses it clearly",
   ignore: !("gpu" in navigator),
   fn: async () => {
     const file = `${ROOT}out/_webgpu_check.ts`;

@@ -39,6 +39,10 @@ Deno.test("generate() stops at a stop string and cuts it off; sampling is reprod
   const a = generate(model, tok, "KING HENRY:\n", { maxNewTokens: 20, temperature: 1, topK: 20, seed: 3 });
   const b = generate(model, tok, "KING HENRY:\n", { maxNewTokens: 20, temperature: 1, topK: 20, seed: 3 });
   assertEquals(a, b);
-  assertThrows(() => generate(model, tok, "x", { maxTokens: 3 } as never), TypeError, 'unknown option "maxTokens"');
+  assertThrows(
+    () => generate(model, tok, "x", { maxTokens: 3 } as never),
+    TypeError,
+    'unknown option "maxTokens"',
+  );
   model.dispose();
 });

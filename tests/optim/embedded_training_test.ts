@@ -20,7 +20,14 @@ const STEPS = 100;
 async function run(options: Partial<TrainOptions>): Promise<StepRecord[]> {
   const model = await loadModel(EMBEDDED_MODEL_DIR);
   const h = await train(model, data, {
-    tokenizer, steps: STEPS, batchSize: 16, lr: 1e-3, warmupSteps: 5, evalData, shuffleSeed: 1, ...options,
+    tokenizer,
+    steps: STEPS,
+    batchSize: 16,
+    lr: 1e-3,
+    warmupSteps: 5,
+    evalData,
+    shuffleSeed: 1,
+    ...options,
   });
   model.dispose();
   return h;

@@ -13,8 +13,16 @@ Deno.test("parseRecipe() resolves paths against the recipe's folder and keeps tr
 });
 
 Deno.test("bad recipes are rejected with the file and key named", () => {
-  assertThrows(() => parseRecipe("model: m\ndata: d\nepochs: 3\n", "/x", "r.yaml"), TypeError, 'r.yaml: unknown key "epochs"');
-  assertThrows(() => parseRecipe("model: m\ndata: d\nquantize: int8\n", "/x", "r.yaml"), RangeError, "quantize");
+  assertThrows(
+    () => parseRecipe("model: m\ndata: d\nepochs: 3\n", "/x", "r.yaml"),
+    TypeError,
+    'r.yaml: unknown key "epochs"',
+  );
+  assertThrows(
+    () => parseRecipe("model: m\ndata: d\nquantize: int8\n", "/x", "r.yaml"),
+    RangeError,
+    "quantize",
+  );
   assertThrows(() => parseRecipe("model: [1\n", "/x", "r.yaml"), SyntaxError, "r.yaml: invalid YAML");
   assertThrows(() => parseRecipe("data: d\n", "/x", "r.yaml"), TypeError, '"model"');
 });
