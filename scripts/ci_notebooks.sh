@@ -49,16 +49,16 @@ while IFS= read -r line; do summary+=("$line"); done < <(grep -E '^(ok|FAIL) ' "
 
 # 3. HTML + Chromium check of the notebook with the live chart
 executed="$OUT/$LIVE_NOTEBOOK"
-if [ -f "$executed" ]; then
-  if deno run -A scripts/check_notebook_html.ts --out "$HTML_OUT" "$executed"; then
+if printf '%s\n' "${notebooks[@]}" | grep -q "/$LIVE_NOTEBOOK\$\|^$LIVE_NOTEBOOK\$"; then
+  if [ ! -f "$executed" ]; then
+    summary+=("FAIL html check: $executed was not written")
+    status=1
+  elif deno run -A scripts/check_notebook_html.ts --out "$HTML_OUT" "$executed"; then
     summary+=("ok   html check of $LIVE_NOTEBOOK (screenshot $HTML_OUT/${LIVE_NOTEBOOK%.ipynb}.png)")
   else
     summary+=("FAIL html check of $LIVE_NOTEBOOK")
     status=1
   fi
-elif printf '%s\n' "${notebooks[@]}" | grep -q "$LIVE_NOTEBOOK"; then
-  summary+=("FAIL html check: $executed was not written")
-  status=1
 fi
 
 echo

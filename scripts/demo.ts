@@ -58,8 +58,8 @@ await display(
 );
 
 type Task = { prompt: string; completion: string };
-const trainData = await readJsonl(`${EMBEDDED_DATA_DIR}/herald_train.jsonl`) as Task[];
-const evalData = await readJsonl(`${EMBEDDED_DATA_DIR}/herald_eval.jsonl`) as Task[];
+const trainData = await readJsonl<Task>(`${EMBEDDED_DATA_DIR}/herald_train.jsonl`);
+const evalData = await readJsonl<Task>(`${EMBEDDED_DATA_DIR}/herald_eval.jsonl`);
 const scoreSet = evalData.slice(0, 50);
 const heldOutLoss = evalData.slice(50, 114);
 

@@ -66,7 +66,10 @@ export function rankSweep(
   } finally {
     setRank(model, restore);
   }
-  const best = rows.reduce((b, r) => (options.scorer ? (r.score! > b.score!) : r.loss < b.loss) ? r : b).rank;
+  // Best score; ties (and runs without a scorer) go to the lower eval loss.
+  const better = (r: RankSweepRow, b: RankSweepRow) =>
+    options.scorer ? r.score! > b.score! || (r.score === b.score && r.loss < b.loss) : r.loss < b.loss;
+  const best = rows.reduce((b, r) => (better(r, b) ? r : b)).rank;
   const data: Record<string, unknown>[] = [
     {
       x: rows.map((r) => r.rank),

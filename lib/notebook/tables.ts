@@ -119,7 +119,9 @@ function htmlTable(rows: Record<string, unknown>[], columns: string[], title?: s
  * if (Deno.inspect(t) !== expected) throw new Error(Deno.inspect(t));
  * ```
  */
-export function table(rows: Record<string, unknown>[], options: TableOptions = {}): RichObject {
+export function table(rowObjects: readonly object[], options: TableOptions = {}): RichObject {
+  // Any object rows (interfaces such as SummaryRow included) are read as string-keyed records.
+  const rows = rowObjects as Record<string, unknown>[];
   const { columns, title } = resolveTableOptions(rows, options);
   return richObject({
     "text/html": htmlTable(rows, columns, title),
@@ -146,12 +148,17 @@ function isStepRecord(value: StepRecord | MemoryRecord): value is StepRecord {
 export function showMemory(record: StepRecord | MemoryRecord): RichObject {
   const memory = isStepRecord(record) ? record.memory : record;
   const title = isStepRecord(record) ? `Memory after step ${record.step}` : "Memory";
-  const share = (bytes: number) =>
-    memory.tensorBytes > 0 ? `${(100 * bytes / memory.tensorBytes).toFixed(1)}%` : "";
+  // Shares of the breakdown's total (the owners include host memory and the step's peak
+  // activations, so the live tensor bytes at the end of the step are not the right denominator).
+  const total = Object.values(memory.breakdown ?? {}).reduce((a, b) => a + b, 0);
+  const share = (bytes: number) => total > 0 ? `${(100 * bytes / total).toFixed(1)}%` : "";
   const owners = Object.entries(memory.breakdown ?? {}).sort((a, b) => b[1] - a[1]);
   const rows: Record<string, unknown>[] = [
     ...owners.map(([owner, bytes]) => ({ what: owner, size: formatBytes(bytes), share: share(bytes) })),
-    { what: `tensors (${memory.numTensors} live)`, size: formatBytes(memory.tensorBytes), share: "100.0%" },
+    ...(memory.peakTensorBytes !== undefined
+      ? [{ what: "peak tensors during the step", size: formatBytes(memory.peakTensorBytes), share: "" }]
+      : []),
+    { what: `tensors (${memory.numTensors} live)`, size: formatBytes(memory.tensorBytes), share: "" },
     { what: "wasm heap", size: formatBytes(memory.heapBytes), share: "" },
     { what: "process rss", size: formatBytes(memory.rssBytes), share: "" },
   ];

@@ -82,10 +82,13 @@ export function parseRecipe(text: string, baseDir: string, file = "recipe"): Rec
   };
 }
 
-/** Reads JSON-lines training records, naming the file and line of a bad record. */
-export async function readJsonl(path: string): Promise<TrainingRecord[]> {
+/**
+ * Reads JSON-lines records (training records by default), naming the file and
+ * line of a bad record. The type parameter states the record shape you expect.
+ */
+export async function readJsonl<T = TrainingRecord>(path: string): Promise<T[]> {
   const text = await Deno.readTextFile(path);
-  const out: TrainingRecord[] = [];
+  const out: T[] = [];
   text.split("\n").forEach((line, i) => {
     if (!line.trim()) return;
     try {
