@@ -102,6 +102,7 @@ const figures = [
   memoryChart(history, { title: "QLoRA memory" }),
 ];
 let sweepRows: { rank: number; loss: number; score?: number }[] = [];
+let bestRank = 0;
 if (sweep) {
   console.log(`\nQDyLoRA: one run with ranks 1..8 on the same NF4 base (${steps} steps)`);
   const dy = await loadModel(EMBEDDED_MODEL_DIR, { quantize: "nf4" });
@@ -112,6 +113,7 @@ if (sweep) {
     scorer: (m) => exactMatch(m, tokenizer, scoreSet).accuracy,
   });
   sweepRows = result.rows;
+  bestRank = result.best;
   await display(table(
     result.rows.map((r) => ({
       rank: r.rank,
@@ -136,10 +138,7 @@ await display(table([
   ...(sweep
     ? [{
       metric: "QDyLoRA best rank (exact match)",
-      value: (() => {
-        const best = sweepRows.reduce((b, r) => ((r.score ?? 0) > (b.score ?? 0) ? r : b));
-        return `r=${best.rank} (${pct(best.score ?? 0)})`;
-      })(),
+      value: `r=${bestRank} (${pct(sweepRows.find((r) => r.rank === bestRank)?.score ?? 0)})`,
     }]
     : []),
   { metric: "training tokens/s", value: (tokens / secs).toFixed(0) },
