@@ -17,7 +17,7 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import type { Linear, NamedParam, StorageInfo } from "../models/linear.ts";
-import { kaimingUniformA } from "./lora.ts";
+import { initFactors } from "./lora.ts";
 
 /** Identity in the forward pass, zero gradient in the backward pass (tfjs has no stopGradient op). */
 function stopGradient<T extends tf.Tensor>(x: T): T {
@@ -69,14 +69,7 @@ export class DyLoRALinear implements Linear {
     this.dropoutSeed = seed * 7919 + 1;
     this.trainRank = R;
     this.evalRank = R;
-    const id = crypto.randomUUID();
-    const a0 = kaimingUniformA(R, base.inFeatures, seed);
-    const b0 = tf.zeros([base.outFeatures, R]) as tf.Tensor2D;
-    // tf.variable shares the initial buffer; dispose the handles so only the variables own it.
-    this.loraA = tf.variable(a0, true, `${base.name}.dylora_A#${id}`);
-    this.loraB = tf.variable(b0, true, `${base.name}.dylora_B#${id}`);
-    a0.dispose();
-    b0.dispose();
+    [this.loraA, this.loraB] = initFactors(base, R, seed);
   }
 
   get name(): string {

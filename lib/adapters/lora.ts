@@ -30,6 +30,26 @@ export function kaimingUniformA(rows: number, fanIn: number, seed: number): tf.T
   return tf.randomUniform([rows, fanIn], -bound, bound, "float32", seed) as tf.Tensor2D;
 }
 
+/**
+ * Trainable factors for `base` at rank `r`, initialised like PEFT:
+ * `A: [r, I]` Kaiming-uniform, `B: [O, r]` zeros (shared by LoRA and DyLoRA).
+ */
+export function initFactors(
+  base: Linear,
+  r: number,
+  seed: number,
+): [tf.Variable<tf.Rank.R2>, tf.Variable<tf.Rank.R2>] {
+  const id = crypto.randomUUID();
+  const a0 = kaimingUniformA(r, base.inFeatures, seed);
+  const b0 = tf.zeros([base.outFeatures, r]) as tf.Tensor2D;
+  // tf.variable shares the initial buffer; dispose the handles so only the variables own it.
+  const a = tf.variable(a0, true, `${base.name}.lora_A#${id}`);
+  const b = tf.variable(b0, true, `${base.name}.lora_B#${id}`);
+  a0.dispose();
+  b0.dispose();
+  return [a, b];
+}
+
 /** A linear layer with a LoRA adapter. */
 export class LoRALinear implements Linear {
   readonly loraA: tf.Variable<tf.Rank.R2>; // [R, I]
@@ -58,14 +78,7 @@ export class LoRALinear implements Linear {
     this.rslora = options.rslora ?? false;
     const seed = options.seed ?? 0;
     this.dropoutSeed = seed * 7919 + 1;
-    const id = crypto.randomUUID();
-    const a0 = kaimingUniformA(r, base.inFeatures, seed);
-    const b0 = tf.zeros([base.outFeatures, r]) as tf.Tensor2D;
-    // tf.variable shares the initial buffer; dispose the handles so only the variables own it.
-    this.loraA = tf.variable(a0, true, `${base.name}.lora_A#${id}`);
-    this.loraB = tf.variable(b0, true, `${base.name}.lora_B#${id}`);
-    a0.dispose();
-    b0.dispose();
+    [this.loraA, this.loraB] = initFactors(base, r, seed);
   }
 
   get name(): string {
