@@ -202,7 +202,20 @@ export function adapterLayers(model: LlamaForCausalLM): (LoRALinear | DyLoRALine
   );
 }
 
-/** Serves a DyLoRA model at rank `b` (1..maxRank) for inference and eval. */
+/** Serves a DyLoRA model at rank `b` (1..maxRank) for inference and eval. *
+ * @example
+ * ```ts
+ * import { attachDyLoRA, setRank } from "./attach.ts";
+ * import { initModel } from "../models/init_model.ts";
+ * import { initEngine } from "../engine/backend.ts";
+ * await initEngine({ backend: "cpu" });
+ * const m = initModel({ model_type: "llama", vocab_size: 16, hidden_size: 8, intermediate_size: 16,
+ *   num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 1 });
+ * attachDyLoRA(m, { maxRank: 4 });
+ * setRank(m, 2); // serve rank 2 of the one trained adapter
+ * m.dispose();
+ * ```
+ */
 export function setRank(model: LlamaForCausalLM, b: number): void {
   const layers = adapterLayers(model).filter((l): l is DyLoRALinear => l instanceof DyLoRALinear);
   if (layers.length === 0) throw new Error("setRank: the model has no DyLoRA adapter (use attachDyLoRA)");

@@ -22,6 +22,26 @@ export interface MergeOptions {
 /**
  * Folds every LoRA update into its dense base weight (`W ← W + scaling·BA`);
  * outputs are unchanged. Reversible with {@linkcode unmergeAdapter}.
+ *
+ * @example
+ * ```ts
+ * import * as tf from "@tensorflow/tfjs-core";
+ * import { mergeAdapter, unmergeAdapter } from "./merge.ts";
+ * import { attachLoRA } from "./attach.ts";
+ * import { initModel } from "../models/init_model.ts";
+ * import { initEngine } from "../engine/backend.ts";
+ * await initEngine({ backend: "cpu" });
+ * const m = initModel({ model_type: "llama", vocab_size: 16, hidden_size: 8, intermediate_size: 16,
+ *   num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 1 });
+ * attachLoRA(m, { r: 2 });
+ * for (const p of m.trainableParams()) p.variable.assign(tf.onesLike(p.variable));
+ * const before = m.forward([[1, 2]]).dataSync();
+ * mergeAdapter(m);
+ * const merged = m.forward([[1, 2]]).dataSync();
+ * if (Math.abs(merged[0] - before[0]) > 1e-4) throw new Error("merge changed the output");
+ * unmergeAdapter(m);
+ * m.dispose();
+ * ```
  */
 export function mergeAdapter(model: LlamaForCausalLM, options: MergeOptions = {}): void {
   const layers = adapterLayers(model);

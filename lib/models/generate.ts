@@ -50,6 +50,21 @@ export function pickToken(
 /**
  * Continues `prompt` and returns the completion text (prompt excluded).
  * Stops at an eos token, a stop string or `maxNewTokens`.
+ *
+ * @example
+ * ```ts
+ * import { generate } from "./generate.ts";
+ * import { loadModel } from "./load_model.ts";
+ * import { loadTokenizer } from "../io/tokenizer.ts";
+ * import { EMBEDDED_MODEL_DIR } from "./embedded.ts";
+ * import { initEngine } from "../engine/backend.ts";
+ * await initEngine();
+ * const model = await loadModel(EMBEDDED_MODEL_DIR);
+ * const tokenizer = await loadTokenizer(EMBEDDED_MODEL_DIR);
+ * const a = generate(model, tokenizer, "ROMEO:\n", { maxNewTokens: 8 });
+ * if (a !== generate(model, tokenizer, "ROMEO:\n", { maxNewTokens: 8 })) throw new Error("greedy is deterministic");
+ * model.dispose();
+ * ```
  */
 export function generate(
   model: LlamaForCausalLM,

@@ -23,6 +23,20 @@ export interface EvalResult {
  * Mean next-token loss of `model` over `examples` (no gradients are kept).
  *
  * @param padId id used for padding (masked out; any valid id works).
+ *
+ * @example
+ * ```ts
+ * import { evaluateLoss } from "./evaluate.ts";
+ * import { initModel } from "../models/init_model.ts";
+ * import { initEngine } from "../engine/backend.ts";
+ * await initEngine({ backend: "cpu" });
+ * const m = initModel({ model_type: "llama", vocab_size: 16, hidden_size: 8, intermediate_size: 16,
+ *   num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 1 }, { std: 0 });
+ * // zero weights give uniform predictions: loss = ln(16) per token
+ * const r = evaluateLoss(m, [{ ids: [1, 2, 3], labels: [1, 2, 3] }]);
+ * if (Math.abs(r.loss - Math.log(16)) > 1e-5 || r.tokens !== 2) throw new Error(JSON.stringify(r));
+ * m.dispose();
+ * ```
  */
 export function evaluateLoss(
   model: LlamaForCausalLM,
