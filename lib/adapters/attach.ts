@@ -202,7 +202,9 @@ export function adapterLayers(model: LlamaForCausalLM): (LoRALinear | DyLoRALine
   );
 }
 
-/** Serves a DyLoRA model at rank `b` (1..maxRank) for inference and eval. *
+/**
+ * Serves a DyLoRA model at rank `b` (1..maxRank) for inference and eval.
+ *
  * @example
  * ```ts
  * import { attachDyLoRA, setRank } from "./attach.ts";
