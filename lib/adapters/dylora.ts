@@ -15,7 +15,7 @@
  * Dimension legend: N rows, I in, O out, R max rank, b active rank.
  * @module
  */
-import * as tf from "@tensorflow/tfjs-core";
+import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 import type { Linear, NamedParam, StorageInfo } from "../models/linear.ts";
 import { initFactors } from "./lora.ts";
 

@@ -7,7 +7,7 @@
  * Dimension legend: N rows, I in features, O out features, R rank.
  * @module
  */
-import * as tf from "@tensorflow/tfjs-core";
+import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 import { DenseLinear, type Linear, type NamedParam, type StorageInfo } from "../models/linear.ts";
 
 /** Options for {@linkcode LoRALinear}. */

@@ -25,7 +25,7 @@ export interface MergeOptions {
  *
  * @example
  * ```ts
- * import * as tf from "@tensorflow/tfjs-core";
+ * import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
  * import { mergeAdapter, unmergeAdapter } from "./merge.ts";
  * import { attachLoRA } from "./attach.ts";
  * import { initModel } from "../models/init_model.ts";

@@ -6,7 +6,7 @@
  * a plain LoRA at its current serving rank (see {@linkcode exportRank}).
  * @module
  */
-import * as tf from "@tensorflow/tfjs-core";
+import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 import { openSafetensors } from "../io/safetensors_reader.ts";
 import { writeSafetensors } from "../io/safetensors_writer.ts";
 import type { LlamaForCausalLM } from "../models/llama.ts";

@@ -4,7 +4,7 @@
  * live in the Emscripten heap at `dataIdMap.get(dataId).memoryOffset`.
  * @module
  */
-import * as tf from "@tensorflow/tfjs-core";
+import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 
 /** A tensor as kernels see it. */
 export type TensorInfo = tf.TensorInfo;

@@ -10,9 +10,9 @@
  *   `npm:@tensorflow/tfjs-node` (native TensorFlow; not installable everywhere).
  * @module
  */
-import * as tf from "@tensorflow/tfjs-core";
-import "@tensorflow/tfjs-backend-cpu";
-import "@tensorflow/tfjs-backend-wasm";
+import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
+import "npm:@tensorflow/tfjs-backend-cpu@4.22.0";
+import "npm:@tensorflow/tfjs-backend-wasm@4.22.0";
 import { loadBlas } from "./blas.ts";
 import { ensureGradients } from "./gradients.ts";
 import { installHeapGuard } from "./heap_guard.ts";
@@ -114,7 +114,7 @@ async function startWasm(options: EngineOptions): Promise<EngineInfo> {
 }
 
 async function startWebgpu(): Promise<EngineInfo> {
-  await import("@tensorflow/tfjs-backend-webgpu");
+  await import("npm:@tensorflow/tfjs-backend-webgpu@4.22.0");
   await activate("webgpu");
   const gpu = (await hasRealGpu()) ? "GPU" : "software adapter (no hardware GPU found)";
   return {

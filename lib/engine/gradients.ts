@@ -5,7 +5,7 @@
  * `@tensorflow/tfjs`, whose bundle registers them into the shared tfjs registry.
  * @module
  */
-import * as tf from "@tensorflow/tfjs-core";
+import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 
 /**
  * True when tfjs op gradients are registered; otherwise tries to load them from
@@ -21,11 +21,10 @@ import * as tf from "@tensorflow/tfjs-core";
  */
 export async function ensureGradients(): Promise<boolean> {
   if (tf.getGradient("Sum")) return true;
-  // A non-literal specifier: resolved through the import map at run time only, so a
-  // project without the entry still type-checks and simply reports false.
-  const spec = ["@tensorflow", "tfjs"].join("/");
+  // A full npm specifier (not the import map), so notebooks outside the repository that
+  // import mod.ts by path get the gradients too.
   try {
-    await import(spec);
+    await import("npm:@tensorflow/tfjs@4.22.0");
   } catch {
     return false;
   }

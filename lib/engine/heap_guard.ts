@@ -9,7 +9,7 @@
  * {@linkcode HeapOutOfMemoryError} instead.
  * @module
  */
-import * as tf from "@tensorflow/tfjs-core";
+import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 import { type WasmBackend, wasmBackendOrUndefined } from "./_wasm_backend.ts";
 
 /** Largest wasm heap Emscripten will grow to (`getHeapMax()` in the tfjs wasm glue). */
@@ -93,8 +93,8 @@ const GUARDED = Symbol.for("nbtune.heapGuard");
  *
  * @example
  * ```ts
- * import * as tf from "@tensorflow/tfjs-core";
- * import "@tensorflow/tfjs-backend-wasm";
+ * import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
+ * import "npm:@tensorflow/tfjs-backend-wasm@4.22.0";
  * import { installHeapGuard } from "./heap_guard.ts";
  * await tf.setBackend("wasm");
  * if (!installHeapGuard()) throw new Error("expected the guard to install");

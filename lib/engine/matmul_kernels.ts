@@ -11,8 +11,8 @@
  * Dimension legend: `[...batch, M, K] @ [...batch, K, N] -> [...batch, M, N]`.
  * @module
  */
-import * as tf from "@tensorflow/tfjs-core";
-import "@tensorflow/tfjs-backend-wasm";
+import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
+import "npm:@tensorflow/tfjs-backend-wasm@4.22.0";
 import type { Blas } from "./blas.ts";
 import { type KernelArgs, sizeOf, type TensorInfo, type WasmBackend } from "./_wasm_backend.ts";
 
@@ -325,8 +325,8 @@ function makeFusedMatMul(blas: Blas | null): KernelFunc {
  *
  * @example
  * ```ts
- * import * as tf from "@tensorflow/tfjs-core";
- * import "@tensorflow/tfjs-backend-wasm";
+ * import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
+ * import "npm:@tensorflow/tfjs-backend-wasm@4.22.0";
  * import { registerMatmulKernels, restoreMatmulKernels } from "./matmul_kernels.ts";
  * await tf.setBackend("wasm");
  * registerMatmulKernels({ blas: null }); // explicit transposes, no BLAS

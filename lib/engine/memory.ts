@@ -2,7 +2,7 @@
  * One memory reading for the trainer's reports.
  * @module
  */
-import * as tf from "@tensorflow/tfjs-core";
+import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 import type { MemoryRecord } from "../train/types.ts";
 import { wasmBackendOrUndefined } from "./_wasm_backend.ts";
 
@@ -12,8 +12,8 @@ import { wasmBackendOrUndefined } from "./_wasm_backend.ts";
  *
  * @example
  * ```ts
- * import * as tf from "@tensorflow/tfjs-core";
- * import "@tensorflow/tfjs-backend-cpu";
+ * import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
+ * import "npm:@tensorflow/tfjs-backend-cpu@4.22.0";
  * import { memorySnapshot } from "./memory.ts";
  * await tf.setBackend("cpu");
  * const m = memorySnapshot();

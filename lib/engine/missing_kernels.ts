@@ -12,8 +12,8 @@
  * Dimension legend: `x: [...S, ...I]`, `segmentIds: S` (any rank), output `[numSegments, ...I]`.
  * @module
  */
-import * as tf from "@tensorflow/tfjs-core";
-import "@tensorflow/tfjs-backend-wasm";
+import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
+import "npm:@tensorflow/tfjs-backend-wasm@4.22.0";
 import { type KernelArgs, sizeOf, type TensorInfo, type WasmBackend } from "./_wasm_backend.ts";
 
 function unsortedSegmentSum(args: KernelArgs): TensorInfo {
@@ -45,8 +45,8 @@ export const MISSING_WASM_KERNELS: readonly string[] = ["UnsortedSegmentSum"];
  *
  * @example
  * ```ts
- * import * as tf from "@tensorflow/tfjs-core";
- * import "@tensorflow/tfjs-backend-wasm";
+ * import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
+ * import "npm:@tensorflow/tfjs-backend-wasm@4.22.0";
  * import { registerMissingKernels } from "./missing_kernels.ts";
  * await tf.setBackend("wasm");
  * registerMissingKernels();

@@ -8,7 +8,7 @@
  * @module
  */
 
-import { Template } from "@huggingface/jinja";
+import { Template } from "npm:@huggingface/jinja@0.5.11";
 
 /** One turn of a conversation. */
 export interface ChatMessage {

@@ -3,7 +3,7 @@
  * @module
  */
 import { requireSyncReads } from "../engine/backend.ts";
-import * as tf from "@tensorflow/tfjs-core";
+import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 import type { Tokenizer } from "../io/tokenizer.ts";
 import { createCache, disposeCache, type LlamaForCausalLM } from "./llama.ts";
 import { mulberry32 } from "../train/trainer.ts";

@@ -2,7 +2,7 @@
  * Creating a randomly initialised Llama model (for pretraining the embedded model and for tests).
  * @module
  */
-import * as tf from "@tensorflow/tfjs-core";
+import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 import { type LlamaConfig, parseLlamaConfig } from "./llama_config.ts";
 import { BLOCK_LINEAR_NAMES, type BlockLinears, linearPath, LlamaBlock } from "./llama_block.ts";
 import { DenseLinear } from "./linear.ts";

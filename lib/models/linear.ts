@@ -8,7 +8,7 @@
  * Dimension legend: N rows (batch·sequence), I in features, O out features.
  * @module
  */
-import * as tf from "@tensorflow/tfjs-core";
+import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 
 /** A named trainable tensor. */
 export interface NamedParam {
@@ -49,8 +49,8 @@ export interface Linear {
  *
  * @example
  * ```ts
- * import * as tf from "@tensorflow/tfjs-core";
- * import "@tensorflow/tfjs-backend-cpu";
+ * import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
+ * import "npm:@tensorflow/tfjs-backend-cpu@4.22.0";
  * import { DenseLinear } from "./linear.ts";
  * await tf.setBackend("cpu");
  * const lin = new DenseLinear("proj", tf.tensor2d([[1, 0], [0, 2], [1, 1]]), { trainable: true });

@@ -4,7 +4,7 @@
  * Dimension legend: B batch, T sequence (new tokens), K key positions, D hidden, V vocab.
  * @module
  */
-import * as tf from "@tensorflow/tfjs-core";
+import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 import type { LlamaConfig } from "./llama_config.ts";
 import { BLOCK_LINEAR_NAMES, type BlockContext, type LayerCache, type LlamaBlock } from "./llama_block.ts";
 import type { Linear, NamedParam, StorageInfo } from "./linear.ts";

@@ -6,7 +6,7 @@
  * H query heads, G kv heads, R = H / G queries per kv head, Dh head dim, F MLP width.
  * @module
  */
-import * as tf from "@tensorflow/tfjs-core";
+import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 import type { LlamaConfig } from "./llama_config.ts";
 import type { Linear, NamedParam } from "./linear.ts";
 import type { RMSNorm } from "./rms_norm.ts";

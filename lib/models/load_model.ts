@@ -3,7 +3,7 @@
  * saving them back in HF layout.
  * @module
  */
-import * as tf from "@tensorflow/tfjs-core";
+import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 import { openCheckpoint } from "../io/checkpoint_files.ts";
 import type { TensorReader } from "../io/safetensors_reader.ts";
 import { type LlamaConfig, parseLlamaConfig } from "./llama_config.ts";

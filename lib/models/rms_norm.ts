@@ -2,7 +2,7 @@
  * RMSNorm: `x · rsqrt(mean(x²) + eps) · w` over the last axis (computed in fp32).
  * @module
  */
-import * as tf from "@tensorflow/tfjs-core";
+import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 import type { NamedParam, StorageInfo } from "./linear.ts";
 
 /**
@@ -10,8 +10,8 @@ import type { NamedParam, StorageInfo } from "./linear.ts";
  *
  * @example
  * ```ts
- * import * as tf from "@tensorflow/tfjs-core";
- * import "@tensorflow/tfjs-backend-cpu";
+ * import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
+ * import "npm:@tensorflow/tfjs-backend-cpu@4.22.0";
  * import { RMSNorm } from "./rms_norm.ts";
  * await tf.setBackend("cpu");
  * const n = new RMSNorm("norm", tf.ones([2]), 0);

@@ -4,7 +4,7 @@
  * Dimension legend: B batch, H heads, T sequence, Dh head dim.
  * @module
  */
-import * as tf from "@tensorflow/tfjs-core";
+import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 import type { RopeScaling } from "./llama_config.ts";
 
 /**
@@ -75,8 +75,8 @@ export function ropeTables(
  *
  * @example
  * ```ts
- * import * as tf from "@tensorflow/tfjs-core";
- * import "@tensorflow/tfjs-backend-cpu";
+ * import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
+ * import "npm:@tensorflow/tfjs-backend-cpu@4.22.0";
  * import { applyRope, ropeInvFreq, ropeTables } from "./rope.ts";
  * await tf.setBackend("cpu");
  * const { cos, sin } = ropeTables(ropeInvFreq(4, 10000, null), 1);

@@ -2,7 +2,7 @@
  * Internal: the AdamW parameter loop shared by AdamW and 8-bit AdamW.
  * @module
  */
-import * as tf from "@tensorflow/tfjs-core";
+import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 import type { ParamGrad } from "./optimizer.ts";
 import type { MomentStore } from "./_moments.ts";
 import { checkLr, checkUniqueNames } from "./_options.ts";

@@ -6,7 +6,7 @@
  * the fp32 fallback of 8-bit AdamW. Shapes are fixed by the first call for a key.
  * @module
  */
-import * as tf from "@tensorflow/tfjs-core";
+import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 import type { AdamHyper } from "./_options.ts";
 
 /** Moments for many keys; the 8-bit store implements the same shape. */

@@ -6,7 +6,7 @@
  * `minSize8bit` elements keep fp32 `tf.Variable` moments (bnb's `min_8bit_size`).
  * @module
  */
-import * as tf from "@tensorflow/tfjs-core";
+import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 import type { AdamHyper } from "./_options.ts";
 import { checkSameShape, Fp32Moments, type MomentStore } from "./_moments.ts";
 import { codeThresholds, dequantize8, dynamicMap, quantize8, type Quantized8 } from "./_dynamic_map.ts";

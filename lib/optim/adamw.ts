@@ -60,7 +60,7 @@ export function resolveAdamWOptions(options: AdamWOptions = {}): Required<AdamWO
  *
  * @example
  * ```ts
- * import * as tf from "@tensorflow/tfjs-core";
+ * import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
  * import { initEngine } from "../engine/backend.ts";
  * import { createAdamW } from "./adamw.ts";
  * await initEngine({ backend: "cpu" });

@@ -74,7 +74,7 @@ export function resolveAdamW8bitOptions(options: AdamW8bitOptions = {}): Require
  *
  * @example
  * ```ts
- * import * as tf from "@tensorflow/tfjs-core";
+ * import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
  * import { initEngine } from "../engine/backend.ts";
  * import { createAdamW8bit } from "./adamw8bit.ts";
  * await initEngine({ backend: "cpu" });

@@ -17,7 +17,7 @@
  * stepping — one `step` call per block — is exactly one call with all parameters.
  * @module
  */
-import * as tf from "@tensorflow/tfjs-core";
+import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 import type { Optimizer, ParamGrad } from "./optimizer.ts";
 import { checkAdamHyper, checkLr, checkUniqueNames, resolveOptions } from "./_options.ts";
 import { Fp32Moments, type MomentStore } from "./_moments.ts";
@@ -126,7 +126,7 @@ export function resolveGaLoreAdamWOptions(options: GaLoreAdamWOptions): Required
  *
  * @example
  * ```ts
- * import * as tf from "@tensorflow/tfjs-core";
+ * import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
  * import { initEngine } from "../engine/backend.ts";
  * import { createGaLoreAdamW } from "./galore_adamw.ts";
  * await initEngine({ backend: "cpu" });

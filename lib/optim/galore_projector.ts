@@ -22,7 +22,7 @@
  *   by tfjs, decomposed in Float64 JS); the other side, when needed, is orth(G·V).
  * @module
  */
-import * as tf from "@tensorflow/tfjs-core";
+import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 import { resolveOptions } from "./_options.ts";
 import { orthonormalizeColumns, symmetricEigen } from "./_linalg.ts";
 
@@ -121,7 +121,7 @@ export interface TopSubspaceOptions {
  *
  * @example
  * ```ts
- * import * as tf from "@tensorflow/tfjs-core";
+ * import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
  * import { initEngine } from "../engine/backend.ts";
  * import { principalAngles, topSingularSubspace } from "./galore_projector.ts";
  * await initEngine({ backend: "cpu" });
@@ -250,7 +250,7 @@ function orthonormalTensor(x: tf.Tensor, disposeInput: boolean): tf.Tensor2D {
  *
  * @example
  * ```ts
- * import * as tf from "@tensorflow/tfjs-core";
+ * import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
  * import { initEngine } from "../engine/backend.ts";
  * import { principalAngles } from "./galore_projector.ts";
  * await initEngine({ backend: "cpu" });
@@ -345,7 +345,7 @@ export interface GaLoreProjector {
  *
  * @example
  * ```ts
- * import * as tf from "@tensorflow/tfjs-core";
+ * import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
  * import { initEngine } from "../engine/backend.ts";
  * import { createGaLoreProjector } from "./galore_projector.ts";
  * await initEngine({ backend: "cpu" });

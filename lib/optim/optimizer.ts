@@ -7,7 +7,7 @@
  * with a subset of the parameters (layer-wise stepping calls it once per block).
  * @module
  */
-import type * as tf from "@tensorflow/tfjs-core";
+import type * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 
 /** One trainable parameter and its gradient for this step. */
 export interface ParamGrad {

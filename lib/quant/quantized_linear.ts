@@ -8,7 +8,7 @@
  * Dimension legend: N rows, I in features, O out features.
  * @module
  */
-import * as tf from "@tensorflow/tfjs-core";
+import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 import type { Linear, NamedParam, StorageInfo } from "../models/linear.ts";
 
 /** Live / peak count of dequantized weight tensors (the memory probe used by tests). */

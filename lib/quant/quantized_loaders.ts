@@ -6,7 +6,7 @@
 import type { TensorReader } from "../io/safetensors_reader.ts";
 import type { LinearFactory, LoadModelOptions } from "../models/load_model.ts";
 import { DenseLinear } from "../models/linear.ts";
-import * as tf from "@tensorflow/tfjs-core";
+import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 import { dequantize4bit, type Quant4bitState, quantize4bit } from "./blockwise_4bit.ts";
 import { parseBnbWeight, type TensorEntry } from "./bnb_format.ts";
 import { dequantizeGptq, type GptqFormat } from "./gptq.ts";

@@ -8,7 +8,7 @@
  * wrong whenever micro-batches hold different numbers of target tokens.
  * @module
  */
-import * as tf from "@tensorflow/tfjs-core";
+import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 import type { LlamaForCausalLM } from "../models/llama.ts";
 import type { NamedParam } from "../models/linear.ts";
 import type { MicroBatch } from "./batching.ts";

@@ -14,7 +14,7 @@
  * Dimension legend: B batch, T sequence, D hidden, V vocab.
  * @module
  */
-import * as tf from "@tensorflow/tfjs-core";
+import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 import type { LlamaForCausalLM } from "../models/llama.ts";
 import type { NamedParam } from "../models/linear.ts";
 import type { MicroBatch } from "./batching.ts";

@@ -3,7 +3,7 @@
  * @module
  */
 import { requireSyncReads } from "../engine/backend.ts";
-import * as tf from "@tensorflow/tfjs-core";
+import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 import type { LlamaForCausalLM } from "../models/llama.ts";
 import { chunk, makeMicroBatch } from "./batching.ts";
 import type { Example } from "./data.ts";

@@ -4,7 +4,7 @@
  * Dimension legend: B batch, T sequence, V vocab, N = B·T.
  * @module
  */
-import * as tf from "@tensorflow/tfjs-core";
+import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 import type { LlamaForCausalLM } from "../models/llama.ts";
 import type { MicroBatch } from "./batching.ts";
 
@@ -16,8 +16,8 @@ import type { MicroBatch } from "./batching.ts";
  * @param weights `[N]` (0 excludes a position)
  * @example
  * ```ts
- * import * as tf from "@tensorflow/tfjs-core";
- * import "@tensorflow/tfjs-backend-cpu";
+ * import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
+ * import "npm:@tensorflow/tfjs-backend-cpu@4.22.0";
  * import { nllSum } from "./loss.ts";
  * await tf.setBackend("cpu");
  * // uniform logits over 4 classes: loss per token is ln 4

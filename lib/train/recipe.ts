@@ -12,7 +12,7 @@
  * ```
  * @module
  */
-import { parse } from "yaml";
+import { parse } from "npm:yaml@2.9.1";
 import type { TrainingRecord } from "./data.ts";
 import type { TrainOptions } from "./trainer.ts";
 

@@ -6,7 +6,7 @@
  *   gradients exist (no accumulation, no global-norm clipping).
  * @module
  */
-import * as tf from "@tensorflow/tfjs-core";
+import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 import type { LlamaForCausalLM } from "../models/llama.ts";
 import type { NamedParam } from "../models/linear.ts";
 import type { Optimizer } from "../optim/optimizer.ts";

@@ -9,7 +9,7 @@ import { memorySnapshot } from "../engine/memory.ts";
 import type { Tokenizer } from "../io/tokenizer.ts";
 import type { LlamaForCausalLM } from "../models/llama.ts";
 import type { Optimizer } from "../optim/optimizer.ts";
-import * as tf from "@tensorflow/tfjs-core";
+import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 import { memoryBreakdown } from "./memory_breakdown.ts";
 import { saveAdapter } from "../adapters/peft_format.ts";
 import { saveCheckpoint } from "../models/save_model.ts";
