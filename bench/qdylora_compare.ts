@@ -3,7 +3,7 @@
  * miniature): for several seeds, one QLoRA run at rank R and one QDyLoRA run
  * with maxRank R, same steps and data; the QDyLoRA adapter is then scored at
  * every rank 1..R (one training run) and its best rank compared with QLoRA.
- * Run: `deno run -A bench/qdylora_compare.ts [--steps 80] [--seeds 3]` (prints markdown tables).
+ * Run: `deno run -A bench/qdylora_compare.ts [--steps 600] [--seeds 3] [--lr 6e-3]` (prints markdown tables).
  * @module
  */
 import {
@@ -38,7 +38,7 @@ export async function compareQDyLoRA(
   options: { steps?: number; seeds?: number; maxRank?: number; evalSize?: number; lr?: number } = {},
 ) {
   const lr = options.lr ?? 6e-3;
-  const steps = options.steps ?? 300,
+  const steps = options.steps ?? 600,
     seeds = options.seeds ?? 3,
     R = options.maxRank ?? 8,
     n = options.evalSize ?? 60;
@@ -120,7 +120,7 @@ if (import.meta.main) {
   ) => (Deno.args.includes(k) ? Number(Deno.args[Deno.args.indexOf(k) + 1]) : d);
   console.log(
     markdown(
-      await compareQDyLoRA({ steps: arg("--steps", 300), seeds: arg("--seeds", 3), lr: arg("--lr", 6e-3) }),
+      await compareQDyLoRA({ steps: arg("--steps", 600), seeds: arg("--seeds", 3), lr: arg("--lr", 6e-3) }),
     ),
   );
 }
