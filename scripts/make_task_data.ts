@@ -17,7 +17,7 @@
  * Usage: deno run -A scripts/make_task_data.ts [--corpus notebooks/data/tinyshakespeare.txt] [--out notebooks/data]
  * @module
  */
-import { mulberry32 } from "../lib/train/trainer.ts";
+import { mulberry32 } from "../lib/train/random.ts";
 
 /** Topics in priority order, each with its keywords and the herald's proclamation. */
 export const TOPICS: { name: string; words: string[]; proclamation: string }[] = [

@@ -14,7 +14,7 @@ import { saveCheckpoint } from "../lib/models/save_model.ts";
 import { evaluateLoss } from "../lib/train/evaluate.ts";
 import { train } from "../lib/train/trainer.ts";
 import { splitCorpus } from "./make_task_data.ts";
-import { mulberry32 } from "../lib/train/trainer.ts";
+import { mulberry32 } from "../lib/train/random.ts";
 
 /** Architecture of the embedded model (HF config fields). */
 export const EMBEDDED_CONFIG = {

@@ -6,7 +6,7 @@
 import type { LlamaForCausalLM } from "../models/llama.ts";
 import { BLOCK_LINEAR_NAMES, type BlockLinears } from "../models/llama_block.ts";
 import type { Linear } from "../models/linear.ts";
-import { mulberry32 } from "../train/trainer.ts";
+import { mulberry32 } from "../train/random.ts";
 import { DyLoRALinear, type DyLoRAMode } from "./dylora.ts";
 import { LoRALinear } from "./lora.ts";
 

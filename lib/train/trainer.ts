@@ -26,6 +26,9 @@ import { evaluateLoss } from "./evaluate.ts";
 import { createOptimizer, type GaLoreTrainOptions, type OptimizerName } from "./optimizers.ts";
 import { learningRateAt, type ScheduleKind } from "./schedule.ts";
 import type { StepRecord } from "./types.ts";
+import { mulberry32 } from "./random.ts";
+
+export { mulberry32 };
 
 /** Options for {@linkcode train}. */
 export interface TrainOptions {
@@ -174,18 +177,6 @@ export function resolveTrainOptions(options: TrainOptions): ResolvedTrainOptions
     mode,
     maxGradNorm: layerwise ? 0 : o.maxGradNorm,
     measureMemory: options.measureMemory ?? true,
-  };
-}
-
-/** Seeded PRNG (mulberry32) for shuffling. */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6D2B79F5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
 
