@@ -68,13 +68,20 @@ export interface PlanValidationResult {
   seqLen: number;
   /** Engine estimate of the peak tensor bytes. */
   predicted: number;
-  /** Measured peak tensor bytes of step 2, minus tensors that belong to no part of the run. */
+  /** Measured peak tensor bytes of step 2 above what was alive before loading the model. */
   measured: number;
   /** Predicted and measured `activations` of the breakdown. */
   predictedActivations: number;
   measuredActivations: number;
   /** The framework-agnostic plan's total (planMemory, fp32) for the same run. */
   frameworkPlan: number;
+  /** Predicted and measured breakdown parts (weights, adapters, gradients, optimizer, …). */
+  predictedBreakdown: Record<string, number>;
+  measuredBreakdown: Record<string, number>;
+  /** `planForModel()` total for the same run (must equal `predicted`). */
+  planForModelTotal: number;
+  /** Tensor bytes alive after loading that belong to neither weights nor adapters (a leak if > 0). */
+  untracked: number;
   /** Where the estimate puts the peak. */
   phase: string;
 }
@@ -93,7 +100,7 @@ export async function measurePlanCases(
   const { tokenizeRecords } = await import("../lib/train/data.ts");
   const { readJsonl } = await import("../lib/train/recipe.ts");
   const { estimateTrainingMemory } = await import("../lib/plan/engine_estimate.ts");
-  const { planSpecForTrainer } = await import("../lib/plan/plan_for_model.ts");
+  const { planForModel, planSpecForTrainer } = await import("../lib/plan/plan_for_model.ts");
   const { planMemory } = await import("../lib/plan/plan_memory.ts");
 
   await initEngine();
@@ -107,8 +114,7 @@ export async function measurePlanCases(
     const model = await loadModel(EMBEDDED_MODEL_DIR, c.quantize ? { quantize: "nf4" } : {});
     try {
       if (c.lora) attachLoRA(model, { r: 8, targetModules: ["q_proj", "v_proj"] });
-      // Tensors alive now that are neither weights nor adapters (e.g. never-disposed
-      // initial values of variables) are not part of the run.
+      // Tensors alive now that are neither weights nor adapters would be a leak; reported, not hidden.
       let own = 4 * (model.embedTokens.size + (2 * model.layers.length + 1) * model.config.hiddenSize);
       for (const lin of model.linears()) {
         for (const s of lin.storage()) if (s.dtype === "fp32" || s.dtype === "adapter-fp32") own += s.bytes;
@@ -129,11 +135,15 @@ export async function measurePlanCases(
         name: c.name,
         seqLen,
         predicted: e.peakTensorBytes,
-        measured: (m.peakTensorBytes ?? NaN) - before - untracked,
+        measured: (m.peakTensorBytes ?? NaN) - before,
         predictedActivations: e.breakdown.activations,
         measuredActivations: m.breakdown?.activations ?? NaN,
         frameworkPlan: planMemory(planSpecForTrainer(config, plan)).total,
         phase: e.peakPhase,
+        predictedBreakdown: { ...e.breakdown },
+        measuredBreakdown: { ...m.breakdown },
+        planForModelTotal: planForModel(config, plan).total,
+        untracked,
       });
     } finally {
       model.dispose();
