@@ -90,19 +90,43 @@ export function resolveTargets(model: LlamaForCausalLM, targets: TargetModules):
   return paths.filter((p) => targets.some((t) => p === t || p.endsWith(`.${t}`)));
 }
 
-function replaceLinears(
+/**
+ * Wraps the linears at `paths` with adapters and freezes the base. Every wrapper is
+ * built before the model is touched; if one constructor throws (bad rank, alpha,
+ * dropout…), the factors made so far are freed and the model is left as it was.
+ */
+function attachAdapters<T extends LoRALinear | DyLoRALinear>(
   model: LlamaForCausalLM,
   paths: string[],
-  wrap: (base: Linear, i: number) => Linear,
-): void {
+  make: (base: Linear, i: number) => T,
+  info: Omit<AdapterInfo, "modules" | "config"> & { config: object },
+): T[] {
   const set = new Set(paths);
-  let i = 0;
+  const slots: { linears: BlockLinears; name: (typeof BLOCK_LINEAR_NAMES)[number] }[] = [];
   for (const layer of model.layers) {
     for (const n of BLOCK_LINEAR_NAMES) {
-      const lin = layer.linears[n];
-      if (set.has(lin.name)) (layer.linears as BlockLinears)[n] = wrap(lin, i++);
+      if (set.has(layer.linears[n].name)) slots.push({ linears: layer.linears, name: n });
     }
   }
+  const made: T[] = [];
+  try {
+    slots.forEach((slot, i) => made.push(make(slot.linears[slot.name], i)));
+  } catch (e) {
+    for (const m of made) {
+      m.loraA.dispose();
+      m.loraB.dispose();
+    }
+    throw e;
+  }
+  model.setBaseTrainable(false);
+  slots.forEach((slot, i) => (slot.linears[slot.name] = made[i]));
+  const targetModules = [...new Set(paths.map((p) => p.split(".").at(-1)!))];
+  (model as WithAdapter).adapter = {
+    ...info,
+    modules: paths,
+    config: { ...info.config, targetModules },
+  } as AdapterInfo;
+  return made;
 }
 
 function ensureNoAdapter(model: WithAdapter): void {
@@ -140,17 +164,10 @@ export function attachLoRA(model: LlamaForCausalLM, config: LoRAConfig = {}): Ll
     seed: config.seed ?? 0,
   };
   const paths = resolveTargets(model, config.targetModules ?? ["q_proj", "v_proj"]);
-  // Validate before touching the model, so a bad rank leaves it unchanged.
-  if (!Number.isInteger(c.r) || c.r <= 0) {
-    throw new RangeError(`attachLoRA: r must be a positive integer, got ${c.r}`);
-  }
-  model.setBaseTrainable(false);
-  replaceLinears(model, paths, (base, i) => new LoRALinear(base, { ...c, seed: c.seed * 1000 + i }));
-  (model as WithAdapter).adapter = {
+  attachAdapters(model, paths, (base, i) => new LoRALinear(base, { ...c, seed: c.seed * 1000 + i }), {
     type: "lora",
-    modules: paths,
-    config: { ...c, targetModules: [...new Set(paths.map((p) => p.split(".").at(-1)!))] },
-  };
+    config: c,
+  });
   return model;
 }
 
@@ -175,23 +192,20 @@ export function attachDyLoRA(model: LlamaForCausalLM, config: DyLoRAConfig = {})
     throw new RangeError(`attachDyLoRA: mode must be "prefix" or "last"`);
   }
   const paths = resolveTargets(model, config.targetModules ?? ["q_proj", "v_proj"]);
-  model.setBaseTrainable(false);
-  const layers: DyLoRALinear[] = [];
-  replaceLinears(model, paths, (base, i) => {
-    const l = new DyLoRALinear(base, { ...c, seed: c.seed * 1000 + i });
-    layers.push(l);
-    return l;
-  });
+  const layers = attachAdapters(
+    model,
+    paths,
+    (base, i) => new DyLoRALinear(base, { ...c, seed: c.seed * 1000 + i }),
+    {
+      type: "dylora",
+      config: c,
+    },
+  );
   const rand = mulberry32(c.seed + 12345);
   model.stepHooks.push(() => {
     const b = 1 + Math.floor(rand() * c.maxRank);
     for (const l of layers) l.trainRank = b;
   });
-  (model as WithAdapter).adapter = {
-    type: "dylora",
-    modules: paths,
-    config: { ...c, targetModules: [...new Set(paths.map((p) => p.split(".").at(-1)!))] },
-  };
   return model;
 }
 

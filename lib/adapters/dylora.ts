@@ -64,6 +64,9 @@ export class DyLoRALinear implements Linear {
     this.maxRank = R;
     this.alpha = options.alpha;
     this.dropout = options.dropout ?? 0;
+    if (!(this.dropout >= 0 && this.dropout < 1)) {
+      throw new RangeError(`${base.name}: dropout must be in [0, 1), got ${this.dropout}`);
+    }
     this.mode = options.mode ?? "prefix";
     const seed = options.seed ?? 0;
     this.dropoutSeed = seed * 7919 + 1;

@@ -173,3 +173,15 @@ Deno.test("attaching and disposing adapters leaves no tensors behind", () => {
   b.dispose();
   assertEquals(tf.memory().numTensors, before);
 });
+
+Deno.test("a bad alpha or dropout is rejected before the model is changed", () => {
+  const model = initModel(CONFIG, { seed: 9 });
+  const n = model.trainableParams().length;
+  const before = tf.memory().numTensors;
+  assertThrows(() => attachLoRA(model, { alpha: 0 }), RangeError, "alpha");
+  assertThrows(() => attachDyLoRA(model, { dropout: 1.5 }), RangeError, "dropout");
+  assertEquals(model.trainableParams().length, n);
+  assertEquals(tf.memory().numTensors, before, "half-built adapters leaked");
+  assertEquals(adapterLayers(model).length, 0);
+  model.dispose();
+});
