@@ -350,7 +350,7 @@ export interface GgufFile extends Disposable {
  * @example
  * ```ts
  * import { openGguf } from "./gguf.ts";
- * using g = await openGguf("../shared/fixtures/external/gguf/llama-2-tiny-random.gguf");
+ * using g = await openGguf("tests/fixtures/external/gguf/llama-2-tiny-random.gguf");
  * if (g.header.metadata.get("general.architecture") !== "llama") throw new Error("metadata");
  * const t = g.tensor("blk.0.ffn_down.weight"); // dims [32, 8] innermost first → HF [8, 32]
  * if (t.shape.join() !== "8,32" || (await g.readFloat32(t.name)).length !== 256) throw new Error("tensor");

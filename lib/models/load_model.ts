@@ -207,7 +207,7 @@ export async function chooseLinearFactory(
  * import { loadModel } from "./load_model.ts";
  * import { initEngine } from "../engine/backend.ts";
  * await initEngine({ backend: "cpu" });
- * const model = await loadModel("../shared/fixtures/external/tiny-random-llama-2");
+ * const model = await loadModel("tests/fixtures/external/tiny-random-llama-2");
  * const logits = model.forward([[1, 42, 99]]);
  * if (logits.shape.join() !== "1,3,3000") throw new Error("bad shape");
  * logits.dispose();

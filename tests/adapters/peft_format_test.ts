@@ -8,7 +8,7 @@ import { exportRank, loadAdapter, saveAdapter } from "../../lib/adapters/peft_fo
 import { writeSafetensors } from "../../lib/io/safetensors_writer.ts";
 
 await initEngine();
-const BASE = new URL("../../../shared/fixtures/external/tiny-random-llama-2", import.meta.url).pathname;
+const BASE = new URL("../fixtures/external/tiny-random-llama-2", import.meta.url).pathname;
 const PEFT = new URL("../fixtures/peft", import.meta.url).pathname;
 const EXPECTED = JSON.parse(await Deno.readTextFile(`${PEFT}/expected_keys.json`));
 

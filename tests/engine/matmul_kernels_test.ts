@@ -8,6 +8,8 @@ import {
 } from "../../lib/engine/matmul_kernels.ts";
 import { assert, assertEquals, maxAbsDiff, on, randomValues } from "./_helpers.ts";
 
+const HAVE_BLAS = loadBlas() !== null;
+
 const TOL = 1e-4;
 type FusedOpts = Omit<Parameters<typeof tf.fused.matMul>[0], "a" | "b">;
 const TRANSPOSES: [boolean, boolean][] = [[false, false], [false, true], [true, false], [true, true]];
@@ -78,9 +80,11 @@ async function compareAll(label: string) {
   }
 }
 
-Deno.test("BLAS BatchMatMul matches the cpu backend for all transposes, batches and broadcasts", async () => {
-  const blas = loadBlas();
-  if (!blas) return console.warn("no BLAS on this machine: skipped");
+Deno.test({
+  name: "BLAS BatchMatMul matches the cpu backend for all transposes, batches and broadcasts",
+  ignore: !HAVE_BLAS, // reason: no OpenBLAS on this machine (scripts/setup.sh installs it)
+}, async () => {
+  const blas = loadBlas()!;
   await on("wasm", () => registerMatmulKernels({ blas }));
   assertEquals(matmulKernelMode(), "blas");
   await compareAll("blas");
@@ -128,9 +132,11 @@ async function compareFused(label: string) {
   }
 }
 
-Deno.test("BLAS _FusedMatMul adds broadcast bias and applies every activation like the cpu backend", async () => {
-  const blas = loadBlas();
-  if (!blas) return console.warn("no BLAS on this machine: skipped");
+Deno.test({
+  name: "BLAS _FusedMatMul adds broadcast bias and applies every activation like the cpu backend",
+  ignore: !HAVE_BLAS, // reason: no OpenBLAS on this machine (scripts/setup.sh installs it)
+}, async () => {
+  const blas = loadBlas()!;
   await on("wasm", () => registerMatmulKernels({ blas }));
   await compareFused("blas");
   restoreMatmulKernels();
@@ -143,7 +149,7 @@ Deno.test("explicit-transpose _FusedMatMul matches the cpu backend", async () =>
 });
 
 Deno.test("matmul gradients through the BLAS kernels match the cpu backend without leaking", async () => {
-  if (!(await ensureGradients())) return console.warn("tfjs gradients not available: skipped");
+  assert(await ensureGradients(), "tfjs op gradients must be registered");
   const blas = loadBlas();
   await on("wasm", () => registerMatmulKernels({ blas }));
   const grads = () =>

@@ -6,7 +6,7 @@ const ROOT = new URL("../../", import.meta.url).pathname;
 const SCRIPT = `
 import * as tf from "@tensorflow/tfjs-core";
 import { initEngine, loadModel, train } from "${ROOT}mod.ts";
-const dir = "${ROOT}../shared/fixtures/external/tiny-random-llama-2";
+const dir = "${ROOT}tests/fixtures/external/tiny-random-llama-2";
 await initEngine({ backend: "wasm" });
 const m1 = await loadModel(dir);
 const want = await m1.forward([[1, 42, 99]]).data();
@@ -39,11 +39,6 @@ Deno.test({
     const line = text.trim().split("\n").at(-1) ?? "";
     if (!out.success || !line.startsWith("{")) {
       const err = new TextDecoder().decode(out.stderr);
-      // No adapter at all (no Vulkan driver): nothing to test on this machine.
-      if (/adapter|GPU|vulkan/i.test(err) && !/AssertionError/.test(err)) {
-        console.warn("webgpu not available here:", err.split("\n").slice(-3).join(" "));
-        return;
-      }
       throw new Error(`subprocess failed: ${err.slice(-2000)}`);
     }
     const r = JSON.parse(line);

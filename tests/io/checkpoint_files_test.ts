@@ -9,7 +9,7 @@ import { FormatError } from "../../lib/io/format_error.ts";
 import type { SafetensorsEntry } from "../../lib/io/safetensors_writer.ts";
 
 const FIXTURE_DIR =
-  new URL("../../../shared/fixtures/external/tiny-random-llama-2", import.meta.url).pathname;
+  new URL("../fixtures/external/tiny-random-llama-2", import.meta.url).pathname;
 const HAS_FIXTURE = (() => {
   try {
     return Deno.statSync(`${FIXTURE_DIR}/model.safetensors`).isFile;

@@ -4,12 +4,12 @@ import { FormatError } from "../../lib/io/format_error.ts";
 import { dequantizeGguf, GGML_TYPES, openGguf, parseGgufHeader } from "../../lib/io/gguf.ts";
 
 const FIXTURE =
-  new URL("../../../shared/fixtures/external/gguf/llama-2-tiny-random.gguf", import.meta.url).pathname;
+  new URL("../fixtures/external/gguf/llama-2-tiny-random.gguf", import.meta.url).pathname;
 
 Deno.test("openGguf() reads the header, metadata and tensor infos of llama-2-tiny-random.gguf", async () => {
   using g = await openGguf(FIXTURE);
   const h = g.header;
-  // Values documented in /work/shared/fixtures/external/README.md.
+  // Values documented in tests/fixtures/external/README.md.
   assertEquals([h.version, h.tensors.length, h.metadata.size, h.alignment, h.dataOffset], [
     3,
     12,

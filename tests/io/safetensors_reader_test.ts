@@ -4,7 +4,7 @@ import { decodeSafetensors, openSafetensors } from "../../lib/io/safetensors_rea
 import { writeSafetensors } from "../../lib/io/safetensors_writer.ts";
 
 const FIXTURE =
-  new URL("../../../shared/fixtures/external/tiny-random-llama-2/model.safetensors", import.meta.url)
+  new URL("../fixtures/external/tiny-random-llama-2/model.safetensors", import.meta.url)
     .pathname;
 const HAS_FIXTURE = (() => {
   try {
@@ -14,7 +14,7 @@ const HAS_FIXTURE = (() => {
   }
 })();
 
-/** Shapes from shared/fixtures/external/README.md (stas/tiny-random-llama-2). */
+/** Shapes from tests/fixtures/external/README.md (stas/tiny-random-llama-2). */
 function fixtureShapes(): Record<string, number[]> {
   const shapes: Record<string, number[]> = {
     "lm_head.weight": [3000, 16],

@@ -8,7 +8,7 @@ import {
 } from "../../lib/io/safetensors_writer.ts";
 
 const FIXTURE =
-  new URL("../../../shared/fixtures/external/tiny-random-llama-2/model.safetensors", import.meta.url)
+  new URL("../fixtures/external/tiny-random-llama-2/model.safetensors", import.meta.url)
     .pathname;
 const HAS_FIXTURE = (() => {
   try {

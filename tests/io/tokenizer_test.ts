@@ -3,8 +3,8 @@ import { createTokenizer, loadTokenizer } from "../../lib/io/tokenizer.ts";
 import { FormatError } from "../../lib/io/format_error.ts";
 
 // Fixture from pytorch/torchtune tests/assets/tokenizer.json; expected ids from torchtune's
-// test_hf_tokenizer.py (checked there against tiktoken). See /work/shared/fixtures/external/README.md.
-const EXTERNAL = Deno.env.get("NBTUNE_EXTERNAL_FIXTURES") ?? "/work/shared/fixtures/external";
+// test_hf_tokenizer.py (checked there against tiktoken). See tests/fixtures/external/README.md.
+const EXTERNAL = Deno.env.get("NBTUNE_EXTERNAL_FIXTURES") ?? new URL("../fixtures/external", import.meta.url).pathname;
 const BPE_2000 = `${EXTERNAL}/tokenizers/bytelevel-bpe-2000.tokenizer.json`;
 const HAVE_FIXTURE = (() => {
   try {

@@ -5,7 +5,7 @@ import { loadModel } from "../../lib/models/load_model.ts";
 import { createCache, disposeCache } from "../../lib/models/llama.ts";
 
 await initEngine();
-const FIXTURE = new URL("../../../shared/fixtures/external/tiny-random-llama-2", import.meta.url).pathname;
+const FIXTURE = new URL("../fixtures/external/tiny-random-llama-2", import.meta.url).pathname;
 
 interface ModelCase {
   input_ids: number[];

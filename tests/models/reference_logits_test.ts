@@ -11,7 +11,7 @@ import { EMBEDDED_MODEL_DIR } from "../../lib/models/embedded.ts";
 
 await initEngine();
 const FIXTURES = new URL("../fixtures/", import.meta.url).pathname;
-const TINY = new URL("../../../shared/fixtures/external/tiny-random-llama-2", import.meta.url).pathname;
+const TINY = new URL("../fixtures/external/tiny-random-llama-2", import.meta.url).pathname;
 
 const CASES: [string, string, string][] = [
   ["the real tiny-random-llama-2 checkpoint", TINY, "tiny_random_llama_logits.json"],

@@ -13,7 +13,7 @@ import { parseQuantizeArgs } from "../../scripts/quantize.ts";
 
 await initEngine({ backend: "cpu" });
 
-const TINY = new URL("../../../shared/fixtures/external/tiny-random-llama-2", import.meta.url).pathname;
+const TINY = new URL("../fixtures/external/tiny-random-llama-2", import.meta.url).pathname;
 const IDS = [[1, 42, 17, 7, 63, 5]];
 /** A Llama with real 64-element blocks: hidden 64, intermediate 128, 4 heads / 2 kv heads, 2 layers. */
 const SMALL_CONFIG = {

@@ -18,7 +18,7 @@ import { f32s, sha256 } from "./_fixture.ts";
 
 await initEngine({ backend: "cpu" });
 
-const TINY = new URL("../../../shared/fixtures/external/tiny-random-llama-2", import.meta.url).pathname;
+const TINY = new URL("../fixtures/external/tiny-random-llama-2", import.meta.url).pathname;
 const GPTQ = new URL("../fixtures/gptq_model/", import.meta.url).pathname;
 const GPTQ_VARIANTS = ["v1_g32", "v2_actorder", "v1_gm1_nogidx"];
 const PYTHON = "/usr/bin/python3";

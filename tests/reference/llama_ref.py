@@ -27,7 +27,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
-EXTERNAL = os.environ.get("NBTUNE_EXTERNAL_FIXTURES", "/work/shared/fixtures/external")
+EXTERNAL = os.environ.get("NBTUNE_EXTERNAL_FIXTURES", os.path.join(REPO, "tests", "fixtures", "external"))
 TINY_LLAMA = os.path.join(EXTERNAL, "tiny-random-llama-2")
 FIXTURE_IDS = [[1, 42, 99, 7, 2999], [1, 5, 6, 7, 8]]
 FIXTURE_OUT = os.path.join(REPO, "tests", "fixtures", "tiny_random_llama_logits.json")
@@ -356,7 +356,7 @@ def make_fixture(model_dir, out):
     doc = {
         "source": "tests/reference/llama_ref.py --make-fixture (float64 numpy reference, checked against "
                   "transformers logits by --self-check); model: stas/tiny-random-llama-2 "
-                  "(/work/shared/fixtures/external/tiny-random-llama-2), BF16 weights widened exactly",
+                  "(tests/fixtures/external/tiny-random-llama-2), BF16 weights widened exactly",
         "positions": "arange (0..T-1), no attention mask",
         "digits": 8,
         "input_ids": ids,
