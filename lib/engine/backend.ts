@@ -63,6 +63,39 @@ export function engineInfo(): EngineInfo | undefined {
 }
 
 /**
+ * Starts the default engine (`initEngine()`, "auto") unless one is already running:
+ * every async public entry point that needs tensors calls this first, so users
+ * need `initEngine()` only to choose a backend.
+ *
+ * @example
+ * ```ts
+ * import { ensureEngine } from "./backend.ts";
+ * const info = await ensureEngine();
+ * if (!info.backend) throw new Error("no backend");
+ * ```
+ */
+export async function ensureEngine(): Promise<EngineInfo> {
+  if (current && tf.getBackend() === current.backend) return current;
+  return await initEngine();
+}
+
+/**
+ * For synchronous entry points that may create the first tensors (they cannot
+ * await the wasm start-up): throws a clear error when no engine runs yet.
+ */
+export function requireEngine(what: string): void {
+  if (current) return;
+  // A backend the user started with tfjs directly (tf.setBackend) counts too.
+  const engine = tf.engine() as unknown as { backendInstance?: unknown };
+  if (engine.backendInstance) return;
+  throw new Error(
+    `${what} needs a running engine and, being synchronous, cannot start one itself: run ` +
+      "`await initEngine()` once first (loadModel(), train() and the other async entry points start it " +
+      "by themselves).",
+  );
+}
+
+/**
  * Throws a clear error when the active backend cannot read tensors synchronously
  * (tfjs-webgpu under Deno), naming the operation and what to do instead.
  */

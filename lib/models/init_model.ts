@@ -2,6 +2,7 @@
  * Creating a randomly initialised Llama model (for pretraining the embedded model and for tests).
  * @module
  */
+import { requireEngine } from "../engine/backend.ts";
 import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 import { type LlamaConfig, parseLlamaConfig } from "./llama_config.ts";
 import { BLOCK_LINEAR_NAMES, type BlockLinears, linearPath, LlamaBlock } from "./llama_block.ts";
@@ -37,6 +38,7 @@ export function initModel(
   config: LlamaConfig | Record<string, unknown>,
   options: InitModelOptions = {},
 ): LlamaForCausalLM {
+  requireEngine("initModel()");
   const c: LlamaConfig = "hiddenSize" in config ? config as LlamaConfig : parseLlamaConfig(config);
   const std = options.std ?? 0.02;
   let seed = options.seed ?? 0;

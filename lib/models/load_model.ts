@@ -3,6 +3,7 @@
  * saving them back in HF layout.
  * @module
  */
+import { ensureEngine } from "../engine/backend.ts";
 import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 import { openCheckpoint } from "../io/checkpoint_files.ts";
 import type { TensorReader } from "../io/safetensors_reader.ts";
@@ -220,6 +221,7 @@ export async function loadModel(dir: string, options: LoadModelOptions = {}): Pr
       throw new TypeError(`loadModel: unknown option "${k}" (known: ${[...LOAD_KEYS].join(", ")})`);
     }
   }
+  await ensureEngine();
   const config = await readModelConfig(dir);
   const reader = await openCheckpoint(dir);
   try {
