@@ -7,6 +7,7 @@ import type { LlamaForCausalLM } from "../models/llama.ts";
 import { BLOCK_LINEAR_NAMES, type BlockLinears } from "../models/llama_block.ts";
 import type { Linear } from "../models/linear.ts";
 import { mulberry32 } from "../train/random.ts";
+import { DoRALinear } from "./dora.ts";
 import { DyLoRALinear, type DyLoRAMode } from "./dylora.ts";
 import { LoRALinear } from "./lora.ts";
 
@@ -27,6 +28,8 @@ export interface LoRAConfig {
   rslora?: boolean;
   /** Seed of A's initialisation. @default {0} */
   seed?: number;
+  /** DoRA (PEFT's `use_dora`): add a trainable magnitude per output row (see `DoRALinear`). @default {false} */
+  useDora?: boolean;
 }
 
 /** Options for {@linkcode attachDyLoRA}. */
@@ -46,7 +49,7 @@ export interface DyLoRAConfig {
 
 /** What is attached to a model (kept on `model.adapter`). */
 export interface AdapterInfo {
-  type: "lora" | "dylora";
+  type: "lora" | "dylora" | "dora";
   /** Module paths with adapters. */
   modules: string[];
   config:
@@ -112,10 +115,7 @@ function attachAdapters<T extends LoRALinear | DyLoRALinear>(
   try {
     slots.forEach((slot, i) => made.push(make(slot.linears[slot.name], i)));
   } catch (e) {
-    for (const m of made) {
-      m.loraA.dispose();
-      m.loraB.dispose();
-    }
+    for (const m of made) m.disposeAdapter();
     throw e;
   }
   model.setBaseTrainable(false);
@@ -154,7 +154,7 @@ function ensureNoAdapter(model: WithAdapter): void {
  * ```
  */
 export function attachLoRA(model: LlamaForCausalLM, config: LoRAConfig = {}): LlamaForCausalLM {
-  checkKeys("attachLoRA", config, ["r", "alpha", "dropout", "targetModules", "rslora", "seed"]);
+  checkKeys("attachLoRA", config, ["r", "alpha", "dropout", "targetModules", "rslora", "seed", "useDora"]);
   ensureNoAdapter(model);
   const c = {
     r: config.r ?? 8,
@@ -162,10 +162,16 @@ export function attachLoRA(model: LlamaForCausalLM, config: LoRAConfig = {}): Ll
     dropout: config.dropout ?? 0,
     rslora: config.rslora ?? false,
     seed: config.seed ?? 0,
+    useDora: config.useDora ?? false,
   };
+  if (typeof c.useDora !== "boolean") {
+    throw new TypeError(`attachLoRA: useDora must be true or false, got ${JSON.stringify(c.useDora)}`);
+  }
   const paths = resolveTargets(model, config.targetModules ?? ["q_proj", "v_proj"]);
-  attachAdapters(model, paths, (base, i) => new LoRALinear(base, { ...c, seed: c.seed * 1000 + i }), {
-    type: "lora",
+  const { useDora, ...layerOptions } = c;
+  const Layer = useDora ? DoRALinear : LoRALinear;
+  attachAdapters(model, paths, (base, i) => new Layer(base, { ...layerOptions, seed: c.seed * 1000 + i }), {
+    type: useDora ? "dora" : "lora",
     config: c,
   });
   return model;
@@ -249,8 +255,7 @@ export function detachAdapter(model: LlamaForCausalLM): void {
       const lin = layer.linears[n];
       if (lin instanceof LoRALinear || lin instanceof DyLoRALinear) {
         if (lin instanceof LoRALinear) lin.unmerge();
-        lin.loraA.dispose();
-        lin.loraB.dispose();
+        lin.disposeAdapter();
         (layer.linears as BlockLinears)[n] = lin.base;
       }
     }

@@ -149,9 +149,14 @@ export class DyLoRALinear implements Linear {
     return tf.tidy(() => tf.add(this.base.denseWeight(), this.delta()) as tf.Tensor2D);
   }
 
-  dispose(): void {
+  /** Frees the adapter's own tensors (not the base layer). */
+  disposeAdapter(): void {
     this.loraA.dispose();
     this.loraB.dispose();
+  }
+
+  dispose(): void {
+    this.disposeAdapter();
     this.base.dispose();
   }
 }

@@ -60,8 +60,8 @@ export class LoRALinear implements Linear {
   readonly rslora: boolean;
   training = false;
   /** Original base weight while merged (host memory), so unmerge is exact. */
-  private mergedFrom?: Float32Array;
-  private dropoutSeed: number;
+  protected mergedFrom?: Float32Array;
+  protected dropoutSeed: number;
 
   constructor(readonly base: Linear, options: LoRALayerOptions) {
     const { r, alpha } = options;
@@ -163,9 +163,14 @@ export class LoRALinear implements Linear {
     this.mergedFrom = undefined;
   }
 
-  dispose(): void {
+  /** Frees the adapter's own tensors (not the base layer). */
+  disposeAdapter(): void {
     this.loraA.dispose();
     this.loraB.dispose();
+  }
+
+  dispose(): void {
+    this.disposeAdapter();
     this.base.dispose();
   }
 }

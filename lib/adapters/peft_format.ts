@@ -2,15 +2,19 @@
  * Saving and loading adapters in PEFT's format (`adapter_config.json` +
  * `adapter_model.safetensors`, keys `base_model.model.<module>.lora_A.weight`
  * `[r, in]` and `…lora_B.weight` `[out, r]`), so adapters move between this
- * toolkit and Python PEFT. DyLoRA has no PEFT type: a DyLoRA adapter is saved as
+ * toolkit and Python PEFT. DoRA adapters (`use_dora: true`) add
+ * `base_model.model.<module>.lora_magnitude_vector` `[out]`, the key PEFT's
+ * `get_peft_model_state_dict` writes. DyLoRA has no PEFT type: a DyLoRA adapter is saved as
  * a plain LoRA at its current serving rank (see {@linkcode exportRank}).
  * @module
  */
 import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 import { openSafetensors } from "../io/safetensors_reader.ts";
 import { writeSafetensors } from "../io/safetensors_writer.ts";
+import { recoverInterruptedSave, refuseInterruptedSave, writeDirAtomic } from "../io/atomic_dir.ts";
 import type { LlamaForCausalLM } from "../models/llama.ts";
 import { adapterLayers, attachLoRA, detachAdapter } from "./attach.ts";
+import { DoRALinear } from "./dora.ts";
 import { DyLoRALinear } from "./dylora.ts";
 import { LoRALinear } from "./lora.ts";
 
@@ -19,18 +23,25 @@ export function peftKey(module: string, factor: "A" | "B"): string {
   return `base_model.model.${module}.lora_${factor}.weight`;
 }
 
+/** PEFT key of a DoRA module's magnitude vector `[out]` (no `.weight` suffix, as PEFT saves it). */
+export function peftMagnitudeKey(module: string): string {
+  return `base_model.model.${module}.lora_magnitude_vector`;
+}
+
 interface Exported {
   module: string;
   a: Float32Array;
   aShape: [number, number];
   b: Float32Array;
   bShape: [number, number];
+  /** DoRA's magnitude vector `[out]`. */
+  magnitude?: Float32Array;
 }
 
 function exportFactors(
   model: LlamaForCausalLM,
   rank?: number,
-): { rows: Exported[]; r: number; alpha: number; rslora: boolean; dropout: number } {
+): { rows: Exported[]; r: number; alpha: number; rslora: boolean; dropout: number; useDora: boolean } {
   const layers = adapterLayers(model);
   if (layers.length === 0) {
     throw new Error("the model has no adapter to save (attachLoRA / attachDyLoRA first)");
@@ -62,12 +73,13 @@ function exportFactors(
       aShape: a.shape,
       b: b.dataSync() as Float32Array,
       bShape: b.shape,
+      ...(l instanceof DoRALinear ? { magnitude: l.magnitude.dataSync().slice() as Float32Array } : {}),
     };
     a.dispose();
     b.dispose();
     return row;
   });
-  return { rows, r, alpha, rslora, dropout };
+  return { rows, r, alpha, rslora, dropout, useDora: rows.some((row) => row.magnitude) };
 }
 
 /** Options for {@linkcode saveAdapter}. */
@@ -78,19 +90,69 @@ export interface SaveAdapterOptions {
   rank?: number;
 }
 
+/** Files a PEFT adapter save consists of (everything else in the folder is carried over). */
+const ADAPTER_FILES = new Set(["adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"]);
+
 /**
- * Writes `adapter_config.json` and `adapter_model.safetensors` (F32) into `dir`.
+ * Writes `adapter_config.json` and `adapter_model.safetensors` (F32) into `dir`
+ * atomically: the folder is written under a temporary name next to `dir`, fsynced and
+ * renamed into place (see `writeDirAtomic`), so a kill at any moment leaves the previous
+ * adapter or the new one, never a mix. Other files already in `dir` (a tokenizer, a
+ * history) are kept. Non-finite factors are refused with the tensor's name.
  */
 export async function saveAdapter(
   model: LlamaForCausalLM,
   dir: string,
   options: SaveAdapterOptions = {},
 ): Promise<void> {
-  const { rows, r, alpha, rslora, dropout } = exportFactors(model, options.rank);
+  await writeDirAtomic(dir, (tmp) => writeAdapterFiles(model, tmp, options), {
+    carry: (name) => !ADAPTER_FILES.has(name),
+  });
+}
+
+/** Throws a RangeError naming the first tensor of `rows` holding NaN or ±Infinity. */
+function refuseNonFinite(rows: Exported[]): void {
+  for (const row of rows) {
+    const parts: [string, Float32Array | undefined][] = [
+      [peftKey(row.module, "A"), row.a],
+      [peftKey(row.module, "B"), row.b],
+      [peftMagnitudeKey(row.module), row.magnitude],
+    ];
+    for (const [key, data] of parts) {
+      const bad = data ? data.findIndex((v) => !Number.isFinite(v)) : -1;
+      if (bad >= 0) {
+        throw new RangeError(
+          `saveAdapter: "${key}" holds ${data![bad]} at element ${bad}; the run diverged ` +
+            "(lower the learning rate and resume from an earlier save). Nothing was written.",
+        );
+      }
+    }
+  }
+}
+
+/**
+ * Writes the adapter's files into an existing folder, non-atomically: for composite saves
+ * (training states) that wrap it in their own `writeDirAtomic`. Refuses non-finite factors.
+ */
+export async function writeAdapterFiles(
+  model: LlamaForCausalLM,
+  dir: string,
+  options: SaveAdapterOptions = {},
+): Promise<void> {
+  const { rows, r, alpha, rslora, dropout, useDora } = exportFactors(model, options.rank);
+  refuseNonFinite(rows);
   await Deno.mkdir(dir, { recursive: true });
   const entries = [...rows].sort((x, y) => x.module < y.module ? -1 : 1).flatMap((row) => [
     { name: peftKey(row.module, "A"), dtype: "F32" as const, shape: row.aShape, data: row.a },
     { name: peftKey(row.module, "B"), dtype: "F32" as const, shape: row.bShape, data: row.b },
+    ...(row.magnitude
+      ? [{
+        name: peftMagnitudeKey(row.module),
+        dtype: "F32" as const,
+        shape: [row.magnitude.length],
+        data: row.magnitude,
+      }]
+      : []),
   ]).sort((x, y) => x.name < y.name ? -1 : 1);
   await writeSafetensors(`${dir}/adapter_model.safetensors`, entries, { metadata: { format: "pt" } });
   const targets = [...new Set(rows.map((x) => x.module.split(".").at(-1)!))].sort();
@@ -131,13 +193,11 @@ export async function saveAdapter(
     task_type: "CAUSAL_LM",
     trainable_token_indices: null,
     use_bdlora: null,
-    use_dora: false,
+    use_dora: useDora,
     use_qalora: false,
     use_rslora: rslora,
   };
-  const tmp = `${dir}/adapter_config.json.tmp-${crypto.randomUUID()}`;
-  await Deno.writeTextFile(tmp, JSON.stringify(config, null, 2) + "\n");
-  await Deno.rename(tmp, `${dir}/adapter_config.json`);
+  await Deno.writeTextFile(`${dir}/adapter_config.json`, JSON.stringify(config, null, 2) + "\n");
 }
 
 /** Writes a DyLoRA adapter truncated to rank `b` as a plain PEFT LoRA adapter. */
@@ -155,6 +215,8 @@ export async function exportRank(model: LlamaForCausalLM, b: number, dir: string
  * touched, so a failed load leaves the base model unchanged.
  */
 export async function loadAdapter(model: LlamaForCausalLM, dir: string): Promise<LlamaForCausalLM> {
+  refuseInterruptedSave(dir, "loadAdapter");
+  await recoverInterruptedSave(dir);
   const cfgPath = `${dir}/adapter_config.json`;
   let cfg: Record<string, unknown>;
   try {
@@ -168,7 +230,7 @@ export async function loadAdapter(model: LlamaForCausalLM, dir: string): Promise
   if (cfg.fan_in_fan_out === true) {
     throw new RangeError(`${cfgPath}: fan_in_fan_out adapters (GPT-2 Conv1D) do not apply to Llama`);
   }
-  if (cfg.use_dora === true) throw new RangeError(`${cfgPath}: DoRA adapters are not supported`);
+  const useDora = cfg.use_dora === true;
   const r = (cfg.r as number) ?? 8, alpha = (cfg.lora_alpha as number) ?? 8;
   for (const [k, v] of Object.entries({ rank_pattern: cfg.rank_pattern, alpha_pattern: cfg.alpha_pattern })) {
     if (v && Object.keys(v as object).length) throw new RangeError(`${cfgPath}: ${k} is not supported yet`);
@@ -180,6 +242,7 @@ export async function loadAdapter(model: LlamaForCausalLM, dir: string): Promise
     const prefix = "base_model.model.";
     const modules = new Set<string>();
     for (const name of file.names()) {
+      if (useDora && /^base_model\.model\..+\.lora_magnitude_vector$/.test(name)) continue;
       const m = name.match(/^base_model\.model\.(.+)\.lora_([AB])(?:\.default)?\.weight$/);
       if (!m) {
         throw new RangeError(
@@ -207,6 +270,17 @@ export async function loadAdapter(model: LlamaForCausalLM, dir: string): Promise
         if (!data.every(Number.isFinite)) throw new RangeError(`${path}: "${key}" holds non-finite values`);
         factors.set(key, data);
       }
+      if (useDora) {
+        const key = peftMagnitudeKey(mod);
+        if (!file.has(key)) throw new RangeError(`${path}: use_dora is true but "${key}" is missing`);
+        const got = file.info(key).shape;
+        if (got.length !== 1 || got[0] !== lin.outFeatures) {
+          throw new TypeError(`${path}: "${key}" has shape [${got}], the model needs [${lin.outFeatures}]`);
+        }
+        const data = await file.readFloat32(key);
+        if (!data.every(Number.isFinite)) throw new RangeError(`${path}: "${key}" holds non-finite values`);
+        factors.set(key, data);
+      }
     }
     attachLoRA(model, {
       r,
@@ -214,6 +288,7 @@ export async function loadAdapter(model: LlamaForCausalLM, dir: string): Promise
       dropout: (cfg.lora_dropout as number) ?? 0,
       rslora: cfg.use_rslora === true,
       targetModules: [...modules],
+      useDora,
     });
     try {
       for (const l of adapterLayers(model)) {
@@ -223,6 +298,7 @@ export async function loadAdapter(model: LlamaForCausalLM, dir: string): Promise
         tf.tidy(() => {
           l.loraA.assign(tf.tensor(a, l.loraA.shape));
           l.loraB.assign(tf.tensor(b, l.loraB.shape));
+          if (l instanceof DoRALinear) l.magnitude.assign(tf.tensor(factors.get(peftMagnitudeKey(l.name))!));
         });
       }
     } catch (e) {
