@@ -362,6 +362,7 @@ export function formatHelp<O extends Record<string, CliOption>>(spec: CliSpec<O>
 export function failureLine<O extends Record<string, CliOption>>(spec: CliSpec<O>, error: unknown): string {
   let text = error instanceof Error ? error.message : String(error);
   text = text.split("\n").map((s) => s.trim()).filter(Boolean).join(" ");
+  if (text.startsWith(`${spec.name}: `)) text = text.slice(spec.name.length + 2); // "train: train: ..."
   for (const [name, o] of Object.entries<CliOption>(spec.options)) {
     if (!o.api) continue;
     const api = o.api.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");

@@ -1,62 +1,124 @@
 /**
  * `deno task train <recipe.yaml>`: fine-tunes a model as a YAML recipe says and
  * saves the result (the full checkpoint, or the adapter when one is attached).
+ * `--steps`, `--output` and `--resume` override the recipe; see `deno task train --help`.
  * @module
  */
-import { initEngine } from "../lib/engine/backend.ts";
-import { loadTokenizer } from "../lib/io/tokenizer.ts";
-import { loadModel } from "../lib/models/load_model.ts";
-import { saveCheckpoint } from "../lib/models/save_model.ts";
-import { parseRecipe, readJsonl } from "../lib/train/recipe.ts";
-import { train } from "../lib/train/trainer.ts";
-import { progress } from "../lib/notebook/progress.ts";
-import { attachDyLoRA, attachLoRA, type DyLoRAConfig, type LoRAConfig } from "../lib/adapters/attach.ts";
-import { saveAdapter } from "../lib/adapters/peft_format.ts";
+import { defineCli, runCli } from "./_cli.ts";
 
-const path = Deno.args[0];
-if (!path) {
-  console.error("usage: deno task train <recipe.yaml>");
-  Deno.exit(2);
-}
-const dir = path.includes("/") ? path.slice(0, path.lastIndexOf("/")) : ".";
-const recipe = parseRecipe(await Deno.readTextFile(path), dir, path);
-const info = await initEngine();
-console.log(`[engine] ${info.reason}`);
-const tokenizer = await loadTokenizer(recipe.model);
-const model = await loadModel(recipe.model, recipe.quantize ? { quantize: recipe.quantize } : {});
-if (recipe.adapter) {
-  const { type, ...config } = recipe.adapter as { type?: string } & Record<string, unknown>;
-  switch (type) {
-    case "lora":
-      attachLoRA(model, config as LoRAConfig);
-      break;
-    case "dylora":
-      attachDyLoRA(model, config as DyLoRAConfig);
-      break;
-    default:
-      throw new RangeError(`${path}: adapter.type must be "lora" or "dylora", got ${JSON.stringify(type)}`);
-  }
-}
-const data = await readJsonl(recipe.data);
-const evalData = recipe.evalData ? await readJsonl(recipe.evalData) : undefined;
-let bar: ReturnType<typeof progress> | undefined;
-const history = await train(model, data, {
-  ...recipe.train,
-  tokenizer,
-  evalData,
-  onStep: (r) => {
-    bar ??= progress(r.totalSteps ?? 0, { label: "train" });
-    bar.tick(
-      1,
-      `loss ${r.loss.toFixed(3)}${r.evalLoss !== undefined ? ` eval ${r.evalLoss.toFixed(3)}` : ""}`,
-    );
+const TRAIN_CLI = defineCli({
+  name: "train",
+  summary: "Fine-tunes a model as a YAML recipe says (model, quantize, data, adapter, train options) " +
+    "and saves the adapter (PEFT layout) or the full checkpoint, with history.json.",
+  usage: "deno task train <recipe.yaml> [options]",
+  positionals: { min: 1, max: 1, names: "<recipe.yaml>" },
+  options: {
+    steps: {
+      type: "integer",
+      min: 1,
+      api: "steps",
+      description: "optimizer steps, replacing the recipe's train.steps",
+      example: "--steps 50",
+    },
+    output: {
+      type: "string",
+      placeholder: "DIR",
+      description: "where to save, replacing the recipe's output (relative to the current folder)",
+      example: "--output out/run2",
+    },
+    resume: {
+      type: "string",
+      placeholder: "DIR",
+      api: "resumeFrom",
+      description: "continue a run from the training state saved in DIR (passed to train() as resumeFrom)",
+      example: "--resume out/run1",
+    },
   },
+  // Until the trainer takes resumeFrom, train() rejects it as an unknown option: say so in CLI terms.
+  rewrite: (m) =>
+    /unknown option --resume\b/.test(m)
+      ? "--resume: this trainer cannot resume yet (train() has no resumeFrom option)"
+      : m,
+  examples: [
+    "deno task train notebooks/recipes/qlora_herald.yaml",
+    "deno task train notebooks/recipes/qlora_herald.yaml --steps 20 --output out/short",
+    "deno task train notebooks/recipes/qlora_herald.yaml --resume out/short --steps 60",
+  ],
 });
-await bar?.done();
-await Deno.mkdir(recipe.output, { recursive: true });
-await Deno.writeTextFile(`${recipe.output}/history.json`, JSON.stringify(history, null, 1));
-if (recipe.adapter) await saveAdapter(model, recipe.output);
-else await saveCheckpoint(model, recipe.output);
-const last = history[history.length - 1];
-console.log(`done: ${history.length} steps, final loss ${last.loss.toFixed(4)}; saved to ${recipe.output}`);
-model.dispose();
+
+if (import.meta.main) {
+  await runCli(TRAIN_CLI, ({ values, positionals }) => trainFromRecipe(positionals[0], values));
+}
+
+async function trainFromRecipe(
+  path: string,
+  overrides: { steps?: number; output?: string; resume?: string },
+): Promise<void> {
+  // Loaded after parsing, so --help and usage errors answer without loading tfjs.
+  const { initEngine } = await import("../lib/engine/backend.ts");
+  const { loadTokenizer } = await import("../lib/io/tokenizer.ts");
+  const { loadModel } = await import("../lib/models/load_model.ts");
+  const { saveCheckpoint } = await import("../lib/models/save_model.ts");
+  const { parseRecipe, readJsonl } = await import("../lib/train/recipe.ts");
+  const { train } = await import("../lib/train/trainer.ts");
+  const { progress } = await import("../lib/notebook/progress.ts");
+  const { attachDyLoRA, attachLoRA } = await import("../lib/adapters/attach.ts");
+  const { saveAdapter } = await import("../lib/adapters/peft_format.ts");
+  type TrainOptions = import("../lib/train/trainer.ts").TrainOptions;
+  type LoRAConfig = import("../lib/adapters/attach.ts").LoRAConfig;
+  type DyLoRAConfig = import("../lib/adapters/attach.ts").DyLoRAConfig;
+
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    throw new Error(`cannot read the recipe ${path}: ${(e as Error).message}`);
+  }
+  const dir = path.includes("/") ? path.slice(0, path.lastIndexOf("/")) : ".";
+  const recipe = parseRecipe(text, dir, path);
+  const output = overrides.output ?? recipe.output;
+  const info = await initEngine();
+  console.log(`[engine] ${info.reason}`);
+  const tokenizer = await loadTokenizer(recipe.model);
+  const model = await loadModel(recipe.model, recipe.quantize ? { quantize: recipe.quantize } : {});
+  if (recipe.adapter) {
+    const { type, ...config } = recipe.adapter as { type?: string } & Record<string, unknown>;
+    switch (type) {
+      case "lora":
+        attachLoRA(model, config as LoRAConfig);
+        break;
+      case "dylora":
+        attachDyLoRA(model, config as DyLoRAConfig);
+        break;
+      default:
+        throw new RangeError(`${path}: adapter.type must be "lora" or "dylora", got ${JSON.stringify(type)}`);
+    }
+  }
+  const data = await readJsonl(recipe.data);
+  const evalData = recipe.evalData ? await readJsonl(recipe.evalData) : undefined;
+  let bar: ReturnType<typeof progress> | undefined;
+  // resumeFrom is the trainer's resume option (train() rejects it with a clear message where unsupported).
+  const options = {
+    ...recipe.train,
+    ...(overrides.steps !== undefined ? { steps: overrides.steps } : {}),
+    ...(overrides.resume !== undefined ? { resumeFrom: overrides.resume } : {}),
+    tokenizer,
+    evalData,
+    onStep: (r) => {
+      bar ??= progress(r.totalSteps ?? 0, { label: "train" });
+      bar.tick(
+        1,
+        `loss ${r.loss.toFixed(3)}${r.evalLoss !== undefined ? ` eval ${r.evalLoss.toFixed(3)}` : ""}`,
+      );
+    },
+  } as TrainOptions;
+  const history = await train(model, data, options);
+  await bar?.done();
+  await Deno.mkdir(output, { recursive: true });
+  await Deno.writeTextFile(`${output}/history.json`, JSON.stringify(history, null, 1));
+  if (recipe.adapter) await saveAdapter(model, output);
+  else await saveCheckpoint(model, output);
+  const last = history[history.length - 1];
+  console.log(`done: ${history.length} steps, final loss ${last.loss.toFixed(4)}; saved to ${output}`);
+  model.dispose();
+}
