@@ -15,6 +15,7 @@ import {
   type TensorReader,
 } from "./safetensors_reader.ts";
 import { type SafetensorsEntry, writeSafetensors } from "./safetensors_writer.ts";
+import { refuseInterruptedSave } from "./atomic_dir.ts";
 
 /** File name of a single-file checkpoint. */
 export const SINGLE_FILE_NAME = "model.safetensors";
@@ -197,6 +198,7 @@ async function readIndex(
  * ```
  */
 export async function openCheckpoint(path: string): Promise<Checkpoint> {
+  refuseInterruptedSave(path, "openCheckpoint");
   let indexPath: string | undefined;
   let singlePath: string | undefined;
   if (await isFile(path)) {

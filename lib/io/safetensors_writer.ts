@@ -183,8 +183,9 @@ async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<void> {
 /**
  * Writes a safetensors file tensor by tensor. Everything is validated first (unique
  * names, known dtypes, shapes, eager data lengths); lazily produced data is checked when
- * pulled. The file is written to `<path>.tmp-<random>` and renamed at the end, so an
- * error never corrupts an existing file at `path` and leaves no temporary file behind.
+ * pulled. The file is written to `<path>.tmp-<random>`, fsynced and renamed at the end, so
+ * an error never corrupts an existing file at `path` and leaves no temporary file behind.
+ * (A kill can leave the temporary file; folder saves use `writeDirAtomic`, which cleans up.)
  *
  * @param path destination `.safetensors` file.
  * @param tensors an array or (async) iterable of entries; all entries are collected
@@ -222,6 +223,7 @@ export async function writeSafetensors(
       const value = typeof entry.data === "function" ? await entry.data() : entry.data;
       await writeAll(file, dataBytes(entry, value, sizes[i], path));
     }
+    await file.sync(); // durable before the rename makes it visible
     file.close();
     open = false;
     await Deno.rename(tmp, path);

@@ -6,6 +6,7 @@
 import { ensureEngine } from "../engine/backend.ts";
 import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 import { openCheckpoint } from "../io/checkpoint_files.ts";
+import { recoverInterruptedSave, refuseInterruptedSave } from "../io/atomic_dir.ts";
 import type { TensorReader } from "../io/safetensors_reader.ts";
 import { type LlamaConfig, parseLlamaConfig } from "./llama_config.ts";
 import { BLOCK_LINEAR_NAMES, type BlockLinears, linearPath, LlamaBlock } from "./llama_block.ts";
@@ -221,6 +222,8 @@ export async function loadModel(dir: string, options: LoadModelOptions = {}): Pr
       throw new TypeError(`loadModel: unknown option "${k}" (known: ${[...LOAD_KEYS].join(", ")})`);
     }
   }
+  refuseInterruptedSave(dir, "loadModel");
+  await recoverInterruptedSave(dir); // a save killed between its two renames is restored here
   await ensureEngine();
   const config = await readModelConfig(dir);
   const reader = await openCheckpoint(dir);

@@ -4,6 +4,7 @@
  */
 import { fromFloat32 } from "../io/dtypes.ts";
 import { writeSafetensors } from "../io/safetensors_writer.ts";
+import { writeDirAtomic } from "../io/atomic_dir.ts";
 import type { LlamaForCausalLM } from "./llama.ts";
 import { BLOCK_LINEAR_NAMES } from "./llama_block.ts";
 
@@ -54,12 +55,32 @@ export function stateDict(
   return out;
 }
 
+/** Files of a checkpoint save (everything else in the folder, e.g. a tokenizer, is carried over). */
+const CHECKPOINT_FILE =
+  /^(config\.json|model\.safetensors(\.index\.json)?|model-\d+-of-\d+\.safetensors|pytorch_model.*\.bin(\.index\.json)?)$/;
+
 /**
- * Writes `config.json` and `model.safetensors` for `model` into `dir` (created if
- * missing). Files are written to a temporary name and renamed, so a failure never
- * leaves a half-written checkpoint over an existing one.
+ * Writes `config.json` and `model.safetensors` for `model` into `dir` atomically: the
+ * folder is written under a temporary name next to `dir`, fsynced and renamed into place
+ * (see `writeDirAtomic`), so a kill at any moment leaves the previous checkpoint or the
+ * new one, never a mix. Other files already in `dir` (tokenizer, generation config) are
+ * kept. A weight holding NaN or ±Infinity is refused with its name and nothing is written.
  */
 export async function saveCheckpoint(
+  model: LlamaForCausalLM,
+  dir: string,
+  options: SaveCheckpointOptions = {},
+): Promise<void> {
+  await writeDirAtomic(dir, (tmp) => writeCheckpointFiles(model, tmp, options), {
+    carry: (name) => !CHECKPOINT_FILE.test(name),
+  });
+}
+
+/**
+ * Writes the checkpoint's files into an existing folder, non-atomically: for composite
+ * saves (training states) that wrap it in their own `writeDirAtomic`. Refuses non-finite weights.
+ */
+export async function writeCheckpointFiles(
   model: LlamaForCausalLM,
   dir: string,
   options: SaveCheckpointOptions = {},
@@ -71,13 +92,21 @@ export async function saveCheckpoint(
     name: t.name,
     dtype,
     shape: t.shape,
-    data: () => fromFloat32(dtype, t.read()),
+    data: () => {
+      const values = t.read();
+      const bad = values.findIndex((v) => !Number.isFinite(v));
+      if (bad >= 0) {
+        throw new RangeError(
+          `saveCheckpoint: "${t.name}" holds ${values[bad]} at element ${bad}; the run diverged ` +
+            "(lower the learning rate and resume from an earlier save). Nothing was written.",
+        );
+      }
+      return fromFloat32(dtype, values);
+    },
   }));
   await writeSafetensors(`${dir}/model.safetensors`, tensors, {
     metadata: { format: "pt", ...options.metadata },
   });
   const config = { ...model.config.raw, torch_dtype: torchDtype };
-  const tmp = `${dir}/config.json.tmp-${crypto.randomUUID()}`;
-  await Deno.writeTextFile(tmp, JSON.stringify(config, null, 2) + "\n");
-  await Deno.rename(tmp, `${dir}/config.json`);
+  await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify(config, null, 2) + "\n");
 }

@@ -12,6 +12,7 @@
  */
 
 import { openCheckpoint, writeShardedSafetensors } from "../io/checkpoint_files.ts";
+import { recoverInterruptedSave, writeDirAtomic } from "../io/atomic_dir.ts";
 import type { SafetensorsDtype } from "../io/dtypes.ts";
 import type { SafetensorsEntry } from "../io/safetensors_writer.ts";
 import {
@@ -213,8 +214,9 @@ async function readSpool(file: Deno.FsFile, offset: number, length: number): Pro
  * every other tensor byte for byte in its original dtype, writes `config.json` with a
  * `quantization_config` and copies the tokenizer and generation files.
  *
- * The input is streamed one tensor at a time. The output is assembled in a sibling temporary directory
- * and renamed into place, so a failure never leaves a half-written `outDir`.
+ * The input is streamed one tensor at a time. The output is assembled in a sibling temporary directory,
+ * fsynced and renamed into place (`writeDirAtomic`), so a failure or a kill never leaves a half-written
+ * `outDir`; leftovers of a killed run are removed by the next run into the same place.
  *
  * @param inDir full-precision HF model directory (`config.json` + `model.safetensors` or shards).
  * @param outDir destination; must be missing or empty unless `overwrite` is set.
@@ -254,144 +256,129 @@ export async function quantizeCheckpoint(
     }
     return outDir.replace(/\/+$/, "");
   });
+  await recoverInterruptedSave(outAbs); // leftovers of a killed run into the same place
   if (!o.overwrite && (await nonEmpty(outAbs))) {
     throw new Deno.errors.AlreadyExists(
       `quantizeCheckpoint: ${outAbs} is not empty; choose another directory or pass overwrite: true.`,
     );
   }
-  const tmp = `${outAbs}.tmp-${crypto.randomUUID().slice(0, 8)}`;
-  await Deno.mkdir(tmp, { recursive: true });
   const ckpt = await openCheckpoint(inDir);
   let spool: Deno.FsFile | undefined;
+  let result: QuantizeCheckpointResult | undefined;
   try {
-    const names = ckpt.names();
-    const skipped = (name: string) => o.skipModules.some((s) => name.slice(0, -".weight".length).includes(s));
-    const toQuantize = names.filter((n) =>
-      LINEAR_WEIGHT.test(n) && ckpt.info(n).shape.length === 2 && !skipped(n)
-    );
-    const quantSet = new Set(toQuantize);
-    // Phase 1: quantize each linear weight as it is read, spooling its bnb tensors to disk.
-    spool = await Deno.open(`${tmp}/.spool`, { read: true, write: true, createNew: true });
-    const spooled = new Map<string, Spooled[]>();
-    let spoolEnd = 0, quantizedParams = 0, quantizedBits = 0;
-    let weightDtype: WeightDtype | undefined;
-    for (const name of toQuantize) {
-      const info = ckpt.info(name);
-      const dtype = SOURCE_DTYPE[info.dtype];
-      if (dtype === undefined) {
-        throw new TypeError(
-          `quantizeCheckpoint: "${name}" in ${info.file} is ${info.dtype}; only F32, F16 and BF16 weights can be quantized.`,
-        );
-      }
-      weightDtype ??= dtype;
-      const values = await ckpt.readFloat32(name);
-      let state: Quant4bitState;
-      try {
-        state = quantize4bit(values, {
-          quantType: o.quantType,
-          blocksize: o.blocksize,
-          doubleQuant: o.doubleQuant,
-          shape: [...info.shape],
-          dtype,
-        });
-      } catch (e) {
-        throw new RangeError(`quantizeCheckpoint: tensor "${name}" in ${info.file}: ${(e as Error).message}`);
-      }
-      const parts: Spooled[] = [];
-      for (const e of bnbTensors(name, state)) {
-        const bytes = new Uint8Array(e.data.buffer, e.data.byteOffset, e.data.byteLength);
-        await spool.seek(spoolEnd, Deno.SeekMode.Start);
-        let done = 0;
-        while (done < bytes.length) done += await spool.write(bytes.subarray(done));
-        parts.push({
-          entry: { name: e.name, dtype: e.dtype as SafetensorsDtype, shape: e.shape },
-          offset: spoolEnd,
-          length: bytes.length,
-        });
-        spoolEnd += bytes.length;
-      }
-      quantizedBits += bitsPerParam(state) * state.numel;
-      quantizedParams += state.numel;
-      spooled.set(name, parts);
-    }
-    // Phase 2: write the output in the input's tensor order; other tensors are copied byte for byte.
-    const sp = spool;
-    const entries: SafetensorsEntry[] = [];
-    let inputTensorBytes = 0;
-    for (const name of names) {
-      const info = ckpt.info(name);
-      inputTensorBytes += info.byteLength;
-      if (quantSet.has(name)) {
-        for (const p of spooled.get(name)!) {
-          entries.push({ ...p.entry, data: () => readSpool(sp, p.offset, p.length) });
+    await writeDirAtomic(outAbs, async (tmp) => {
+      const names = ckpt.names();
+      const skipped = (name: string) =>
+        o.skipModules.some((s) => name.slice(0, -".weight".length).includes(s));
+      const toQuantize = names.filter((n) =>
+        LINEAR_WEIGHT.test(n) && ckpt.info(n).shape.length === 2 && !skipped(n)
+      );
+      const quantSet = new Set(toQuantize);
+      // Phase 1: quantize each linear weight as it is read, spooling its bnb tensors to disk.
+      spool = await Deno.open(`${tmp}/.spool`, { read: true, write: true, createNew: true });
+      const spooled = new Map<string, Spooled[]>();
+      let spoolEnd = 0, quantizedParams = 0, quantizedBits = 0;
+      let weightDtype: WeightDtype | undefined;
+      for (const name of toQuantize) {
+        const info = ckpt.info(name);
+        const dtype = SOURCE_DTYPE[info.dtype];
+        if (dtype === undefined) {
+          throw new TypeError(
+            `quantizeCheckpoint: "${name}" in ${info.file} is ${info.dtype}; only F32, F16 and BF16 weights can be quantized.`,
+          );
         }
-      } else {
-        entries.push({ name, dtype: info.dtype, shape: [...info.shape], data: () => ckpt.readBytes(name) });
+        weightDtype ??= dtype;
+        const values = await ckpt.readFloat32(name);
+        let state: Quant4bitState;
+        try {
+          state = quantize4bit(values, {
+            quantType: o.quantType,
+            blocksize: o.blocksize,
+            doubleQuant: o.doubleQuant,
+            shape: [...info.shape],
+            dtype,
+          });
+        } catch (e) {
+          throw new RangeError(
+            `quantizeCheckpoint: tensor "${name}" in ${info.file}: ${(e as Error).message}`,
+          );
+        }
+        const parts: Spooled[] = [];
+        for (const e of bnbTensors(name, state)) {
+          const bytes = new Uint8Array(e.data.buffer, e.data.byteOffset, e.data.byteLength);
+          await spool.seek(spoolEnd, Deno.SeekMode.Start);
+          let done = 0;
+          while (done < bytes.length) done += await spool.write(bytes.subarray(done));
+          parts.push({
+            entry: { name: e.name, dtype: e.dtype as SafetensorsDtype, shape: e.shape },
+            offset: spoolEnd,
+            length: bytes.length,
+          });
+          spoolEnd += bytes.length;
+        }
+        quantizedBits += bitsPerParam(state) * state.numel;
+        quantizedParams += state.numel;
+        spooled.set(name, parts);
       }
-    }
-    const written = await writeShardedSafetensors(tmp, entries, {
-      metadata: { ...ckpt.metadata, format: "pt" },
-      ...(o.maxShardBytes === undefined ? {} : { maxShardBytes: o.maxShardBytes }),
-    });
-    spool.close();
-    spool = undefined;
-    await Deno.remove(`${tmp}/.spool`);
-    const bytesRead = ckpt.bytesRead;
+      // Phase 2: write the output in the input's tensor order; other tensors are copied byte for byte.
+      const sp = spool;
+      const entries: SafetensorsEntry[] = [];
+      let inputTensorBytes = 0;
+      for (const name of names) {
+        const info = ckpt.info(name);
+        inputTensorBytes += info.byteLength;
+        if (quantSet.has(name)) {
+          for (const p of spooled.get(name)!) {
+            entries.push({ ...p.entry, data: () => readSpool(sp, p.offset, p.length) });
+          }
+        } else {
+          entries.push({ name, dtype: info.dtype, shape: [...info.shape], data: () => ckpt.readBytes(name) });
+        }
+      }
+      const written = await writeShardedSafetensors(tmp, entries, {
+        metadata: { ...ckpt.metadata, format: "pt" },
+        ...(o.maxShardBytes === undefined ? {} : { maxShardBytes: o.maxShardBytes }),
+      });
+      spool.close();
+      spool = undefined;
+      await Deno.remove(`${tmp}/.spool`);
+      const bytesRead = ckpt.bytesRead;
 
-    const torchDtype = typeof config.torch_dtype === "string" ? config.torch_dtype : undefined;
-    const computeDtype = o.computeDtype ??
-      weightDtype ??
-      (WEIGHT_DTYPES.includes(torchDtype as WeightDtype) ? torchDtype as WeightDtype : "bfloat16");
-    const quantizationConfig = bnbQuantizationConfig({
-      quantType: o.quantType,
-      doubleQuant: o.doubleQuant,
-      computeDtype,
-      skipModules: o.skipModules,
-    });
-    await Deno.writeTextFile(
-      `${tmp}/config.json`,
-      JSON.stringify({ ...config, quantization_config: quantizationConfig }, null, 2) + "\n",
-    );
-    const copiedFiles: string[] = [];
-    for await (const e of Deno.readDir(inDir)) {
-      if (e.isFile && COPIED.test(e.name)) {
-        await Deno.copyFile(`${inDir}/${e.name}`, `${tmp}/${e.name}`);
-        copiedFiles.push(e.name);
+      const torchDtype = typeof config.torch_dtype === "string" ? config.torch_dtype : undefined;
+      const computeDtype = o.computeDtype ??
+        weightDtype ??
+        (WEIGHT_DTYPES.includes(torchDtype as WeightDtype) ? torchDtype as WeightDtype : "bfloat16");
+      const quantizationConfig = bnbQuantizationConfig({
+        quantType: o.quantType,
+        doubleQuant: o.doubleQuant,
+        computeDtype,
+        skipModules: o.skipModules,
+      });
+      await Deno.writeTextFile(
+        `${tmp}/config.json`,
+        JSON.stringify({ ...config, quantization_config: quantizationConfig }, null, 2) + "\n",
+      );
+      const copiedFiles: string[] = [];
+      for await (const e of Deno.readDir(inDir)) {
+        if (e.isFile && COPIED.test(e.name)) {
+          await Deno.copyFile(`${inDir}/${e.name}`, `${tmp}/${e.name}`);
+          copiedFiles.push(e.name);
+        }
       }
-    }
-    await replaceDir(tmp, outAbs);
-    return {
-      outDir: outAbs,
-      inputTensorBytes,
-      outputTensorBytes: written.totalSize,
-      bytesRead,
-      quantizedWeights: toQuantize.length,
-      quantizedParams,
-      bitsPerParam: quantizedParams === 0 ? 0 : quantizedBits / quantizedParams,
-      copiedFiles: copiedFiles.sort(),
-    };
-  } catch (e) {
-    spool?.close();
-    await Deno.remove(tmp, { recursive: true }).catch(() => {});
-    throw e;
+      result = {
+        outDir: outAbs,
+        inputTensorBytes,
+        outputTensorBytes: written.totalSize,
+        bytesRead,
+        quantizedWeights: toQuantize.length,
+        quantizedParams,
+        bitsPerParam: quantizedParams === 0 ? 0 : quantizedBits / quantizedParams,
+        copiedFiles: copiedFiles.sort(),
+      };
+    });
+    return result!;
   } finally {
+    spool?.close();
     ckpt.close();
   }
-}
-
-/** Moves the finished `tmp` directory to `out`, replacing an existing one only after it is complete. */
-async function replaceDir(tmp: string, out: string): Promise<void> {
-  if (!(await exists(out))) {
-    await Deno.rename(tmp, out);
-    return;
-  }
-  const old = `${out}.old-${crypto.randomUUID().slice(0, 8)}`;
-  await Deno.rename(out, old);
-  try {
-    await Deno.rename(tmp, out);
-  } catch (e) {
-    await Deno.rename(old, out);
-    throw e;
-  }
-  await Deno.remove(old, { recursive: true });
 }
