@@ -27,12 +27,12 @@ export interface OptimizerCase {
 export const CASES: OptimizerCase[] = [
   { name: "AdamW (full)", options: { optimizer: "adamw" } },
   { name: "AdamW 8-bit", options: { optimizer: "adamw8bit" } },
-  { name: "GaLore r32", options: { optimizer: "galore", galore: { rank: 32, updateProjGap: 10, scale: 2 } } },
+  { name: "GaLore r32", options: { optimizer: "galore", galore: { r: 32, updateProjGap: 10, scale: 2 } } },
   {
     name: "GaLore 8-bit r32 layer-wise",
     options: {
       optimizer: "galore8bit",
-      galore: { rank: 32, updateProjGap: 10, scale: 2, layerwise: true },
+      galore: { r: 32, updateProjGap: 10, scale: 2, layerwise: true },
       maxGradNorm: 0,
     },
   },

@@ -6,13 +6,16 @@ import { createAdamW } from "../optim/adamw.ts";
 import { createAdamW8bit } from "../optim/adamw8bit.ts";
 import type { Optimizer } from "../optim/optimizer.ts";
 
+/** The optimizer names accepted by `train()`, recipes and the planner (one list). */
+export const OPTIMIZER_NAMES = ["adamw", "adamw8bit", "galore", "galore8bit"] as const;
+
 /** Optimizer names accepted by `train()`. */
-export type OptimizerName = "adamw" | "adamw8bit" | "galore" | "galore8bit";
+export type OptimizerName = (typeof OPTIMIZER_NAMES)[number];
 
 /** GaLore options as written in `train()` options and recipes. */
 export interface GaLoreTrainOptions {
-  /** Projection rank. @default {hidden / 4} */
-  rank?: number;
+  /** Projection rank (`r`, as every rank in nbtune). @default {hidden / 4} */
+  r?: number;
   /** Steps between projector refreshes. @default {200} */
   updateProjGap?: number;
   /** Update scale (like LoRA's alpha). @default {0.25} */
@@ -51,7 +54,7 @@ export function createOptimizer(
           beta1,
           beta2,
           eps,
-          rank: galore.rank ?? galore.defaultRank,
+          rank: galore.r ?? galore.defaultRank,
           updateProjGap: galore.updateProjGap ?? 200,
           scale: galore.scale ?? 0.25,
           projType: galore.projType ?? "std",

@@ -27,6 +27,7 @@ import { createOptimizer, type GaLoreTrainOptions, type OptimizerName } from "./
 import { learningRateAt, type ScheduleKind } from "./schedule.ts";
 import type { StepRecord } from "./types.ts";
 import { mulberry32 } from "./random.ts";
+import { trainOptionsSchema } from "./train_options.ts";
 
 export { mulberry32 };
 
@@ -85,29 +86,6 @@ export interface TrainOptions {
   onStep?: (record: StepRecord) => void | Promise<void>;
 }
 
-const TRAIN_KEYS = new Set([
-  "tokenizer",
-  "batchSize",
-  "gradAccumSteps",
-  "optimizer",
-  "galore",
-  "lr",
-  "weightDecay",
-  "schedule",
-  "warmupSteps",
-  "steps",
-  "epochs",
-  "maxGradNorm",
-  "tokenize",
-  "evalData",
-  "evalEvery",
-  "shuffleSeed",
-  "gradientCheckpointing",
-  "layerwise",
-  "measureMemory",
-  "onStep",
-]);
-
 /** Options after validation, with defaults filled in. */
 export interface ResolvedTrainOptions {
   batchSize: number;
@@ -126,39 +104,8 @@ export interface ResolvedTrainOptions {
 
 /** Validates options and fills defaults. */
 export function resolveTrainOptions(options: TrainOptions): ResolvedTrainOptions {
-  for (const k of Object.keys(options)) {
-    if (!TRAIN_KEYS.has(k)) {
-      throw new TypeError(`train: unknown option "${k}" (known: ${[...TRAIN_KEYS].join(", ")})`);
-    }
-  }
-  const o = {
-    batchSize: options.batchSize ?? 4,
-    gradAccumSteps: options.gradAccumSteps ?? 1,
-    lr: options.lr ?? 2e-4,
-    weightDecay: options.weightDecay ?? 0,
-    schedule: options.schedule ?? "cosine",
-    warmupSteps: options.warmupSteps ?? 0,
-    epochs: options.epochs ?? 1,
-    maxGradNorm: options.maxGradNorm ?? 1,
-    evalEvery: options.evalEvery ?? 0,
-    shuffleSeed: options.shuffleSeed ?? 0,
-  };
-  for (
-    const [k, v] of [["batchSize", o.batchSize], ["gradAccumSteps", o.gradAccumSteps], [
-      "epochs",
-      o.epochs,
-    ]] as const
-  ) {
-    if (!Number.isInteger(v) || v <= 0) {
-      throw new RangeError(`train: ${k} must be a positive integer, got ${v}`);
-    }
-  }
-  if (options.steps !== undefined && (!Number.isInteger(options.steps) || options.steps <= 0)) {
-    throw new RangeError(`train: steps must be a positive integer, got ${options.steps}`);
-  }
-  if (!(o.lr > 0) || !Number.isFinite(o.lr)) {
-    throw new RangeError(`train: lr must be a positive number, got ${o.lr}`);
-  }
+  // Types, ranges, nested objects and unknown or renamed keys: all from the schema.
+  const o = trainOptionsSchema.parse(options);
   const layerwise = options.layerwise ?? options.galore?.layerwise ?? false;
   if (layerwise && o.gradAccumSteps > 1) {
     throw new RangeError(

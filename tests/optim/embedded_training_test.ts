@@ -47,7 +47,7 @@ Deno.test("8-bit AdamW tracks fp32 AdamW on the embedded model (final eval loss 
 
 Deno.test("GaLore (rank = hidden / 4, scale 2) ends within 2% of full AdamW and shrinks the projected weights' state 4x", async () => {
   // scale 2 is what the GaLore seed found closest to full fine-tuning; it is here too (scale 1 lags, 3 overshoots).
-  const h = await run({ optimizer: "galore", galore: { rank: 32, updateProjGap: 10, scale: 2 } });
+  const h = await run({ optimizer: "galore", galore: { r: 32, updateProjGap: 10, scale: 2 } });
   const rel = Math.abs(final(h) / final(adamw) - 1);
   assert(rel < 0.02, `GaLore ${final(h)} vs AdamW ${final(adamw)} (${(100 * rel).toFixed(2)}%)`);
   // Expected state: AdamW keeps 2 moments per parameter. GaLore keeps 2·r·n per projected [m, n]
