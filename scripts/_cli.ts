@@ -26,7 +26,7 @@ export interface CliOption {
   default?: string | number | boolean;
   /** A complete example, e.g. `"--steps 20"`. */
   example: string;
-  /** Allowed values (strings and each item of a list). */
+  /** Allowed values (of a string, an integer, or each item of a list). */
   choices?: readonly string[];
   /** Smallest allowed value (integer and number). */
   min?: number;
@@ -50,6 +50,8 @@ export interface CliSpec<O extends Record<string, CliOption> = Record<string, Cl
   options: O;
   /** Whole command lines shown under "Examples". */
   examples: readonly string[];
+  /** Flags that no longer exist, with what to write instead: `{ fp4: "--quantize fp4" }`. */
+  renamed?: Record<string, string>;
   /** Rewrites a failure message before it is printed (after the `api` rewrites). */
   rewrite?: (message: string) => string;
 }
@@ -189,6 +191,7 @@ function readValue(flag: string, o: CliOption, raw: string): string | number | s
       if (!/^[+-]?\d+$/.test(raw.trim())) {
         throw new CliUsageError(`${flag} needs a whole number, got "${raw}"`);
       }
+      choice(String(Number(raw)));
       return atLeast(Number(raw));
     case "number":
       if (raw.trim() === "" || !Number.isFinite(Number(raw))) {
@@ -258,7 +261,11 @@ export function parseCli<O extends Record<string, CliOption>>(spec: CliSpec<O>, 
     const negated = t.name.startsWith("no-") && all[t.name.slice(3)]?.type === "boolean";
     const name = negated ? t.name.slice(3) : t.name;
     const o = all[name];
-    if (!o) throw new CliUsageError(`unknown option ${t.rawName}${suggest(t.name, Object.keys(all))}`);
+    if (!o) {
+      const instead = spec.renamed?.[t.name];
+      const hint = instead ? ` (write ${instead} instead)` : suggest(t.name, Object.keys(all));
+      throw new CliUsageError(`unknown option ${t.rawName}${hint}`);
+    }
     const flag = `--${t.name}`;
     if (o.type === "boolean") {
       if (t.value !== undefined) {
@@ -362,7 +369,8 @@ export function formatHelp<O extends Record<string, CliOption>>(spec: CliSpec<O>
 export function failureLine<O extends Record<string, CliOption>>(spec: CliSpec<O>, error: unknown): string {
   let text = error instanceof Error ? error.message : String(error);
   text = text.split("\n").map((s) => s.trim()).filter(Boolean).join(" ");
-  if (text.startsWith(`${spec.name}: `)) text = text.slice(spec.name.length + 2); // "train: train: ..."
+  // Library messages start with the API function ("quantizeCheckpoint: ..."); the command name replaces it.
+  text = text.replace(/^[a-z][A-Za-z0-9]*(\(\))?: /, "");
   for (const [name, o] of Object.entries<CliOption>(spec.options)) {
     if (!o.api) continue;
     const api = o.api.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
