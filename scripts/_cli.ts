@@ -168,7 +168,7 @@ function suggest(name: string, names: string[]): string {
     const d = n.startsWith(name) || name.startsWith(n) ? 1 : distance(name, n);
     if (d < bestD) [best, bestD] = [n, d];
   }
-  return bestD <= Math.max(1, Math.floor(name.length / 3)) ? ` (did you mean --${best}?)` : " (see --help)";
+  return bestD <= Math.ceil(name.length / 3) ? ` (did you mean --${best}?)` : " (see --help)";
 }
 
 function readValue(flag: string, o: CliOption, raw: string): string | number | string[] {

@@ -1,66 +1,125 @@
 /**
  * Memory planner on the command line: prints a table of methods and the cheapest changes
- * that fit the budget.
+ * that fit the budget. Options: `deno task plan --help`.
  *
  * ```sh
- * deno run -A scripts/plan_cli.ts --model 7B --budget 24GB [--method qlora] [--seq 512 --batch 1]
- *   [--accum 1] [--rank 8] [--checkpointing] [--dtype bf16] [--galore-rank 1024] [--limit 5]
+ * deno task plan --model 7B --budget 24GB --method qlora --seq 512
  * ```
  * @module
  */
 
+import { formatGB } from "../lib/plan/bytes.ts";
 import { fitPlan } from "../lib/plan/fit_plan.ts";
 import { planMemory } from "../lib/plan/plan_memory.ts";
 import type { FloatDtype, PlanMethod, PlanSpec } from "../lib/plan/plan_spec.ts";
 import { PLAN_METHODS } from "../lib/plan/plan_spec.ts";
 import { formatPlanTable, planTable } from "../lib/plan/plan_table.ts";
-import { presetNames } from "../lib/plan/presets.ts";
+import { getPreset, presetNames } from "../lib/plan/presets.ts";
+import { CliUsageError, defineCli, formatHelp, parseCli, runCli } from "./_cli.ts";
 
-const USAGE =
-  `usage: plan_cli.ts --model <preset> --budget <size> [--method m] [--seq n] [--batch n] [--accum n]
-  [--rank r] [--galore-rank r] [--checkpointing] [--dtype fp32|fp16|bf16] [--limit n]
-presets: ${presetNames().join(", ")}
-methods: ${PLAN_METHODS.join(", ")}`;
+const PLAN_CLI = defineCli({
+  name: "plan",
+  summary: "Memory plan of fine-tuning a model: a table of methods (full, GaLore, LoRA, QLoRA) with their " +
+    "memory breakdown, then the cheapest changes that fit the budget.",
+  usage: "deno task plan [options]",
+  options: {
+    model: {
+      type: "string",
+      default: "7B",
+      placeholder: "NAME|DIR",
+      description: `preset (${presetNames().join(", ")}) or an HF model folder with config.json`,
+      example: "--model llama-3-8b",
+    },
+    budget: { type: "size", default: "24GB", description: "device memory to fit", example: "--budget 80GB" },
+    method: {
+      type: "string",
+      choices: PLAN_METHODS,
+      description: "plan only this method (default: compare full, galore8bit, lora and qlora)",
+      example: "--method qlora",
+    },
+    seq: {
+      type: "integer",
+      default: 512,
+      min: 1,
+      api: "seqLen",
+      description: "sequence length",
+      example: "--seq 1024",
+    },
+    batch: {
+      type: "integer",
+      default: 1,
+      min: 1,
+      api: "microBatch",
+      description: "micro-batch size",
+      example: "--batch 4",
+    },
+    accum: {
+      type: "integer",
+      default: 1,
+      min: 1,
+      api: "gradAccumSteps",
+      description: "gradient accumulation steps",
+      example: "--accum 8",
+    },
+    rank: {
+      type: "integer",
+      default: 8,
+      min: 1,
+      api: "loraRank",
+      description: "LoRA rank",
+      example: "--rank 16",
+    },
+    "galore-rank": {
+      type: "integer",
+      default: 128,
+      min: 1,
+      api: "galoreRank",
+      description: "GaLore projection rank",
+      example: "--galore-rank 1024",
+    },
+    checkpointing: {
+      type: "boolean",
+      api: "gradientCheckpointing",
+      description: "gradient checkpointing (recompute activations)",
+      example: "--checkpointing",
+    },
+    dtype: {
+      type: "string",
+      default: "bf16",
+      choices: ["fp32", "fp16", "bf16"],
+      api: "weightDtype",
+      description: "weight dtype",
+      example: "--dtype fp32",
+    },
+    limit: {
+      type: "integer",
+      default: 5,
+      min: 1,
+      description: "how many fitting changes to list",
+      example: "--limit 3",
+    },
+  },
+  examples: [
+    "deno task plan --model 7B --budget 24GB",
+    "deno task plan --model 70B --budget 48GiB --method qlora --seq 1024 --checkpointing",
+  ],
+});
 
-const VALUE_FLAGS = [
-  "model",
-  "budget",
-  "method",
-  "seq",
-  "batch",
-  "accum",
-  "rank",
-  "galore-rank",
-  "dtype",
-  "limit",
-];
-
-/** Reads `--flag value`, `--flag=value` and the boolean `--checkpointing` / `--help`. */
-function parseFlags(
-  args: string[],
-): Record<string, string | undefined> & { checkpointing: boolean; help: boolean } {
-  const out: Record<string, string | undefined> = {
-    model: "7B",
-    budget: "24GB",
-    seq: "512",
-    batch: "1",
-    accum: "1",
-    limit: "5",
-  };
-  let checkpointing = false, help = false;
-  for (let i = 0; i < args.length; i++) {
-    const m = /^--([a-z-]+)(?:=(.*))?$/.exec(args[i]);
-    if (!m) throw new RangeError(`unexpected argument "${args[i]}"\n${USAGE}`);
-    const [, name, inline] = m;
-    if (name === "checkpointing") checkpointing = true;
-    else if (name === "help") help = true;
-    else if (VALUE_FLAGS.includes(name)) {
-      const v = inline ?? args[++i];
-      if (v === undefined) throw new RangeError(`--${name} needs a value\n${USAGE}`);
-      out[name] = v;
-    } else throw new RangeError(`unknown flag --${name}\n${USAGE}`);
+/** A preset name, else the config.json of an HF model folder (or the file itself). */
+function modelConfig(name: string): string | Record<string, unknown> {
+  try {
+    getPreset(name);
+    return name;
+  } catch (e) {
+    const file = name.endsWith(".json") ? name : `${name.replace(/\/+$/, "")}/config.json`;
+    let text: string;
+    try {
+      text = Deno.readTextFileSync(file);
+    } catch {
+      throw new CliUsageError(`--model: ${(e as Error).message} (or an HF model folder with config.json)`);
+    }
+    return JSON.parse(text);
   }
-  return Object.assign(out, { checkpointing, help });
 }
 
 /**
@@ -76,25 +135,28 @@ function parseFlags(
  * ```
  */
 export function runPlanCli(args: string[]): string {
-  const a = parseFlags(args);
-  if (a.help) return USAGE;
-  const num = (v: string | undefined) => (v === undefined ? undefined : Number(v));
+  const { values: a, help } = parseCli(PLAN_CLI, args);
+  if (help) return formatHelp(PLAN_CLI);
   const base: Omit<PlanSpec, "method"> = {
-    config: a.model,
-    seqLen: num(a.seq),
-    microBatch: num(a.batch),
-    gradAccumSteps: num(a.accum),
-    loraRank: num(a.rank),
-    galoreRank: num(a["galore-rank"]),
+    config: modelConfig(a.model),
+    seqLen: a.seq,
+    microBatch: a.batch,
+    gradAccumSteps: a.accum,
+    loraRank: a.rank,
+    galoreRank: a["galore-rank"],
     gradientCheckpointing: a.checkpointing,
-    weightDtype: a.dtype as FloatDtype | undefined,
+    weightDtype: a.dtype as FloatDtype,
   };
   const methods: PlanMethod[] = a.method ? [a.method as PlanMethod] : ["full", "galore8bit", "lora", "qlora"];
   const plans = methods.map((method) =>
     planMemory({ ...base, method, ...(method === "galore8bit" ? { layerwise: true } : {}) })
   );
   const lines = [
-    `${plans[0].spec.modelLabel}: ${(plans[0].params / 1e9).toFixed(2)}B parameters, budget ${a.budget}` +
+    `${plans[0].spec.modelLabel}: ${
+      plans[0].params >= 1e9
+        ? `${(plans[0].params / 1e9).toFixed(2)}B`
+        : `${(plans[0].params / 1e6).toFixed(2)}M`
+    } parameters, budget ${formatGB(a.budget)}` +
     ` (sizes in GB = 1e9 bytes)`,
     "",
     formatPlanTable(planTable(plans, { budget: a.budget })),
@@ -104,7 +166,7 @@ export function runPlanCli(args: string[]): string {
     "",
     "Cheapest changes that fit:",
   ];
-  const fits = fitPlan({ ...base, method: methods[0] }, a.budget ?? "24GB", { limit: num(a.limit) });
+  const fits = fitPlan({ ...base, method: methods[0] }, a.budget, { limit: a.limit });
   if (fits.length === 0) {
     lines.push("  nothing fits; try a larger budget, a shorter --seq or a smaller model.");
   }
@@ -114,11 +176,4 @@ export function runPlanCli(args: string[]): string {
   return lines.join("\n");
 }
 
-if (import.meta.main) {
-  try {
-    console.log(runPlanCli(Deno.args));
-  } catch (e) {
-    console.error(e instanceof Error ? e.message : String(e));
-    Deno.exit(2);
-  }
-}
+if (import.meta.main) await runCli(PLAN_CLI, () => console.log(runPlanCli(Deno.args)));

@@ -9,6 +9,11 @@ Deno.test("plan_cli prints the table and fitting suggestions for 7B in 24 GB", (
 });
 
 Deno.test("plan_cli rejects unknown flags and presets", () => {
-  assertThrows(() => runPlanCli(["--modle", "7B"]), RangeError, "unknown flag");
+  assertThrows(
+    () => runPlanCli(["--modle", "7B"]),
+    RangeError,
+    "unknown option --modle (did you mean --model?)",
+  );
+  assertThrows(() => runPlanCli(["--budget", "24"]), RangeError, "--budget needs a unit: write 24GB");
   assertThrows(() => runPlanCli(["--model", "9B"]), RangeError, "unknown model preset");
 });
