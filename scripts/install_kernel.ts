@@ -10,9 +10,10 @@
  * - otherwise into the user's Jupyter data dir ($JUPYTER_DATA_DIR, ~/.local/share/jupyter on Linux,
  *   ~/Library/Jupyter on macOS, %APPDATA%\jupyter on Windows) under kernels/nbtune/.
  *
- * Usage: deno run -A scripts/install_kernel.ts [--prefix DIR] [--name NAME] [--display-name TEXT]
+ * Usage: deno task kernel:install [--prefix DIR] [--name NAME] [--display-name TEXT] (see --help)
  * @module
  */
+import { CliUsageError, defineCli, runCli } from "./_cli.ts";
 
 const ROOT = new URL("..", import.meta.url);
 const TEMPLATE_DIR = new URL("kernels/nbtune/", ROOT);
@@ -24,45 +25,34 @@ interface Args {
   displayName: string;
 }
 
-function usage(): never {
-  console.log(
-    "Usage: deno run -A scripts/install_kernel.ts [--prefix DIR] [--name NAME] [--display-name TEXT]",
-  );
-  Deno.exit(0);
-}
-
-function parseArgs(argv: string[]): Args {
-  const args: Args = { name: "nbtune", displayName: "Deno (nbtune)" };
-  for (let i = 0; i < argv.length; i++) {
-    const [flag, inline] = argv[i].split(/=(.*)/s, 2);
-    const value = () => {
-      const v = inline ?? argv[++i];
-      if (v === undefined || v === "") throw new RangeError(`${flag} needs a value`);
-      return v;
-    };
-    switch (flag) {
-      case "--prefix":
-        args.prefix = value();
-        break;
-      case "--name":
-        args.name = value();
-        break;
-      case "--display-name":
-        args.displayName = value();
-        break;
-      case "-h":
-      case "--help":
-        usage();
-        break;
-      default:
-        throw new RangeError(`Unknown argument "${argv[i]}"; see --help`);
-    }
-  }
-  if (!/^[a-z0-9._-]+$/i.test(args.name)) {
-    throw new RangeError(`Kernel name must be [A-Za-z0-9._-]; got "${args.name}"`);
-  }
-  return args;
-}
+const KERNEL_CLI = defineCli({
+  name: "kernel:install",
+  summary: 'Installs the Jupyter kernelspec "Deno (nbtune)", which runs this project\'s pinned Deno ' +
+    "(deno jupyter --kernel); with jupyter on the PATH through `jupyter kernelspec install --user`, " +
+    "else into the user's Jupyter data dir.",
+  usage: "deno task kernel:install [options]",
+  options: {
+    prefix: {
+      type: "string",
+      placeholder: "DIR",
+      description: "write DIR/kernels/NAME/ instead (select it with JUPYTER_PATH=DIR; what CI does)",
+      example: "--prefix out/jupyter",
+    },
+    name: {
+      type: "string",
+      default: "nbtune",
+      description: "kernelspec name, [A-Za-z0-9._-]",
+      example: "--name nbtune-dev",
+    },
+    "display-name": {
+      type: "string",
+      default: "Deno (nbtune)",
+      description: "name shown in Jupyter's kernel picker",
+      example: '--display-name "Deno (nbtune dev)"',
+    },
+  },
+  examples: ["deno task kernel:install", "deno task kernel:install --prefix out/jupyter"],
+});
 
 function fromFileUrl(url: URL): string {
   const path = decodeURIComponent(url.pathname);
@@ -129,8 +119,7 @@ async function hasJupyter(): Promise<boolean> {
   }
 }
 
-async function main(): Promise<void> {
-  const args = parseArgs(Deno.args);
+async function main(args: Args): Promise<void> {
   let installed: string;
   if (args.prefix !== undefined) {
     installed = `${args.prefix.replace(/[\\/]+$/, "")}/kernels/${args.name}`;
@@ -172,10 +161,10 @@ async function main(): Promise<void> {
 }
 
 if (import.meta.main) {
-  try {
-    await main();
-  } catch (error) {
-    console.error(`install_kernel: ${error instanceof Error ? error.message : error}`);
-    Deno.exit(1);
-  }
+  await runCli(KERNEL_CLI, ({ values }) => {
+    if (!/^[a-z0-9._-]+$/i.test(values.name)) {
+      throw new CliUsageError(`--name must be [A-Za-z0-9._-]; got "${values.name}"`);
+    }
+    return main({ prefix: values.prefix, name: values.name, displayName: values["display-name"] });
+  });
 }
