@@ -31,8 +31,11 @@ async function loadWhole(kind: string, dir: string): Promise<string> {
       try {
         await loadAdapter(m, dir); // a config of one save with factors of the other fails on shapes
         const r = JSON.parse(await Deno.readTextFile(`${dir}/adapter_config.json`)).r;
-        const layers = adapterLayers(m) as LoRALinear[];
-        assert(layers.length === 4 && layers.every((l) => l.r === r), `r=${r} throughout`);
+        const layers = adapterLayers(m);
+        assert(
+          layers.length === 4 && layers.every((l) => l instanceof LoRALinear && l.r === r),
+          `r=${r} throughout`,
+        );
         return `r=${r}`;
       } finally {
         m.dispose();
