@@ -10,6 +10,7 @@
  */
 import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 import type { Linear, NamedParam, StorageInfo } from "../models/linear.ts";
+import { timedSpan } from "../engine/kernel_timer.ts";
 
 /** Live / peak count of dequantized weight tensors (the memory probe used by tests). */
 export interface DequantStats {
@@ -52,7 +53,10 @@ export class QuantizedLinear implements Linear {
 
   /** A fresh dequantized weight tensor, counted by the probe until {@linkcode release}. */
   private weightTensor(): tf.Tensor2D {
-    const w = tf.tensor2d(this.dequantize(), [this.outFeatures, this.inFeatures]);
+    const w = timedSpan(
+      "dequantize",
+      () => tf.tensor2d(this.dequantize(), [this.outFeatures, this.inFeatures]),
+    );
     stats.live++;
     stats.count++;
     liveElements += w.size;

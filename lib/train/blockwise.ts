@@ -19,6 +19,7 @@ import type { LlamaForCausalLM } from "../models/llama.ts";
 import type { NamedParam } from "../models/linear.ts";
 import type { MicroBatch } from "./batching.ts";
 import { nllSum } from "./loss.ts";
+import { withPhase } from "../engine/kernel_timer.ts";
 
 /** Receives the gradients of one group of parameters (the caller disposes nothing: the grads are freed after the call). */
 export type GradSink = (params: NamedParam[], grads: tf.Tensor[]) => void;
@@ -60,8 +61,10 @@ export function blockwiseBackward(
   let tiedEmbedGrad: tf.Tensor | undefined;
   try {
     // Forward, keeping only block inputs.
-    hs.push(model.embed(ids));
-    for (const layer of model.layers) hs.push(tf.tidy(() => layer.forward(hs[hs.length - 1], ctx)));
+    withPhase("forward", () => {
+      hs.push(model.embed(ids));
+      for (const layer of model.layers) hs.push(tf.tidy(() => layer.forward(hs[hs.length - 1], ctx)));
+    });
 
     // Head: final norm + LM head + loss.
     const headParams = groups[0].params;
@@ -71,19 +74,20 @@ export function blockwiseBackward(
       ...headParams.map((p) => p.variable),
       ...(tied && embedTrainable ? [model.embedTokens] : []),
     ];
-    const { value, grads } = engine.gradients(
-      () => {
-        const logits = model.head(hs[hs.length - 1]); // [B, T, V]
-        const V = logits.shape[2];
-        return tf.div(
-          nllSum(tf.reshape(logits, [B * T, V]) as tf.Tensor2D, targets, weights),
-          divisor,
-        ) as tf.Scalar;
-      },
-      headXs,
-      undefined,
-      true,
-    );
+    const { value, grads } = withPhase("head + loss", () =>
+      engine.gradients(
+        () => {
+          const logits = model.head(hs[hs.length - 1]); // [B, T, V]
+          const V = logits.shape[2];
+          return tf.div(
+            nllSum(tf.reshape(logits, [B * T, V]) as tf.Tensor2D, targets, weights),
+            divisor,
+          ) as tf.Scalar;
+        },
+        headXs,
+        undefined,
+        true,
+      ));
     const loss = value.dataSync()[0];
     value.dispose();
     if (!Number.isFinite(loss)) {
@@ -102,12 +106,13 @@ export function blockwiseBackward(
       const params = groups[model.layers.length - i].params;
       const layer = model.layers[i];
       const h = hs[i];
-      const r = engine.gradients(
-        () => layer.forward(h, ctx),
-        [h, ...params.map((p) => p.variable)],
-        dh,
-        true,
-      );
+      const r = withPhase("blocks: recompute + backward", () =>
+        engine.gradients(
+          () => layer.forward(h, ctx),
+          [h, ...params.map((p) => p.variable)],
+          dh,
+          true,
+        ));
       r.value.dispose();
       dh.dispose();
       hs[i + 1].dispose();

@@ -13,6 +13,7 @@ import type { Optimizer } from "../optim/optimizer.ts";
 import { accumulateGradients, clipByGlobalNorm } from "./accumulate.ts";
 import type { MicroBatch } from "./batching.ts";
 import { blockwiseBackward } from "./blockwise.ts";
+import { withPhase } from "../engine/kernel_timer.ts";
 
 /** How gradients are produced and applied. */
 export type StepMode = "full" | "checkpointed" | "layerwise";
@@ -59,7 +60,10 @@ export function runStep(
     const loss = blockwiseBackward(model, micro[0], total, (ps, gs) => {
       sq += sumSquares(gs);
       peak = Math.max(peak, bytes(gs));
-      optimizer.step(ps.map((p, i) => ({ name: p.name, variable: p.variable, grad: gs[i] })), lr);
+      withPhase(
+        "optimizer",
+        () => optimizer.step(ps.map((p, i) => ({ name: p.name, variable: p.variable, grad: gs[i] })), lr),
+      );
     });
     if (!Number.isFinite(loss)) throw nonFinite(label, "the loss", loss);
     return { loss, tokens: total, gradNorm: Math.sqrt(sq), gradientBytes: peak };
@@ -89,17 +93,27 @@ export function runStep(
     }
     grads = acc.map((t, i) => t ?? tf.zerosLike(params[i].variable));
   } else {
-    const r = accumulateGradients(model, params, micro, { label });
+    const r = withPhase(
+      "forward + backward (one tape)",
+      () => accumulateGradients(model, params, micro, { label }),
+    );
     grads = r.grads;
     loss = r.loss;
   }
   const gradientBytes = bytes(grads);
-  const clipped = clipByGlobalNorm(grads, options.maxGradNorm);
+  const clipped = withPhase("optimizer", () => clipByGlobalNorm(grads, options.maxGradNorm));
   if (!Number.isFinite(clipped.norm)) {
     clipped.grads.forEach((g) => g.dispose());
     throw nonFinite(label, "the gradient norm", clipped.norm);
   }
-  optimizer.step(params.map((p, i) => ({ name: p.name, variable: p.variable, grad: clipped.grads[i] })), lr);
+  withPhase(
+    "optimizer",
+    () =>
+      optimizer.step(
+        params.map((p, i) => ({ name: p.name, variable: p.variable, grad: clipped.grads[i] })),
+        lr,
+      ),
+  );
   clipped.grads.forEach((g) => g.dispose());
   return { loss, tokens: total, gradNorm: clipped.norm, gradientBytes };
 }
