@@ -15,9 +15,11 @@
  * never learns to copy from its context, with or without "echo" pretraining.)
  *
  * Usage: deno run -A scripts/make_task_data.ts [--corpus notebooks/data/tinyshakespeare.txt] [--out notebooks/data]
+ * (part of `deno task pretrain`; see --help)
  * @module
  */
 import { mulberry32 } from "../lib/train/random.ts";
+import { defineCli, runCli } from "./_cli.ts";
 
 /** Topics in priority order, each with its keywords and the herald's proclamation. */
 export const TOPICS: { name: string; words: string[]; proclamation: string }[] = [
@@ -102,15 +104,59 @@ export function heraldTask(text: string, sizes = { train: 1600, eval: 200 }) {
   return { train: phrases(train, sizes.train, 1).map(rec), eval: phrases(heldOut, sizes.eval, 2).map(rec) };
 }
 
-if (import.meta.main) {
-  const args = Deno.args;
-  const get = (k: string, d: string) => (args.indexOf(k) >= 0 ? args[args.indexOf(k) + 1] : d);
-  const corpus = get("--corpus", "notebooks/data/tinyshakespeare.txt");
-  const out = get("--out", "notebooks/data");
+/**
+ * Writes `herald_train.jsonl` and `herald_eval.jsonl` made from the corpus file into `outDir`.
+ *
+ * @param corpus path of the tiny Shakespeare text
+ * @param outDir folder for the two files
+ * @returns one line per written file
+ * @example
+ * ```ts
+ * import { writeHeraldTask } from "./make_task_data.ts";
+ * const dir = await Deno.makeTempDir();
+ * const lines = await writeHeraldTask("notebooks/data/tinyshakespeare.txt", dir);
+ * if (lines.length !== 2 || !lines[0].includes("1600 records")) throw new Error(lines.join("; "));
+ * await Deno.remove(dir, { recursive: true });
+ * ```
+ */
+export async function writeHeraldTask(corpus: string, outDir: string): Promise<string[]> {
   const task = heraldTask(await Deno.readTextFile(corpus));
+  await Deno.mkdir(outDir, { recursive: true });
+  const lines: string[] = [];
   for (const [name, rows] of Object.entries(task)) {
-    const path = `${out}/herald_${name}.jsonl`;
+    const path = `${outDir}/herald_${name}.jsonl`;
     await Deno.writeTextFile(path, rows.map((r) => JSON.stringify(r)).join("\n") + "\n");
-    console.log(`wrote ${rows.length} records to ${path}`);
+    lines.push(`wrote ${rows.length} records to ${path}`);
   }
+  return lines;
+}
+
+const TASK_CLI = defineCli({
+  name: "make_task_data",
+  summary:
+    "Writes the herald fine-tuning task (herald_train.jsonl, herald_eval.jsonl) from tiny Shakespeare.",
+  usage: "deno run -A scripts/make_task_data.ts [options]",
+  options: {
+    corpus: {
+      type: "string",
+      default: "notebooks/data/tinyshakespeare.txt",
+      placeholder: "FILE",
+      description: "the tiny Shakespeare text",
+      example: "--corpus data/shakespeare.txt",
+    },
+    out: {
+      type: "string",
+      default: "notebooks/data",
+      placeholder: "DIR",
+      description: "folder for the two JSON-lines files",
+      example: "--out out/task",
+    },
+  },
+  examples: ["deno run -A scripts/make_task_data.ts --out out/task"],
+});
+
+if (import.meta.main) {
+  await runCli(TASK_CLI, async ({ values }) => {
+    for (const line of await writeHeraldTask(values.corpus, values.out)) console.log(line);
+  });
 }

@@ -3,9 +3,11 @@
  * attention) on tiny Shakespeare, using the toolkit's own trainer.
  *
  * Usage: deno run -A scripts/pretrain_embedded.ts [--steps 800] [--echo 0] [--init DIR] [--lr 3e-3] [--out notebooks/models/tiny-shakespeare-llama]
- * The tokenizer is trained first by scripts/train_tokenizer.ts into the same folder.
+ * The tokenizer is trained first by scripts/train_tokenizer.ts into the same folder; `deno task pretrain`
+ * (scripts/pretrain.ts) runs the tokenizer, the task data and this step in one go.
  * @module
  */
+import { CliUsageError, type CliValues, defineCli, runCli } from "./_cli.ts";
 import { initEngine } from "../lib/engine/backend.ts";
 import { loadTokenizer } from "../lib/io/tokenizer.ts";
 import { initModel } from "../lib/models/init_model.ts";
@@ -77,21 +79,71 @@ export function windows(ids: number[], length: number): { ids: number[]; labels:
   return out;
 }
 
-if (import.meta.main) {
-  const args = Deno.args;
-  const get = (k: string, d: string) => (args.indexOf(k) >= 0 ? args[args.indexOf(k) + 1] : d);
-  const out = get("--out", "notebooks/models/tiny-shakespeare-llama");
-  const steps = Number(get("--steps", "800"));
-  const seqLen = Number(get("--seq", "128"));
+/** Options of the pretraining step, shared with `deno task pretrain`. */
+export const PRETRAIN_OPTIONS = {
+  out: {
+    type: "string",
+    default: "notebooks/models/tiny-shakespeare-llama",
+    placeholder: "DIR",
+    description: "model folder: reads its tokenizer, writes the checkpoint",
+    example: "--out out/my-model",
+  },
+  corpus: {
+    type: "string",
+    default: "notebooks/data/tinyshakespeare.txt",
+    placeholder: "FILE",
+    description: "tiny Shakespeare text (its last 5% is held out)",
+    example: "--corpus data/shakespeare.txt",
+  },
+  steps: { type: "integer", default: 800, min: 1, description: "pretraining steps", example: "--steps 100" },
+  seq: {
+    type: "integer",
+    default: 128,
+    min: 2,
+    description: "tokens per training window",
+    example: "--seq 64",
+  },
+  lr: { type: "number", default: 3e-3, description: "peak learning rate", example: "--lr 1e-3" },
+  echo: {
+    type: "number",
+    default: 0,
+    min: 0,
+    description: "fraction of repeated-span (echo) windows, below 1",
+    example: "--echo 0.25",
+  },
+  init: {
+    type: "string",
+    placeholder: "DIR",
+    description: "continue from this checkpoint instead of a fresh initialisation",
+    example: "--init notebooks/models/tiny-shakespeare-llama",
+  },
+} as const;
+
+const PRETRAIN_STEP_CLI = defineCli({
+  name: "pretrain_embedded",
+  summary: "Pretrains the embedded model on tiny Shakespeare (the tokenizer must already be in --out).",
+  usage: "deno run -A scripts/pretrain_embedded.ts [options]",
+  options: PRETRAIN_OPTIONS,
+  examples: ["deno run -A scripts/pretrain_embedded.ts --steps 100 --out out/my-model"],
+});
+
+/**
+ * Pretrains the embedded model with the options of {@linkcode PRETRAIN_OPTIONS} and saves it (BF16) with
+ * its generation config and `pretrain_log.json` into `out`. Runs for minutes: no example here.
+ *
+ * @param o the parsed options
+ */
+export async function pretrainEmbedded(o: CliValues<typeof PRETRAIN_OPTIONS>): Promise<void> {
+  const { out, steps, seq: seqLen, echo: echoFraction } = o;
+  if (echoFraction >= 1) throw new CliUsageError(`--echo must be below 1, got ${echoFraction}`);
   const info = await initEngine();
   console.log(`[engine] ${info.reason}`);
   const tok = await loadTokenizer(out);
   const { train: trainText, heldOut } = splitCorpus(
-    await Deno.readTextFile("notebooks/data/tinyshakespeare.txt"),
+    await Deno.readTextFile(o.corpus),
   );
   const trainIds = tok.encode(trainText, { addSpecialTokens: false });
   const plain = windows(trainIds, seqLen);
-  const echoFraction = Number(get("--echo", "0"));
   const trainData = [
     ...plain,
     ...echoWindows(trainIds, seqLen, Math.round(plain.length * echoFraction / (1 - echoFraction)), 7),
@@ -100,13 +152,12 @@ if (import.meta.main) {
   console.log(
     `train windows ${trainData.length} (${plain.length} plain + echo), held-out windows ${evalData.length} (${seqLen} tokens each)`,
   );
-  const init = get("--init", "");
-  const model = init ? await loadModel(init) : initModel(EMBEDDED_CONFIG, { seed: 0 });
+  const model = o.init ? await loadModel(o.init) : initModel(EMBEDDED_CONFIG, { seed: 0 });
   const t0 = performance.now();
   await train(model, trainData, {
     steps,
     batchSize: 16,
-    lr: Number(get("--lr", "3e-3")),
+    lr: o.lr,
     warmupSteps: 50,
     schedule: "cosine",
     weightDecay: 0.01,
@@ -155,3 +206,5 @@ if (import.meta.main) {
   );
   model.dispose();
 }
+
+if (import.meta.main) await runCli(PRETRAIN_STEP_CLI, ({ values }) => pretrainEmbedded(values));

@@ -14,6 +14,7 @@
  * Every byte is in the vocabulary, so any well-formed Unicode text round-trips exactly.
  * @module
  */
+import { CliUsageError, defineCli, runCli } from "./_cli.ts";
 
 /** Options of {@linkcode trainByteLevelBpe}. */
 export interface TrainByteLevelBpeOptions {
@@ -382,42 +383,94 @@ function tokenizerConfig(modelMaxLength: number): Record<string, unknown> {
   };
 }
 
-const USAGE = "usage: deno run -A scripts/train_tokenizer.ts --input <file.txt> --out <dir> " +
-  "[--vocab 512] [--min-frequency 2] [--max-length 2048]";
-
-function parseArgs(args: string[]): { input: string; out: string; options: TrainByteLevelBpeOptions } {
-  const flags: Record<string, string> = {};
-  const known = ["--input", "--out", "--vocab", "--min-frequency", "--max-length"];
-  for (let i = 0; i < args.length; i++) {
-    const [flag, inline] = args[i].split(/=(.*)/s, 2);
-    if (!known.includes(flag)) throw new TypeError(`Unknown argument ${JSON.stringify(args[i])}\n${USAGE}`);
-    const value = inline ?? args[++i];
-    if (value === undefined) throw new TypeError(`${flag} needs a value\n${USAGE}`);
-    flags[flag] = value;
-  }
-  if (flags["--input"] === undefined || flags["--out"] === undefined) throw new TypeError(USAGE);
-  const int = (flag: string) => flags[flag] === undefined ? undefined : Number(flags[flag]);
-  return {
-    input: flags["--input"],
-    out: flags["--out"],
-    options: {
-      vocabSize: int("--vocab"),
-      minFrequency: int("--min-frequency"),
-      modelMaxLength: int("--max-length"),
+const TOKENIZER_CLI = defineCli({
+  name: "train_tokenizer",
+  summary: "Trains a byte-level BPE tokenizer on a text file and writes tokenizer.json and " +
+    "tokenizer_config.json (HF format) into a folder.",
+  usage: "deno run -A scripts/train_tokenizer.ts --input <file.txt> --out <dir> [options]",
+  options: {
+    input: {
+      type: "string",
+      placeholder: "FILE",
+      description: "training text (required)",
+      example: "--input corpus.txt",
     },
-  };
-}
+    out: {
+      type: "string",
+      placeholder: "DIR",
+      description: "output folder (required)",
+      example: "--out out/tok",
+    },
+    vocab: {
+      type: "integer",
+      default: 512,
+      min: 259,
+      api: "vocabSize",
+      description: "vocabulary size",
+      example: "--vocab 1024",
+    },
+    "min-frequency": {
+      type: "integer",
+      default: 2,
+      min: 1,
+      api: "minFrequency",
+      description: "pairs seen fewer times are never merged",
+      example: "--min-frequency 3",
+    },
+    "max-length": {
+      type: "integer",
+      default: 2048,
+      min: 1,
+      api: "modelMaxLength",
+      description: "model_max_length written to tokenizer_config.json",
+      example: "--max-length 512",
+    },
+  },
+  examples: [
+    "deno run -A scripts/train_tokenizer.ts --input notebooks/data/tinyshakespeare.txt --out out/tok --vocab 512",
+  ],
+});
 
-if (import.meta.main) {
-  const { input, out, options } = parseArgs(Deno.args);
+/**
+ * Trains a tokenizer on the text in `input` and writes it into `out`; returns a one-line summary.
+ *
+ * @param input path of the training text
+ * @param out output folder
+ * @param options vocabulary size, minimum pair frequency, model max length
+ * @returns what was written
+ * @example
+ * ```ts
+ * import { trainTokenizerFile } from "./train_tokenizer.ts";
+ * const dir = await Deno.makeTempDir();
+ * await Deno.writeTextFile(`${dir}/c.txt`, "abc abc abd abd ".repeat(4));
+ * const line = await trainTokenizerFile(`${dir}/c.txt`, `${dir}/tok`, { vocabSize: 262 });
+ * if (!line.includes("tokenizer.json")) throw new Error(line);
+ * await Deno.remove(dir, { recursive: true });
+ * ```
+ */
+export async function trainTokenizerFile(
+  input: string,
+  out: string,
+  options: TrainByteLevelBpeOptions = {},
+): Promise<string> {
   const started = performance.now();
   const text = await Deno.readTextFile(input);
   const trained = trainByteLevelBpe(text, options);
   await writeTokenizerFiles(out, trained);
   const model = trained.tokenizerJson.model as { vocab: Record<string, number>; merges: unknown[] };
   const seconds = ((performance.now() - started) / 1000).toFixed(2);
-  console.log(
-    `Trained ${Object.keys(model.vocab).length} tokens (${model.merges.length} merges) on ${text.length} ` +
-      `characters in ${seconds} s; wrote ${out}/tokenizer.json and ${out}/tokenizer_config.json`,
-  );
+  return `Trained ${
+    Object.keys(model.vocab).length
+  } tokens (${model.merges.length} merges) on ${text.length} ` +
+    `characters in ${seconds} s; wrote ${out}/tokenizer.json and ${out}/tokenizer_config.json`;
+}
+
+if (import.meta.main) {
+  await runCli(TOKENIZER_CLI, async ({ values: v }) => {
+    if (v.input === undefined || v.out === undefined) {
+      throw new CliUsageError("needs --input FILE and --out DIR");
+    }
+    const options = { vocabSize: v.vocab, minFrequency: v["min-frequency"], modelMaxLength: v["max-length"] };
+    console.log(await trainTokenizerFile(v.input, v.out, options));
+  });
 }
