@@ -342,7 +342,7 @@ function interleavedMedians(fns: (() => void)[], minSeconds: number): number[] {
 function matmulRows(n: number, rows: number, minSeconds: number): BenchRow[] {
   const w = tf.tidy(() => tf.randomNormal([n, n], 0, 0.02, "float32", 1).dataSync() as Float32Array);
   const dense = new DenseLinear("dense", tf.tensor2d(w, [n, n]), { trainable: false });
-  const state = quantize4bit(w, { shape: [n, n], doubleQuant: true });
+  const state = quantize4bit(w, { shape: [n, n] });
   const q = fourBitLinear("nf4", state);
   const x = tf.randomNormal([rows, n], 0, 1, "float32", 2) as tf.Tensor2D;
   const run = (lin: DenseLinear | QuantizedLinear) => () => tf.tidy(() => lin.apply(x).dataSync());
@@ -498,9 +498,9 @@ export async function runPerplexityReport(options: PerplexityReportOptions = {})
   }
   const variants: [string, Parameters<typeof loadModel>[1]][] = [
     ["full precision (checkpoint dtype → fp32)", {}],
-    ["nf4 + double quant", { quantize: "nf4", doubleQuant: true }],
-    ["fp4 + double quant", { quantize: "fp4", doubleQuant: true }],
-    ["nf4, no double quant", { quantize: "nf4", doubleQuant: false }],
+    ["nf4 + double quant", { quantize: { type: "nf4", doubleQuant: true } }],
+    ["fp4 + double quant", { quantize: { type: "fp4", doubleQuant: true } }],
+    ["nf4, no double quant", { quantize: { type: "nf4", doubleQuant: false } }],
   ];
   const rows: BenchRow[] = [];
   let full = 0;

@@ -91,7 +91,7 @@ async function demo(
   console.log(`engine: ${engine.reason}`);
 
   const tokenizer = await loadTokenizer(EMBEDDED_MODEL_DIR);
-  const model = await loadModel(EMBEDDED_MODEL_DIR, { quantize: "nf4", doubleQuant: true });
+  const model = await loadModel(EMBEDDED_MODEL_DIR, { quantize: "nf4" });
   await display(
     table(model.summary() as unknown as Record<string, unknown>[], { title: "Embedded model, NF4 base" }),
   );

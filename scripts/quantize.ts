@@ -5,6 +5,7 @@
  * @module
  */
 import { quantizeCheckpoint, type QuantizeCheckpointOptions } from "../lib/quant/quantize_checkpoint.ts";
+import { resolveQuantize } from "../lib/quant/quantize_option.ts";
 import { defineCli, parseCli, runCli } from "./_cli.ts";
 
 const QUANTIZE_CLI = defineCli({
@@ -18,14 +19,14 @@ const QUANTIZE_CLI = defineCli({
       type: "string",
       default: "nf4",
       choices: ["nf4", "fp4"],
-      api: "quantType",
+      api: "quantize.type",
       description: "4-bit data type",
       example: "--quantize fp4",
     },
     "double-quant": {
       type: "boolean",
       default: true,
-      api: "doubleQuant",
+      api: "quantize.doubleQuant",
       description: "double-quantize the absmax constants (QLoRA)",
       example: "--no-double-quant",
     },
@@ -33,7 +34,7 @@ const QUANTIZE_CLI = defineCli({
       type: "integer",
       default: 64,
       choices: ["32", "64", "128", "256", "512", "1024", "2048", "4096"],
-      api: "blocksize",
+      api: "quantize.blocksize",
       description: "elements per absmax block",
       example: "--blocksize 128",
     },
@@ -68,7 +69,8 @@ export interface QuantizeArgs {
  * ```ts
  * import { parseQuantizeArgs } from "./quantize.ts";
  * const a = parseQuantizeArgs(["in", "out", "--quantize", "fp4", "--blocksize", "128"]);
- * if (a.options.quantType !== "fp4" || a.options.blocksize !== 128 || a.outDir !== "out") throw new Error();
+ * const q = a.options.quantize as { type: string; blocksize: number };
+ * if (q.type !== "fp4" || q.blocksize !== 128 || a.outDir !== "out") throw new Error();
  * ```
  */
 export function parseQuantizeArgs(args: string[]): QuantizeArgs {
@@ -77,9 +79,7 @@ export function parseQuantizeArgs(args: string[]): QuantizeArgs {
     inDir: positionals[0],
     outDir: positionals[1],
     options: {
-      quantType: v.quantize as "nf4" | "fp4",
-      doubleQuant: v["double-quant"],
-      blocksize: v.blocksize,
+      quantize: { type: v.quantize as "nf4" | "fp4", doubleQuant: v["double-quant"], blocksize: v.blocksize },
       overwrite: v.overwrite,
     },
   };
@@ -92,9 +92,9 @@ if (import.meta.main) {
     const args = parseQuantizeArgs(Deno.args);
     const t0 = performance.now();
     const r = await quantizeCheckpoint(args.inDir, args.outDir, args.options);
-    const o = args.options;
+    const o = resolveQuantize(args.options.quantize);
     console.log(
-      `${o.quantType}${o.doubleQuant ? "+dq" : ""} blocksize ${o.blocksize}: ` +
+      `${o.type}${o.doubleQuant ? "+dq" : ""} blocksize ${o.blocksize}: ` +
         `quantized ${r.quantizedWeights} weights (${(r.quantizedParams / 1e6).toFixed(2)} M params) at ` +
         `${r.bitsPerParam.toFixed(3)} bits/param`,
     );

@@ -13,18 +13,41 @@ import { BLOCK_LINEAR_NAMES, type BlockLinears, linearPath, LlamaBlock } from ".
 import { DenseLinear, type Linear } from "./linear.ts";
 import { LlamaForCausalLM } from "./llama.ts";
 import { RMSNorm } from "./rms_norm.ts";
+import { array, defineOptions, type FieldsOf, string } from "../options/schema.ts";
+import { QUANTIZE_RENAMED, quantizeField, type QuantizeOption } from "../quant/quantize_option.ts";
 
 /** Options for {@linkcode loadModel}. */
 export interface LoadModelOptions {
-  /** Quantize the attention and MLP linear weights while loading. @default {false} */
-  quantize?: "nf4" | "fp4" | false;
-  /** Double-quantize the absmax constants (QLoRA). @default {true} */
-  doubleQuant?: boolean;
-  /** Quantization block size. @default {64} */
-  blocksize?: number;
+  /**
+   * Quantize the attention and MLP linear weights while loading: `"nf4"`, `"fp4"` or
+   * `{ type, doubleQuant, blocksize }` (double quantization on and blocksize 64 unless given).
+   * @default {false}
+   */
+  quantize?: QuantizeOption | false;
   /** Module names (substrings) kept in full precision when quantizing. @default {["lm_head"]} */
   skipModules?: string[];
 }
+
+/** The schema of {@linkcode loadModel}'s options. */
+export const loadModelSchema = defineOptions(
+  "loadModel",
+  {
+    quantize: quantizeField(
+      'Quantize the linear weights while loading: "nf4", "fp4", { type, doubleQuant, blocksize } or false.',
+      {
+        off: true,
+      },
+    ),
+    skipModules: array(
+      "Module names (substrings) kept in full precision when quantizing.",
+      string("A name.", {
+        nonEmpty: true,
+      }),
+      { default: ["lm_head"] },
+    ),
+  } satisfies FieldsOf<LoadModelOptions>,
+  { renamed: QUANTIZE_RENAMED },
+);
 
 /** Builds the linear layer for one weight; quantized loaders supply their own. */
 export type LinearFactory = (
@@ -32,8 +55,6 @@ export type LinearFactory = (
   reader: TensorReader,
   shape: [number, number],
 ) => Promise<Linear>;
-
-const LOAD_KEYS = new Set(["quantize", "doubleQuant", "blocksize", "skipModules"]);
 
 /** Reads and validates `config.json` of an HF model directory. */
 export async function readModelConfig(dir: string): Promise<LlamaConfig> {
@@ -217,11 +238,7 @@ export async function chooseLinearFactory(
  * ```
  */
 export async function loadModel(dir: string, options: LoadModelOptions = {}): Promise<LlamaForCausalLM> {
-  for (const k of Object.keys(options)) {
-    if (!LOAD_KEYS.has(k)) {
-      throw new TypeError(`loadModel: unknown option "${k}" (known: ${[...LOAD_KEYS].join(", ")})`);
-    }
-  }
+  loadModelSchema.parse(options);
   refuseInterruptedSave(dir, "loadModel");
   await recoverInterruptedSave(dir); // a save killed between its two renames is restored here
   await ensureEngine();

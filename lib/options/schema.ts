@@ -569,6 +569,26 @@ export function custom<T>(
   >;
 }
 
+/**
+ * A field whose checked value (and default) is turned into another form, e.g. a
+ * shorthand `"nf4"` into `{ type: "nf4", doubleQuant: true, blocksize: 64 }`.
+ * @example
+ * ```ts
+ * import { defineOptions, map, oneOf } from "./schema.ts";
+ * const s = defineOptions("f", {
+ *   side: map(oneOf("Side.", ["l", "r"] as const, { default: "l" }), (v) => (v === "l" ? "left" : "right")),
+ * });
+ * if (s.parse({}).side !== "left" || s.parse({ side: "r" }).side !== "right") throw new Error("map");
+ * ```
+ */
+export function map<T, U, D extends boolean>(field: Field<T, D>, to: (value: T) => U): Field<U, D> {
+  return {
+    ...field,
+    defaultValue: field.hasDefault ? to(field.defaultValue as T) : undefined,
+    check: (v, at) => to(field.check(v, at)),
+  };
+}
+
 /** A schema for the options object of one public function. */
 export interface OptionsSchema<F extends Record<string, AnyField>> {
   /** Function name used in messages. */

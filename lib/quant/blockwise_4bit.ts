@@ -11,12 +11,19 @@
  * @module
  */
 
-import { code4bit, QUANT_TYPES_4BIT, type QuantType4bit } from "./codebooks.ts";
+import { code4bit, type QuantType4bit } from "./codebooks.ts";
 import { doubleDequantize, doubleQuantize, type DoubleQuantState } from "./double_quant.ts";
-import { describe, f32, rejectUnknownKeys, shapeSize } from "./_options.ts";
+import { describe, f32, shapeSize } from "./_options.ts";
+import { array, defineOptions, type FieldsOf, integer, oneOf } from "../options/schema.ts";
+import {
+  BLOCKSIZES_4BIT,
+  QUANTIZE_RENAMED,
+  quantizeField,
+  type QuantizeOption,
+  type ResolvedQuantize,
+} from "./quantize_option.ts";
 
-/** Blocksizes bitsandbytes accepts for 4-bit quantization. */
-export const BLOCKSIZES_4BIT: readonly number[] = [32, 64, 128, 256, 512, 1024, 2048, 4096];
+export { BLOCKSIZES_4BIT };
 
 /** Original weight dtype recorded in the quant state (`str(dtype).strip("torch.")`). */
 export type WeightDtype = "float32" | "bfloat16" | "float16";
@@ -26,16 +33,16 @@ export const WEIGHT_DTYPES: readonly WeightDtype[] = ["float32", "bfloat16", "fl
 
 /** Options of {@linkcode quantize4bit}. */
 export interface Quantize4bitOptions {
-  /** 4-bit data type. @default "nf4" (the QLoRA choice; bitsandbytes' own default is "fp4") */
-  quantType?: QuantType4bit;
-  /** Elements per absmax block: a power of two from 32 to 4096. @default 64 */
-  blocksize?: number;
+  /**
+   * The 4-bit format: `"nf4"`, `"fp4"` or `{ type, doubleQuant, blocksize }` (the same option as
+   * `loadModel`'s). Double quantization is bitsandbytes' `compress_statistics`.
+   * @default {"nf4"} (the QLoRA choice: double quantization on, blocksize 64)
+   */
+  quantize?: QuantizeOption;
   /** Shape of the original weight, e.g. `[out, in]`; its product must equal `values.length`. @default [values.length] */
   shape?: readonly number[];
   /** Dtype of the original weight, recorded for the writer. @default "float32" */
   dtype?: WeightDtype;
-  /** Quantize the absmax again to 8 bits (bitsandbytes `compress_statistics`). @default false */
-  doubleQuant?: boolean;
 }
 
 /** A 4-bit quantized tensor: everything `dequantize4bit` and the bnb writer need. */
@@ -63,15 +70,23 @@ export interface Quant4bitState {
   nested?: DoubleQuantState;
 }
 
-interface ResolvedQuantize4bitOptions {
-  quantType: QuantType4bit;
-  blocksize: number;
-  shape: number[];
-  dtype: WeightDtype;
-  doubleQuant: boolean;
-}
-
-const QUANTIZE_KEYS = ["quantType", "blocksize", "shape", "dtype", "doubleQuant"];
+/** The schema of {@linkcode quantize4bit}'s options. */
+export const quantize4bitSchema = defineOptions(
+  "quantize4bit",
+  {
+    quantize: quantizeField('The 4-bit format: "nf4", "fp4" or { type, doubleQuant, blocksize }.'),
+    shape: array(
+      "Shape of the original weight (its product must equal values.length).",
+      integer("A dimension.", {
+        min: 0,
+      }),
+    ),
+    dtype: oneOf("Dtype of the original weight, recorded for the writer.", WEIGHT_DTYPES, {
+      default: "float32",
+    }),
+  } satisfies FieldsOf<Quantize4bitOptions>,
+  { renamed: QUANTIZE_RENAMED },
+);
 
 /** Checks a 4-bit blocksize, throwing a RangeError that lists the valid ones. */
 export function checkBlocksize4bit(blocksize: unknown, fn: string): number {
@@ -86,31 +101,17 @@ export function checkBlocksize4bit(blocksize: unknown, fn: string): number {
 function resolveQuantize4bitOptions(
   n: number,
   options: Quantize4bitOptions = {},
-): ResolvedQuantize4bitOptions {
+): ResolvedQuantize & { shape: number[]; dtype: WeightDtype } {
   const fn = "quantize4bit";
-  rejectUnknownKeys(options, QUANTIZE_KEYS, fn);
-  const quantType = options.quantType ?? "nf4";
-  if (!QUANT_TYPES_4BIT.includes(quantType)) {
-    throw new RangeError(`${fn}: quantType must be "nf4" or "fp4", received ${describe(quantType)}.`);
-  }
-  const blocksize = checkBlocksize4bit(options.blocksize ?? 64, fn);
-  const shape = [...(options.shape ?? [n])];
+  const o = quantize4bitSchema.parse(options);
+  const q = o.quantize as ResolvedQuantize;
+  const shape = [...(o.shape ?? [n])];
   if (shapeSize(shape, fn) !== n) {
     throw new TypeError(
       `${fn}: shape [${shape.join(", ")}] does not hold ${n} values; pass the weight's shape.`,
     );
   }
-  const dtype = options.dtype ?? "float32";
-  if (!WEIGHT_DTYPES.includes(dtype)) {
-    throw new RangeError(
-      `${fn}: dtype must be one of ${WEIGHT_DTYPES.join(", ")}, received ${describe(dtype)}.`,
-    );
-  }
-  const doubleQuant = options.doubleQuant ?? false;
-  if (typeof doubleQuant !== "boolean") {
-    throw new TypeError(`${fn}: doubleQuant must be a boolean, received ${describe(doubleQuant)}.`);
-  }
-  return { quantType, blocksize, shape, dtype, doubleQuant };
+  return { ...q, shape, dtype: o.dtype };
 }
 
 // Decision thresholds of `dQuantizeNF4` (csrc/kernels.cu) as float32: the midpoints of the NF4 table.
@@ -195,7 +196,7 @@ export function nearestCode4bit(x: number, quantType: QuantType4bit): number {
  * ```ts
  * import { dequantize4bit, quantize4bit } from "./blockwise_4bit.ts";
  * const w = Float32Array.from({ length: 64 }, (_, i) => (i - 32) / 32);
- * const q = quantize4bit(w, { quantType: "nf4", blocksize: 64, shape: [2, 32] });
+ * const q = quantize4bit(w, { quantize: { type: "nf4", blocksize: 64 }, shape: [2, 32] });
  * if (q.packed.length !== 32 || q.absmax.length !== 1 || q.absmax[0] !== 1) throw new Error("layout");
  * if (q.packed[0] >> 4 !== 0) throw new Error("element 0 (-1.0) goes in the high nibble as code 0");
  * const back = dequantize4bit(q);
@@ -206,7 +207,7 @@ export function quantize4bit(values: Float32Array, options?: Quantize4bitOptions
   if (!(values instanceof Float32Array)) {
     throw new TypeError(`quantize4bit: values must be a Float32Array, received ${describe(values)}.`);
   }
-  const { quantType, blocksize, shape, dtype, doubleQuant } = resolveQuantize4bitOptions(
+  const { type: quantType, blocksize, shape, dtype, doubleQuant } = resolveQuantize4bitOptions(
     values.length,
     options,
   );
@@ -294,7 +295,7 @@ export function checkQuant4bitState(state: Quant4bitState, fn: string): void {
  * @example
  * ```ts
  * import { dequantize4bit, quantize4bit } from "./blockwise_4bit.ts";
- * const q = quantize4bit(new Float32Array([0, 0, 2, -1, 0.5]), { quantType: "fp4", blocksize: 32 });
+ * const q = quantize4bit(new Float32Array([0, 0, 2, -1, 0.5]), { quantize: { type: "fp4", blocksize: 32 } });
  * const w = dequantize4bit(q);
  * if (w.length !== 5 || w[2] !== 2 || w[3] !== -1 || w[4] !== 0.5) throw new Error(String(w));
  * ```

@@ -28,6 +28,13 @@ import { doubleDequantize, type DoubleQuantState } from "./double_quant.ts";
 import { FormatError } from "../io/format_error.ts";
 import { pyFloatRepr } from "./_py_json.ts";
 import { describe, rejectUnknownKeys } from "./_options.ts";
+import { array, defineOptions, either, type FieldsOf, oneOf, string } from "../options/schema.ts";
+import {
+  QUANTIZE_RENAMED,
+  quantizeField,
+  type QuantizeOption,
+  type ResolvedQuantize,
+} from "./quantize_option.ts";
 
 /** One tensor of a checkpoint, ready for the safetensors writer. */
 export interface TensorEntry {
@@ -68,7 +75,7 @@ const VALID_QS_KEYS = [
  * ```ts
  * import { quantStateJson } from "./bnb_format.ts";
  * import { quantize4bit } from "./blockwise_4bit.ts";
- * const q = quantize4bit(new Float32Array(128).fill(1), { shape: [4, 32], dtype: "bfloat16", doubleQuant: true });
+ * const q = quantize4bit(new Float32Array(128).fill(1), { shape: [4, 32], dtype: "bfloat16" });
  * const want = '{"quant_type": "nf4", "blocksize": 64, "dtype": "bfloat16", "shape": [4, 32], ' +
  *   '"nested_blocksize": 256, "nested_dtype": "float32", "nested_offset": 1.0}';
  * if (quantStateJson(q) !== want) throw new Error(quantStateJson(q));
@@ -95,7 +102,7 @@ export function quantStateJson(state: Quant4bitState): string {
  * ```ts
  * import { bnbTensors } from "./bnb_format.ts";
  * import { quantize4bit } from "./blockwise_4bit.ts";
- * const q = quantize4bit(new Float32Array(96).fill(0.25), { shape: [3, 32] });
+ * const q = quantize4bit(new Float32Array(96).fill(0.25), { shape: [3, 32], quantize: { doubleQuant: false } });
  * const t = bnbTensors("m.weight", q);
  * if (t.map((e) => e.name).join() !== "m.weight,m.weight.absmax,m.weight.quant_map,m.weight.quant_state.bitsandbytes__nf4") {
  *   throw new Error("names");
@@ -154,7 +161,7 @@ function bytesOf(view: ArrayBufferView): Uint8Array {
  * ```ts
  * import { bnbTensors, parseBnbWeight } from "./bnb_format.ts";
  * import { quantize4bit } from "./blockwise_4bit.ts";
- * const q = quantize4bit(Float32Array.from({ length: 130 }, (_, i) => Math.sin(i)), { doubleQuant: true, quantType: "fp4" });
+ * const q = quantize4bit(Float32Array.from({ length: 130 }, (_, i) => Math.sin(i)), { quantize: "fp4" });
  * const byName = new Map(bnbTensors("w", q).map((e) => [e.name, e]));
  * const back = parseBnbWeight("w", (name) => byName.get(name));
  * if (back.quantType !== "fp4" || back.absmax.join() !== q.absmax.join()) throw new Error("round trip");
@@ -308,15 +315,29 @@ export function parseBnbWeight(
 
 /** Options of {@linkcode bnbQuantizationConfig}. */
 export interface BnbQuantizationConfigOptions {
-  /** 4-bit data type. @default "nf4" */
-  quantType?: QuantType4bit;
-  /** Whether the absmax is double-quantized. @default true (QLoRA) */
-  doubleQuant?: boolean;
+  /** The 4-bit format (type and double quantization are recorded; blocksize is not). @default "nf4" */
+  quantize?: QuantizeOption;
   /** Compute dtype recorded for the 4-bit matmuls. @default "bfloat16" */
   computeDtype?: WeightDtype;
   /** Modules left unquantized (`llm_int8_skip_modules`). @default null */
   skipModules?: string[] | null;
 }
+
+/** The schema of {@linkcode bnbQuantizationConfig}'s options. */
+export const bnbQuantizationConfigSchema = defineOptions(
+  "bnbQuantizationConfig",
+  {
+    quantize: quantizeField('The 4-bit format: "nf4", "fp4" or { type, doubleQuant, blocksize }.'),
+    computeDtype: oneOf("Compute dtype recorded for the 4-bit matmuls.", WEIGHT_DTYPES, {
+      default: "bfloat16",
+    }),
+    skipModules: either("Modules left unquantized (llm_int8_skip_modules).", [
+      array("Module names.", string("A name.", { nonEmpty: true })),
+      oneOf("None.", [null as unknown as string]),
+    ]),
+  } satisfies FieldsOf<BnbQuantizationConfigOptions>,
+  { renamed: QUANTIZE_RENAMED },
+);
 
 /**
  * The `quantization_config` object of `config.json` for a bitsandbytes 4-bit checkpoint, as
@@ -328,34 +349,24 @@ export interface BnbQuantizationConfigOptions {
  * @example
  * ```ts
  * import { bnbQuantizationConfig } from "./bnb_format.ts";
- * const c = bnbQuantizationConfig({ quantType: "nf4", doubleQuant: true });
+ * const c = bnbQuantizationConfig({ quantize: { type: "nf4", doubleQuant: true } });
  * if (c.quant_method !== "bitsandbytes" || c.load_in_4bit !== true || c.bnb_4bit_quant_type !== "nf4") throw new Error();
  * if (c.bnb_4bit_use_double_quant !== true || c.bnb_4bit_quant_storage !== "uint8") throw new Error();
  * ```
  */
 export function bnbQuantizationConfig(options: BnbQuantizationConfigOptions = {}): Record<string, unknown> {
-  const fn = "bnbQuantizationConfig";
-  rejectUnknownKeys(options, ["quantType", "doubleQuant", "computeDtype", "skipModules"], fn);
-  const quantType = options.quantType ?? "nf4";
-  if (!QUANT_TYPES_4BIT.includes(quantType)) {
-    throw new RangeError(`${fn}: quantType must be "nf4" or "fp4", received ${describe(quantType)}.`);
-  }
-  const computeDtype = options.computeDtype ?? "bfloat16";
-  if (!WEIGHT_DTYPES.includes(computeDtype)) {
-    throw new RangeError(
-      `${fn}: computeDtype must be one of ${WEIGHT_DTYPES}, received ${describe(computeDtype)}.`,
-    );
-  }
+  const o = bnbQuantizationConfigSchema.parse(options);
+  const q = o.quantize as ResolvedQuantize;
   return {
     _load_in_4bit: true,
     _load_in_8bit: false,
-    bnb_4bit_compute_dtype: computeDtype,
+    bnb_4bit_compute_dtype: o.computeDtype,
     bnb_4bit_quant_storage: "uint8",
-    bnb_4bit_quant_type: quantType,
-    bnb_4bit_use_double_quant: options.doubleQuant ?? true,
+    bnb_4bit_quant_type: q.type,
+    bnb_4bit_use_double_quant: q.doubleQuant,
     llm_int8_enable_fp32_cpu_offload: false,
     llm_int8_has_fp16_weight: false,
-    llm_int8_skip_modules: options.skipModules ?? null,
+    llm_int8_skip_modules: o.skipModules ?? null,
     llm_int8_threshold: 6.0,
     load_in_4bit: true,
     load_in_8bit: false,

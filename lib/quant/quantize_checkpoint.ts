@@ -15,26 +15,25 @@ import { openCheckpoint, writeShardedSafetensors } from "../io/checkpoint_files.
 import { recoverInterruptedSave, writeDirAtomic } from "../io/atomic_dir.ts";
 import type { SafetensorsDtype } from "../io/dtypes.ts";
 import type { SafetensorsEntry } from "../io/safetensors_writer.ts";
-import {
-  BLOCKSIZES_4BIT,
-  type Quant4bitState,
-  quantize4bit,
-  WEIGHT_DTYPES,
-  type WeightDtype,
-} from "./blockwise_4bit.ts";
+import { type Quant4bitState, quantize4bit, WEIGHT_DTYPES, type WeightDtype } from "./blockwise_4bit.ts";
 import { bnbQuantizationConfig, bnbTensors } from "./bnb_format.ts";
-import { QUANT_TYPES_4BIT, type QuantType4bit } from "./codebooks.ts";
 import { bitsPerParam } from "./storage.ts";
-import { describe, rejectUnknownKeys } from "./_options.ts";
+import { describe } from "./_options.ts";
+import { array, boolean, defineOptions, type FieldsOf, integer, oneOf, string } from "../options/schema.ts";
+import {
+  QUANTIZE_RENAMED,
+  quantizeField,
+  type QuantizeOption,
+  type ResolvedQuantize,
+} from "./quantize_option.ts";
 
 /** Options of {@linkcode quantizeCheckpoint}. */
 export interface QuantizeCheckpointOptions {
-  /** 4-bit data type. @default "nf4" */
-  quantType?: QuantType4bit;
-  /** Double-quantize the absmax constants (QLoRA). @default true */
-  doubleQuant?: boolean;
-  /** Elements per absmax block: a power of two from 32 to 4096. @default 64 */
-  blocksize?: number;
+  /**
+   * The 4-bit format: `"nf4"`, `"fp4"` or `{ type, doubleQuant, blocksize }` (the same option as
+   * `loadModel`'s; double quantization on and blocksize 64 unless given). @default "nf4"
+   */
+  quantize?: QuantizeOption;
   /** Module paths containing any of these substrings stay unquantized (`llm_int8_skip_modules`). @default ["lm_head"] */
   skipModules?: string[];
   /** `bnb_4bit_compute_dtype` recorded in `config.json`. @default the dtype of the quantized weights */
@@ -65,25 +64,25 @@ export interface QuantizeCheckpointResult {
   copiedFiles: string[];
 }
 
-interface Resolved {
-  quantType: QuantType4bit;
-  doubleQuant: boolean;
-  blocksize: number;
-  skipModules: string[];
-  computeDtype?: WeightDtype;
-  overwrite: boolean;
-  maxShardBytes?: number;
-}
-
-const KEYS = [
-  "quantType",
-  "doubleQuant",
-  "blocksize",
-  "skipModules",
-  "computeDtype",
-  "overwrite",
-  "maxShardBytes",
-];
+/** The schema of {@linkcode quantizeCheckpoint}'s options. */
+export const quantizeCheckpointSchema = defineOptions(
+  "quantizeCheckpoint",
+  {
+    quantize: quantizeField('The 4-bit format: "nf4", "fp4" or { type, doubleQuant, blocksize }.'),
+    skipModules: array(
+      "Module paths containing any of these substrings stay unquantized (llm_int8_skip_modules).",
+      string("A name.", { nonEmpty: true }),
+      { default: ["lm_head"] },
+    ),
+    computeDtype: oneOf(
+      "bnb_4bit_compute_dtype recorded in config.json (default: the weights' dtype).",
+      WEIGHT_DTYPES,
+    ),
+    overwrite: boolean("Replace a non-empty outDir.", { default: false }),
+    maxShardBytes: integer("Largest output shard in bytes (transformers' max_shard_size).", { min: 1 }),
+  } satisfies FieldsOf<QuantizeCheckpointOptions>,
+  { renamed: QUANTIZE_RENAMED },
+);
 
 /** Attention and MLP projections, the weights transformers replaces with `Linear4bit`. */
 const LINEAR_WEIGHT = /^model\.layers\.\d+\.(self_attn|mlp)\.[a-z_]+_proj\.weight$/;
@@ -98,46 +97,9 @@ const SOURCE_DTYPE: Partial<Record<SafetensorsDtype, WeightDtype>> = {
   BF16: "bfloat16",
 };
 
-function resolveOptions(options: QuantizeCheckpointOptions): Resolved {
-  const fn = "quantizeCheckpoint";
-  rejectUnknownKeys(options, KEYS, fn);
-  const quantType = options.quantType ?? "nf4";
-  if (!QUANT_TYPES_4BIT.includes(quantType)) {
-    throw new RangeError(`${fn}: quantType must be "nf4" or "fp4", received ${describe(quantType)}.`);
-  }
-  const blocksize = options.blocksize ?? 64;
-  if (!BLOCKSIZES_4BIT.includes(blocksize)) {
-    throw new RangeError(
-      `${fn}: blocksize must be one of ${BLOCKSIZES_4BIT.join(", ")}, received ${describe(blocksize)}.`,
-    );
-  }
-  const skipModules = options.skipModules ?? ["lm_head"];
-  if (!Array.isArray(skipModules) || !skipModules.every((s) => typeof s === "string" && s !== "")) {
-    throw new TypeError(
-      `${fn}: skipModules must be a list of non-empty strings, received ${describe(skipModules)}.`,
-    );
-  }
-  if (options.computeDtype !== undefined && !WEIGHT_DTYPES.includes(options.computeDtype)) {
-    throw new RangeError(
-      `${fn}: computeDtype must be one of ${WEIGHT_DTYPES.join(", ")}, received ${
-        describe(options.computeDtype)
-      }.`,
-    );
-  }
-  for (const k of ["doubleQuant", "overwrite"] as const) {
-    if (options[k] !== undefined && typeof options[k] !== "boolean") {
-      throw new TypeError(`${fn}: ${k} must be a boolean, received ${describe(options[k])}.`);
-    }
-  }
-  return {
-    quantType,
-    doubleQuant: options.doubleQuant ?? true,
-    blocksize,
-    skipModules,
-    computeDtype: options.computeDtype,
-    overwrite: options.overwrite ?? false,
-    maxShardBytes: options.maxShardBytes,
-  };
+function resolveOptions(options: QuantizeCheckpointOptions) {
+  const o = quantizeCheckpointSchema.parse(options);
+  return { ...o, quantize: o.quantize as ResolvedQuantize };
 }
 
 async function readConfig(inDir: string): Promise<Record<string, unknown>> {
@@ -292,9 +254,7 @@ export async function quantizeCheckpoint(
         let state: Quant4bitState;
         try {
           state = quantize4bit(values, {
-            quantType: o.quantType,
-            blocksize: o.blocksize,
-            doubleQuant: o.doubleQuant,
+            quantize: o.quantize,
             shape: [...info.shape],
             dtype,
           });
@@ -349,8 +309,7 @@ export async function quantizeCheckpoint(
         weightDtype ??
         (WEIGHT_DTYPES.includes(torchDtype as WeightDtype) ? torchDtype as WeightDtype : "bfloat16");
       const quantizationConfig = bnbQuantizationConfig({
-        quantType: o.quantType,
-        doubleQuant: o.doubleQuant,
+        quantize: o.quantize,
         computeDtype,
         skipModules: o.skipModules,
       });

@@ -12,6 +12,7 @@ import { parseBnbWeight, type TensorEntry } from "./bnb_format.ts";
 import { dequantizeGptq, type GptqFormat } from "./gptq.ts";
 import { QuantizedLinear } from "./quantized_linear.ts";
 import { bitsPerParam } from "./storage.ts";
+import { resolveQuantize } from "./quantize_option.ts";
 
 async function readChecked(
   reader: TensorReader,
@@ -49,15 +50,13 @@ export function fourBitLinear(name: string, state: Quant4bitState): QuantizedLin
  * dropped right after), so the checkpoint is never held whole in memory.
  */
 export function quantizedLinearFactory(options: LoadModelOptions): LinearFactory {
-  const quantType = options.quantize || "nf4";
+  const quantize = resolveQuantize(options.quantize || "nf4", "loadModel");
   const skip = options.skipModules ?? ["lm_head"];
   return async (name, reader, shape) => {
     const data = await readChecked(reader, `${name}.weight`, shape);
     if (skip.some((s) => name.includes(s))) return new DenseLinear(name, tf.tensor2d(data, shape));
     const state = quantize4bit(data, {
-      quantType,
-      blocksize: options.blocksize ?? 64,
-      doubleQuant: options.doubleQuant ?? true,
+      quantize,
       shape,
       dtype: "float32",
     });

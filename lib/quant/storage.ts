@@ -6,9 +6,14 @@
  */
 
 import type { Quant4bitState } from "./blockwise_4bit.ts";
-import { checkBlocksize4bit } from "./blockwise_4bit.ts";
 import { NESTED_BLOCKSIZE } from "./double_quant.ts";
-import { rejectUnknownKeys } from "./_options.ts";
+import { defineOptions, type FieldsOf } from "../options/schema.ts";
+import {
+  QUANTIZE_RENAMED,
+  quantizeField,
+  type QuantizeOption,
+  type ResolvedQuantize,
+} from "./quantize_option.ts";
 
 /**
  * Bits per parameter actually used by a quantized state: the packed codes plus the stored block
@@ -21,8 +26,8 @@ import { rejectUnknownKeys } from "./_options.ts";
  * import { bitsPerParam } from "./storage.ts";
  * import { quantize4bit } from "./blockwise_4bit.ts";
  * const w = new Float32Array(64 * 256).fill(0.5);
- * if (bitsPerParam(quantize4bit(w)) !== 4.5) throw new Error("plain");
- * if (bitsPerParam(quantize4bit(w, { doubleQuant: true })) !== 4 + 8 / 64 + 32 / (64 * 256)) throw new Error("dq");
+ * if (bitsPerParam(quantize4bit(w, { quantize: { doubleQuant: false } })) !== 4.5) throw new Error("plain");
+ * if (bitsPerParam(quantize4bit(w)) !== 4 + 8 / 64 + 32 / (64 * 256)) throw new Error("dq (the default)");
  * ```
  */
 export function bitsPerParam(state: Quant4bitState): number {
@@ -35,11 +40,18 @@ export function bitsPerParam(state: Quant4bitState): number {
 
 /** Options of {@linkcode estimateBitsPerParam}. */
 export interface EstimateBitsOptions {
-  /** 4-bit blocksize. @default 64 */
-  blocksize?: number;
-  /** Whether the absmax is double-quantized. @default false */
-  doubleQuant?: boolean;
+  /** The 4-bit format (`loadModel`'s option): blocksize and double quantization matter. @default "nf4" */
+  quantize?: QuantizeOption;
 }
+
+/** The schema of {@linkcode estimateBitsPerParam}'s options. */
+export const estimateBitsSchema = defineOptions(
+  "estimateBitsPerParam",
+  {
+    quantize: quantizeField('The 4-bit format: "nf4", "fp4" or { type, doubleQuant, blocksize }.'),
+  } satisfies FieldsOf<EstimateBitsOptions>,
+  { renamed: QUANTIZE_RENAMED },
+);
 
 /**
  * Asymptotic bits per parameter for a large tensor, for memory planning before quantizing:
@@ -50,13 +62,13 @@ export interface EstimateBitsOptions {
  * @example
  * ```ts
  * import { estimateBitsPerParam } from "./storage.ts";
- * if (estimateBitsPerParam() !== 4.5) throw new Error("default");
- * const dq = estimateBitsPerParam({ doubleQuant: true });
+ * if (estimateBitsPerParam({ quantize: { doubleQuant: false } }) !== 4.5) throw new Error("plain");
+ * const dq = estimateBitsPerParam();
  * if (Math.abs(dq - 4.127) > 0.001) throw new Error(String(dq));
  * ```
  */
 export function estimateBitsPerParam(options: EstimateBitsOptions = {}): number {
-  rejectUnknownKeys(options, ["blocksize", "doubleQuant"], "estimateBitsPerParam");
-  const g = checkBlocksize4bit(options.blocksize ?? 64, "estimateBitsPerParam");
-  return options.doubleQuant ?? false ? 4 + 8 / g + 32 / (NESTED_BLOCKSIZE * g) : 4 + 32 / g;
+  const q = estimateBitsSchema.parse(options).quantize as ResolvedQuantize;
+  const g = q.blocksize;
+  return q.doubleQuant ? 4 + 8 / g + 32 / (NESTED_BLOCKSIZE * g) : 4 + 32 / g;
 }

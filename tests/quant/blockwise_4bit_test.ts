@@ -31,11 +31,9 @@ const FIXTURE = loadFixture<{ cases: BnbCase[] }>("bnb_cases.json");
 for (const c of FIXTURE.cases) {
   Deno.test(`quantize4bit() reproduces the numpy reference bit for bit on ${c.name}`, async () => {
     const q = quantize4bit(f32s(c.input), {
-      quantType: c.quantType,
-      blocksize: c.blocksize,
+      quantize: { type: c.quantType, blocksize: c.blocksize, doubleQuant: c.doubleQuant },
       shape: c.shape,
       dtype: c.dtype,
-      doubleQuant: c.doubleQuant,
     });
     assertSameBits(q.packed, bytes(c.packed), "packed");
     if (c.doubleQuant) {
@@ -54,13 +52,13 @@ for (const c of FIXTURE.cases) {
 }
 
 Deno.test("quantize4bit() puts even elements in the high nibble", () => {
-  const q = quantize4bit(new Float32Array([1, -1, 0]), { quantType: "nf4", blocksize: 32 });
+  const q = quantize4bit(new Float32Array([1, -1, 0]), { quantize: { type: "nf4", blocksize: 32 } });
   assertEquals([...q.packed], [0xf0, 0x77]); // codes 15, 0, then 0.0 → 7 and the padding 0.0 → 7
 });
 
 Deno.test("quantize4bit() maps an all-zero block to absmax 0 and zero outputs, never NaN", () => {
   for (const quantType of ["nf4", "fp4"] as const) {
-    const q = quantize4bit(new Float32Array(64), { quantType });
+    const q = quantize4bit(new Float32Array(64), { quantize: quantType });
     assertEquals(q.absmax[0], 0);
     assertEquals(dequantize4bit(q).every((v) => v === 0), true);
   }
@@ -75,10 +73,20 @@ Deno.test("nearestCode4bit() follows the CUDA FP4 constants, not the exact midpo
 
 Deno.test("quantize4bit() rejects bad blocksizes, unknown options and non-finite values", () => {
   const w = new Float32Array(64);
-  assertThrows(() => quantize4bit(w, { blocksize: 48 }), RangeError, "32, 64, 128");
-  assertThrows(() => quantize4bit(w, { blocksize: 16 }), RangeError);
+  assertThrows(() => quantize4bit(w, { quantize: { blocksize: 48 } }), RangeError, "32, 64, 128");
+  assertThrows(() => quantize4bit(w, { quantize: { blocksize: 16 } }), RangeError);
   assertThrows(() => quantize4bit(w, { blockSize: 64 } as never), TypeError, 'unknown option "blockSize"');
-  assertThrows(() => quantize4bit(w, { quantType: "int4" as never }), RangeError, "nf4");
+  assertThrows(() => quantize4bit(w, { quantize: "int4" as never }), RangeError, "nf4");
+  assertThrows(
+    () => quantize4bit(w, { quantType: "nf4" } as never),
+    TypeError,
+    'quantize4bit: option "quantType" was renamed to "quantize"',
+  );
+  assertThrows(
+    () => quantize4bit(w, { blocksize: 64 } as never),
+    TypeError,
+    'option "blocksize" was renamed to "quantize.blocksize"',
+  );
   assertThrows(() => quantize4bit(w, { shape: [3, 4] }), TypeError, "does not hold 64");
   assertThrows(() => quantize4bit(new Float32Array([1, NaN])), RangeError, "values[1] is NaN");
 });

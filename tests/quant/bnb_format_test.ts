@@ -14,11 +14,9 @@ const W = "model.layers.0.self_attn.q_proj.weight";
 
 function entries(c: BnbCase): Map<string, TensorEntry> {
   const q = quantize4bit(f32s(c.input), {
-    quantType: c.quantType,
-    blocksize: c.blocksize,
+    quantize: { type: c.quantType, blocksize: c.blocksize, doubleQuant: c.doubleQuant },
     shape: c.shape,
     dtype: c.dtype,
-    doubleQuant: c.doubleQuant,
   });
   return new Map(bnbTensors(W, q).map((e) => [e.name, e]));
 }

@@ -80,10 +80,10 @@ for (const [label, dir] of [["tiny-random-llama-2", TINY], ["initModel 64-hidden
     for (const quantType of ["nf4", "fp4"] as const) {
       for (const doubleQuant of [true, false]) {
         const out = await freshOut();
-        const r = await quantizeCheckpoint(dir, out, { quantType, doubleQuant });
+        const r = await quantizeCheckpoint(dir, out, { quantize: { type: quantType, doubleQuant } });
         assertEquals(r.quantizedWeights, QUANT_LINEARS);
         const saved = await loadModel(out);
-        const onLoad = await loadModel(dir, { quantize: quantType, doubleQuant });
+        const onLoad = await loadModel(dir, { quantize: { type: quantType, doubleQuant } });
         assert(saved.linears().filter((l) => l instanceof QuantizedLinear).length === QUANT_LINEARS);
         await assertSameModel(saved, onLoad, `${label} ${quantType} dq=${doubleQuant}`);
         saved.dispose();
@@ -169,7 +169,7 @@ Deno.test("quantizeCheckpoint writes exactly the bnb tensor set and copies other
 Deno.test("quantizeCheckpoint honours blocksize and skipModules", async () => {
   const out = await freshOut();
   const r = await quantizeCheckpoint(SMALL, out, {
-    blocksize: 128,
+    quantize: { blocksize: 128 },
     skipModules: ["lm_head", "mlp.down_proj"],
   });
   assertEquals(r.quantizedWeights, QUANT_LINEARS - 2);
@@ -181,8 +181,7 @@ Deno.test("quantizeCheckpoint honours blocksize and skipModules", async () => {
   assertEquals(config.quantization_config.llm_int8_skip_modules, ["lm_head", "mlp.down_proj"]);
   const saved = await loadModel(out);
   const onLoad = await loadModel(SMALL, {
-    quantize: "nf4",
-    blocksize: 128,
+    quantize: { type: "nf4", blocksize: 128 },
     skipModules: ["lm_head", "mlp.down_proj"],
   });
   assert(!(saved.layers[0].linears.down_proj instanceof QuantizedLinear));
@@ -197,7 +196,7 @@ Deno.test("quantizeCheckpoint refuses a non-empty outDir unless overwrite, and r
   await Deno.writeTextFile(`${out}/keep.txt`, "x");
   await assertRejects(() => quantizeCheckpoint(SMALL, out), Deno.errors.AlreadyExists, "overwrite: true");
   assertEquals(await Deno.readTextFile(`${out}/keep.txt`), "x");
-  await quantizeCheckpoint(SMALL, out, { overwrite: true, quantType: "fp4" });
+  await quantizeCheckpoint(SMALL, out, { overwrite: true, quantize: "fp4" });
   const names = [...Deno.readDirSync(out)].map((e) => e.name);
   assert(!names.includes("keep.txt") && names.includes("model.safetensors"), names.join());
   const parent = out.slice(0, out.lastIndexOf("/"));
@@ -237,11 +236,20 @@ Deno.test("quantizeCheckpoint rejects bad options and already-quantized inputs c
   const out = await freshOut();
   const typo = { blockSize: 64 } as unknown as QuantizeCheckpointOptions;
   await assertRejects(() => quantizeCheckpoint(SMALL, out, typo), TypeError, "blockSize");
-  await assertRejects(() => quantizeCheckpoint(SMALL, out, { blocksize: 48 }), RangeError, "blocksize");
   await assertRejects(
-    () => quantizeCheckpoint(SMALL, out, { quantType: "int4" as "nf4" }),
+    () => quantizeCheckpoint(SMALL, out, { quantize: { blocksize: 48 } }),
     RangeError,
-    "quantType",
+    'quantizeCheckpoint: option "quantize.blocksize" must be one of 32, 64',
+  );
+  await assertRejects(
+    () => quantizeCheckpoint(SMALL, out, { quantize: "int4" as "nf4" }),
+    RangeError,
+    "quantize",
+  );
+  await assertRejects(
+    () => quantizeCheckpoint(SMALL, out, { quantType: "fp4" } as never),
+    TypeError,
+    'quantizeCheckpoint: option "quantType" was renamed to "quantize"',
   );
   await assertRejects(
     () => quantizeCheckpoint(SMALL, SMALL, { overwrite: true }),
@@ -264,7 +272,7 @@ Deno.test("the quantize CLI parses its flags and prints sizes and bits/param", a
     "256",
     "--overwrite",
   ]);
-  assertEquals(a.options, { quantType: "fp4", doubleQuant: false, blocksize: 256, overwrite: true });
+  assertEquals(a.options, { quantize: { type: "fp4", doubleQuant: false, blocksize: 256 }, overwrite: true });
   let threw = false;
   try {
     parseQuantizeArgs(["in", "out", "--bits", "4"]);

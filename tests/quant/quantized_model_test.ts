@@ -264,7 +264,7 @@ Deno.test("summary() of a 4-bit model reports params, storage bytes and dtype pe
   const D = 128, F = 256, KV = 64;
   const attnParams = 2 * (2 * D * D + 2 * KV * D), mlpParams = 2 * 3 * D * F;
   for (const [doubleQuant, dtype, bits] of [[true, "nf4+dq", 4.127], [false, "nf4", 4.5]] as const) {
-    const model = await loadModel(dir, { quantize: "nf4", doubleQuant });
+    const model = await loadModel(dir, { quantize: { type: "nf4", doubleQuant } });
     const rows = Object.fromEntries(model.summary().map((r) => [r.kind, r]));
     assertEquals(rows.attention.params, attnParams);
     assertEquals(rows.mlp.params, mlpParams);
@@ -290,7 +290,7 @@ Deno.test("a 4-bit forward stays close to full precision on tiny-random-llama-2"
   // Measured (last-position logits, max-abs relative): nf4 0.044, fp4 0.056, with or without double quant.
   for (const [quantize, bound] of [["nf4", 0.06], ["fp4", 0.08]] as const) {
     for (const doubleQuant of [true, false]) {
-      const m = await loadModel(TINY, { quantize, doubleQuant });
+      const m = await loadModel(TINY, { quantize: { type: quantize, doubleQuant } });
       const err = relError(lastLogits(m, ids), ref);
       assert(err > 0 && err < bound, `${quantize} dq=${doubleQuant}: rel err ${err}`);
       m.dispose();
