@@ -1,9 +1,9 @@
 #!/usr/bin/python3
 """Execute notebooks headlessly with the Deno kernel and check their outputs (CI runner).
 
-Usage:
+Usage (`deno task notebooks --help` lists every option with its default and an example):
   /usr/bin/python3 scripts/run_notebooks.py [--kernel nbtune] [--timeout 600] [--grace 0.25]
-                                            [--out out/notebooks] NOTEBOOK_OR_DIR...
+                                            [--out out/notebooks] [--verbose] NOTEBOOK_OR_DIR...
 
 Each notebook runs with its own folder as the working directory (so the kernel finds deno.json by
 walking up), and the executed copy is written to OUT/<name>.ipynb. Exit status 1 when any notebook:
@@ -26,43 +26,46 @@ listening for a short grace period after idle (see shared RUNTIME.md §1).
 
 import argparse
 import asyncio
-import json
+import difflib
 import os
 import re
 import sys
 import time
 
-import nbformat
-from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionComplete, CellTimeoutError, DeadKernelError
-from nbclient.util import ensure_async
+# nbformat and nbclient are imported when notebooks run, so --help and usage errors work without them.
 
 DECLARATION = re.compile(
     r"^(import|export|const|let|var|function|async\s+function|class|interface|type|enum|declare)\b"
 )
 
 
-class DenoNotebookClient(NotebookClient):
-    """nbclient that keeps reading iopub for `grace` seconds after the cell's idle status."""
+def deno_notebook_client():
+    """nbclient's NotebookClient that keeps reading iopub for `grace` seconds after the cell's idle status."""
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionComplete
+    from nbclient.util import ensure_async
 
-    grace = 0.25
+    class DenoNotebookClient(NotebookClient):
+        grace = 0.25
 
-    async def _async_poll_output_msg(self, parent_msg_id, cell, cell_index):
-        idle_seen = False
-        while True:
-            try:
-                msg = await asyncio.wait_for(
-                    ensure_async(self.kc.iopub_channel.get_msg(timeout=None)),
-                    timeout=self.grace if idle_seen else None,
-                )
-            except asyncio.TimeoutError:
-                return
-            if msg["parent_header"].get("msg_id") != parent_msg_id:
-                continue
-            try:
-                self.process_message(msg, cell, cell_index)
-            except CellExecutionComplete:
-                idle_seen = True
+        async def _async_poll_output_msg(self, parent_msg_id, cell, cell_index):
+            idle_seen = False
+            while True:
+                try:
+                    msg = await asyncio.wait_for(
+                        ensure_async(self.kc.iopub_channel.get_msg(timeout=None)),
+                        timeout=self.grace if idle_seen else None,
+                    )
+                except asyncio.TimeoutError:
+                    return
+                if msg["parent_header"].get("msg_id") != parent_msg_id:
+                    continue
+                try:
+                    self.process_message(msg, cell, cell_index)
+                except CellExecutionComplete:
+                    idle_seen = True
+
+    return DenoNotebookClient
 
 
 def last_code_line(source):
@@ -148,8 +151,11 @@ def collect(paths):
 
 
 def run_one(path, args):
+    import nbformat
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+
     nb = nbformat.read(path, as_version=4)
-    client = DenoNotebookClient(
+    client = deno_notebook_client()(
         nb,
         kernel_name=args.kernel,
         timeout=args.timeout,
@@ -171,17 +177,83 @@ def run_one(path, args):
     return problems + check(nb), target, time.time() - started
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("notebooks", nargs="+", help="notebook files or folders")
-    parser.add_argument("--kernel", default="nbtune", help="kernelspec name (default: nbtune)")
-    parser.add_argument("--timeout", type=int, default=600, help="seconds per cell (default: 600)")
-    parser.add_argument("--grace", type=float, default=0.25, help="seconds to listen after idle (default: 0.25)")
-    parser.add_argument("--out", default="out/notebooks", help="folder for executed copies (default: out/notebooks)")
-    args = parser.parse_args()
+NAME = "notebooks"  # the deno task; errors are one line "notebooks: ..."
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (exit 2) that suggest the closest option."""
+
+    def error(self, message):
+        unknown = re.match(r"unrecognized arguments: (\S+)", message)
+        if unknown and unknown.group(1).startswith("--"):
+            flags = [f for a in self._actions for f in a.option_strings if f.startswith("--")]
+            close = difflib.get_close_matches(unknown.group(1), flags, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else " (see --help)"
+            message = f"unknown option {unknown.group(1)}{hint}"
+        print(f"{NAME}: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def positive(kind):
+    def read(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"needs a {'whole ' if kind is int else ''}number, got {text!r}")
+        if value < 0 or (kind is int and value == 0):
+            raise argparse.ArgumentTypeError(f"must be {'> 0' if kind is int else '>= 0'}, got {text}")
+        return value
+
+    return read
+
+
+def parse_args(argv):
+    parser = Parser(
+        prog="deno task notebooks",
+        description="Executes notebooks headlessly with the Deno kernel and checks their outputs (error "
+        "outputs, missing outputs, incomplete live charts); writes the executed copies to --out. "
+        "Exit codes: 0 all passed, 1 a notebook failed, 2 bad usage.",
+        epilog="examples:\n  deno task notebooks notebooks/\n"
+        "  deno task notebooks --kernel nbtune --timeout 300 notebooks/01-quickstart.ipynb",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
+    parser.add_argument("notebooks", nargs="+", help="notebook files or folders (example: notebooks/)")
+    parser.add_argument("--kernel", default="nbtune",
+                        help="kernelspec name (default: nbtune; example: --kernel nbtune-dev)")
+    parser.add_argument("--timeout", type=positive(int), default=600,
+                        help="seconds per cell (default: 600; example: --timeout 300)")
+    parser.add_argument("--grace", type=positive(float), default=0.25,
+                        help="seconds to listen after idle (default: 0.25; example: --grace 1)")
+    parser.add_argument("--out", default="out/notebooks",
+                        help="folder for executed copies (default: out/notebooks; example: --out out/nb)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="on failure, print the traceback too (default: off; example: --verbose)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        return run_all(args)
+    except Exception as error:  # one line, unless --verbose
+        if args.verbose:
+            import traceback
+
+            traceback.print_exc()
+        text = " ".join(str(error).split())
+        print(f"{NAME}: {type(error).__name__}: {text}", file=sys.stderr)
+        return 1
+
+
+def run_all(args):
     paths = collect(args.notebooks)
     if not paths:
-        print("run_notebooks: no notebooks found", file=sys.stderr)
+        print(f"{NAME}: no notebooks found in {' '.join(args.notebooks)}", file=sys.stderr)
+        return 1
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if missing:
+        print(f"{NAME}: no such notebook: {', '.join(missing)}", file=sys.stderr)
         return 1
     failed = 0
     for path in paths:
