@@ -13,6 +13,8 @@
  * @module
  */
 
+import { CliUsageError, defineCli, runCli } from "./_cli.ts";
+
 interface Args {
   out: string;
   budget: number;
@@ -21,56 +23,46 @@ interface Args {
   notebooks: string[];
 }
 
-function parseArgs(argv: string[]): Args {
-  const args: Args = {
-    out: "out/notebooks/html",
-    budget: 10000,
-    window: "1280,4000",
-    minCharts: 1,
-    notebooks: [],
-  };
-  for (let i = 0; i < argv.length; i++) {
-    const [flag, inline] = argv[i].split(/=(.*)/s, 2);
-    const value = () => {
-      const v = inline ?? argv[++i];
-      if (v === undefined) throw new RangeError(`${flag} needs a value`);
-      return v;
-    };
-    const int = (v: string) => {
-      const n = Number(v);
-      if (!Number.isInteger(n) || n < 0) throw new RangeError(`${flag} needs an integer ≥ 0; got "${v}"`);
-      return n;
-    };
-    switch (flag) {
-      case "--out":
-        args.out = value();
-        break;
-      case "--budget":
-        args.budget = int(value());
-        break;
-      case "--window":
-        args.window = value();
-        if (!/^\d+,\d+$/.test(args.window)) throw new RangeError(`--window needs W,H; got "${args.window}"`);
-        break;
-      case "--min-charts":
-        args.minCharts = int(value());
-        break;
-      case "-h":
-      case "--help":
-        console.log(
-          "Usage: deno run -A scripts/check_notebook_html.ts [--out DIR] [--budget MS] [--window W,H] " +
-            "[--min-charts N] EXECUTED.ipynb...",
-        );
-        Deno.exit(0);
-        break;
-      default:
-        if (flag.startsWith("-")) throw new RangeError(`Unknown option "${flag}"; see --help`);
-        args.notebooks.push(argv[i]);
-    }
-  }
-  if (args.notebooks.length === 0) throw new RangeError("Give at least one executed notebook; see --help");
-  return args;
-}
+const HTML_CLI = defineCli({
+  name: "check_notebook_html",
+  summary:
+    "Exports executed notebooks to HTML and checks in headless Chromium that every Plotly chart drew; " +
+    "saves a screenshot next to each page. Needs jupyter nbconvert and chromium (or $CHROMIUM).",
+  usage: "deno run -A scripts/check_notebook_html.ts [options] EXECUTED.ipynb...",
+  positionals: { min: 1, max: Infinity, names: "EXECUTED.ipynb..." },
+  options: {
+    out: {
+      type: "string",
+      default: "out/notebooks/html",
+      placeholder: "DIR",
+      description: "folder for the HTML and screenshots",
+      example: "--out out/html",
+    },
+    budget: {
+      type: "integer",
+      default: 10000,
+      min: 0,
+      placeholder: "MS",
+      description: "Chromium virtual-time budget",
+      example: "--budget 20000",
+    },
+    window: {
+      type: "string",
+      default: "1280,4000",
+      placeholder: "W,H",
+      description: "browser window size",
+      example: "--window 1280,2000",
+    },
+    "min-charts": {
+      type: "integer",
+      default: 1,
+      min: 0,
+      description: "fewest charts a notebook must have",
+      example: "--min-charts 2",
+    },
+  },
+  examples: ["deno run -A scripts/check_notebook_html.ts out/notebooks/01-quickstart.ipynb"],
+});
 
 async function run(cmd: string, args: string[]): Promise<{ ok: boolean; stdout: string; stderr: string }> {
   let out: Deno.CommandOutput;
@@ -171,8 +163,7 @@ async function checkOne(notebook: string, args: Args): Promise<string[]> {
   }
 }
 
-async function main(): Promise<number> {
-  const args = parseArgs(Deno.args);
+async function main(args: Args): Promise<number> {
   let failed = 0;
   for (const notebook of args.notebooks) {
     const problems = await checkOne(notebook, args);
@@ -184,10 +175,9 @@ async function main(): Promise<number> {
 }
 
 if (import.meta.main) {
-  try {
-    Deno.exit(await main());
-  } catch (error) {
-    console.error(`check_notebook_html: ${error instanceof Error ? error.message : error}`);
-    Deno.exit(1);
-  }
+  await runCli(HTML_CLI, async ({ values: v, positionals }) => {
+    if (!/^\d+,\d+$/.test(v.window)) throw new CliUsageError(`--window needs W,H; got "${v.window}"`);
+    const code = await main({ ...v, minCharts: v["min-charts"], notebooks: positionals });
+    if (code !== 0) Deno.exit(code);
+  });
 }
