@@ -7,9 +7,9 @@ import type { LlamaForCausalLM } from "../models/llama.ts";
 import { BLOCK_LINEAR_NAMES, type BlockLinears } from "../models/llama_block.ts";
 import type { Linear } from "../models/linear.ts";
 import { mulberry32 } from "../train/random.ts";
-import { DoRALinear } from "./dora.ts";
-import { DyLoRALinear, type DyLoRAMode } from "./dylora.ts";
-import { LoRALinear } from "./lora.ts";
+import { type AdapterLayer, isAdapterLayer } from "./adapter_layer.ts";
+import type { DyLoRALinear, DyLoRAMode } from "./dylora.ts";
+import { adapterKind, type AdapterKindName, type AdapterLayerOptions } from "./registry.ts";
 
 /** Which linear layers get adapters: names (`"q_proj"`), a RegExp on the full path, or `"all-linear"`. */
 export type TargetModules = string[] | RegExp | "all-linear";
@@ -49,15 +49,13 @@ export interface DyLoRAConfig {
 
 /** What is attached to a model (kept on `model.adapter`). */
 export interface AdapterInfo {
-  type: "lora" | "dylora" | "dora";
+  type: AdapterKindName;
   /** Module paths with adapters. */
   modules: string[];
   config:
     | Required<Omit<LoRAConfig, "targetModules">> & { targetModules: string[] }
     | Required<Omit<DyLoRAConfig, "targetModules">> & { targetModules: string[] };
 }
-
-type WithAdapter = LlamaForCausalLM & { adapter?: AdapterInfo };
 
 function checkKeys(where: string, options: object, known: string[]): void {
   for (const k of Object.keys(options)) {
@@ -94,16 +92,20 @@ export function resolveTargets(model: LlamaForCausalLM, targets: TargetModules):
 }
 
 /**
- * Wraps the linears at `paths` with adapters and freezes the base. Every wrapper is
- * built before the model is touched; if one constructor throws (bad rank, alpha,
- * dropout…), the factors made so far are freed and the model is left as it was.
+ * Wraps the linears at `paths` with adapters of kind `type` (a key of `ADAPTER_KINDS`)
+ * and freezes the base. Every wrapper is built before the model is touched; if one
+ * constructor throws (bad rank, alpha, dropout…), the tensors made so far are freed and
+ * the model is left as it was. Layer `i` gets seed `options.seed · 1000 + i`.
  */
-function attachAdapters<T extends LoRALinear | DyLoRALinear>(
+export function attachAdapters(
   model: LlamaForCausalLM,
   paths: string[],
-  make: (base: Linear, i: number) => T,
-  info: Omit<AdapterInfo, "modules" | "config"> & { config: object },
-): T[] {
+  type: AdapterKindName,
+  options: AdapterLayerOptions,
+  config: object,
+): AdapterLayer[] {
+  const kind = adapterKind(type);
+  const make = (base: Linear, i: number) => kind.create(base, { ...options, seed: options.seed * 1000 + i });
   const set = new Set(paths);
   const slots: { linears: BlockLinears; name: (typeof BLOCK_LINEAR_NAMES)[number] }[] = [];
   for (const layer of model.layers) {
@@ -111,7 +113,7 @@ function attachAdapters<T extends LoRALinear | DyLoRALinear>(
       if (set.has(layer.linears[n].name)) slots.push({ linears: layer.linears, name: n });
     }
   }
-  const made: T[] = [];
+  const made: AdapterLayer[] = [];
   try {
     slots.forEach((slot, i) => made.push(make(slot.linears[slot.name], i)));
   } catch (e) {
@@ -121,15 +123,11 @@ function attachAdapters<T extends LoRALinear | DyLoRALinear>(
   model.setBaseTrainable(false);
   slots.forEach((slot, i) => (slot.linears[slot.name] = made[i]));
   const targetModules = [...new Set(paths.map((p) => p.split(".").at(-1)!))];
-  (model as WithAdapter).adapter = {
-    ...info,
-    modules: paths,
-    config: { ...info.config, targetModules },
-  } as AdapterInfo;
+  model.adapter = { type, modules: paths, config: { ...config, targetModules } };
   return made;
 }
 
-function ensureNoAdapter(model: WithAdapter): void {
+function ensureNoAdapter(model: LlamaForCausalLM): void {
   if (model.adapter) {
     throw new Error(`the model already has a ${model.adapter.type} adapter; call detachAdapter(model) first`);
   }
@@ -168,12 +166,8 @@ export function attachLoRA(model: LlamaForCausalLM, config: LoRAConfig = {}): Ll
     throw new TypeError(`attachLoRA: useDora must be true or false, got ${JSON.stringify(c.useDora)}`);
   }
   const paths = resolveTargets(model, config.targetModules ?? ["q_proj", "v_proj"]);
-  const { useDora, ...layerOptions } = c;
-  const Layer = useDora ? DoRALinear : LoRALinear;
-  attachAdapters(model, paths, (base, i) => new Layer(base, { ...layerOptions, seed: c.seed * 1000 + i }), {
-    type: useDora ? "dora" : "lora",
-    config: c,
-  });
+  const { useDora: _, ...layerOptions } = c;
+  attachAdapters(model, paths, c.useDora ? "dora" : "lora", layerOptions, c);
   return model;
 }
 
@@ -198,28 +192,25 @@ export function attachDyLoRA(model: LlamaForCausalLM, config: DyLoRAConfig = {})
     throw new RangeError(`attachDyLoRA: mode must be "prefix" or "last"`);
   }
   const paths = resolveTargets(model, config.targetModules ?? ["q_proj", "v_proj"]);
-  const layers = attachAdapters(
-    model,
-    paths,
-    (base, i) => new DyLoRALinear(base, { ...c, seed: c.seed * 1000 + i }),
-    {
-      type: "dylora",
-      config: c,
-    },
-  );
+  // One rank per optimizer step, shared by every layer: the first layer asked for a new
+  // step draws it, the others reuse it.
   const rand = mulberry32(c.seed + 12345);
-  model.stepHooks.push(() => {
-    const b = 1 + Math.floor(rand() * c.maxRank);
-    for (const l of layers) l.trainRank = b;
-  });
+  let drawnFor: number | undefined, rank = c.maxRank;
+  const rankSampler = (step: number) => {
+    if (step !== drawnFor) {
+      drawnFor = step;
+      rank = 1 + Math.floor(rand() * c.maxRank);
+    }
+    return rank;
+  };
+  const { maxRank, ...rest } = c;
+  attachAdapters(model, paths, "dylora", { ...rest, r: maxRank, rslora: false, rankSampler }, c);
   return model;
 }
 
-/** The adapter layers of a model (LoRA or DyLoRA), in module order. */
-export function adapterLayers(model: LlamaForCausalLM): (LoRALinear | DyLoRALinear)[] {
-  return model.linears().filter((l): l is LoRALinear | DyLoRALinear =>
-    l instanceof LoRALinear || l instanceof DyLoRALinear
-  );
+/** The adapter layers of a model (any kind), in module order. */
+export function adapterLayers(model: LlamaForCausalLM): AdapterLayer[] {
+  return model.linears().filter(isAdapterLayer);
 }
 
 /**
@@ -239,7 +230,7 @@ export function adapterLayers(model: LlamaForCausalLM): (LoRALinear | DyLoRALine
  * ```
  */
 export function setRank(model: LlamaForCausalLM, b: number): void {
-  const layers = adapterLayers(model).filter((l): l is DyLoRALinear => l instanceof DyLoRALinear);
+  const layers = adapterLayers(model).filter((l) => l.kind === "dylora") as DyLoRALinear[];
   if (layers.length === 0) throw new Error("setRank: the model has no DyLoRA adapter (use attachDyLoRA)");
   const max = layers[0].maxRank;
   if (!Number.isInteger(b) || b < 1 || b > max) {
@@ -253,15 +244,14 @@ export function detachAdapter(model: LlamaForCausalLM): void {
   for (const layer of model.layers) {
     for (const n of BLOCK_LINEAR_NAMES) {
       const lin = layer.linears[n];
-      if (lin instanceof LoRALinear || lin instanceof DyLoRALinear) {
-        if (lin instanceof LoRALinear) lin.unmerge();
+      if (isAdapterLayer(lin)) {
+        lin.unmerge();
         lin.disposeAdapter();
         (layer.linears as BlockLinears)[n] = lin.base;
       }
     }
   }
-  model.stepHooks.length = 0;
-  delete (model as WithAdapter).adapter;
+  delete model.adapter;
 }
 
 /**

@@ -24,10 +24,12 @@
  */
 import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 import type { Linear, NamedParam, StorageInfo } from "../models/linear.ts";
+import type { PeftLayerConfig, PeftTensor } from "./adapter_layer.ts";
 import { type LoRALayerOptions, LoRALinear } from "./lora.ts";
 
 /** A linear layer with a DoRA adapter (a LoRA adapter plus a trainable magnitude per output row). */
 export class DoRALinear extends LoRALinear {
+  override readonly kind: string = "dora";
   /** PEFT's `lora_magnitude_vector`, `[O]`. */
   readonly magnitude: tf.Variable<tf.Rank.R1>;
   /** `‖W_o‖²` of the frozen (dequantized) base weight, `[O]`. */
@@ -123,6 +125,29 @@ export class DoRALinear extends LoRALinear {
   override storage(): StorageInfo[] {
     const n = this.loraA.size + this.loraB.size + this.magnitude.size;
     return [...this.base.storage(), { params: n, bytes: n * 4, dtype: "adapter-fp32" }];
+  }
+
+  /** LoRA's tensors plus `lora_magnitude_vector [O]` (PEFT's saved key), with `use_dora: true`. */
+  override exportPeft(rank?: number): { config: PeftLayerConfig; tensors: PeftTensor[] } {
+    const out = super.exportPeft(rank);
+    return {
+      config: { ...out.config, useDora: true },
+      tensors: [...out.tensors, {
+        suffix: "lora_magnitude_vector",
+        shape: [...this.magnitude.shape],
+        data: this.magnitude.dataSync().slice() as Float32Array,
+      }],
+    };
+  }
+
+  /** Sets A, B and the magnitude from PEFT tensors. */
+  override importPeft(tensors: ReadonlyMap<string, Float32Array>): void {
+    const m = tensors.get("lora_magnitude_vector");
+    if (!m) {
+      throw new RangeError(`${this.name}: use_dora is true but the file has no "lora_magnitude_vector"`);
+    }
+    super.importPeft(tensors);
+    tf.tidy(() => this.magnitude.assign(tf.tensor1d(m)));
   }
 
   override disposeAdapter(): void {

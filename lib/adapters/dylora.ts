@@ -17,6 +17,7 @@
  */
 import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 import type { Linear, NamedParam, StorageInfo } from "../models/linear.ts";
+import type { AdapterLayer, PeftLayerConfig, PeftTensor } from "./adapter_layer.ts";
 import { initFactors } from "./lora.ts";
 
 /** Identity in the forward pass, zero gradient in the backward pass (tfjs has no stopGradient op). */
@@ -38,10 +39,17 @@ export interface DyLoRALayerOptions {
   dropout?: number;
   mode?: DyLoRAMode;
   seed?: number;
+  /** The training rank of each step (shared by all layers of a model); none: keep `trainRank`. */
+  rankSampler?: (step: number) => number;
 }
 
 /** A linear layer with a DyLoRA adapter. */
-export class DyLoRALinear implements Linear {
+export class DyLoRALinear implements AdapterLayer {
+  /** Registry key (`ADAPTER_KINDS`). */
+  readonly kind: string = "dylora";
+  /** DyLoRA is never merged in place (it serves any rank); see `mergeAdapter({ dequantize: true })`. */
+  readonly merged = false;
+  readonly mergeable = false;
   readonly loraA: tf.Variable<tf.Rank.R2>; // [R, I]
   readonly loraB: tf.Variable<tf.Rank.R2>; // [O, R]
   readonly maxRank: number;
@@ -54,6 +62,7 @@ export class DyLoRALinear implements Linear {
   /** Rank served at inference (see `setRank`). */
   evalRank: number;
   private dropoutSeed: number;
+  private readonly rankSampler?: (step: number) => number;
 
   constructor(readonly base: Linear, options: DyLoRALayerOptions) {
     const R = options.maxRank;
@@ -72,6 +81,7 @@ export class DyLoRALinear implements Linear {
     this.dropoutSeed = seed * 7919 + 1;
     this.trainRank = R;
     this.evalRank = R;
+    this.rankSampler = options.rankSampler;
     [this.loraA, this.loraB] = initFactors(base, R, seed);
   }
 
@@ -147,6 +157,50 @@ export class DyLoRALinear implements Linear {
 
   denseWeight(): tf.Tensor2D {
     return tf.tidy(() => tf.add(this.base.denseWeight(), this.delta()) as tf.Tensor2D);
+  }
+
+  /** Samples this step's training rank. */
+  beginStep(step: number): void {
+    if (this.rankSampler) this.trainRank = this.rankSampler(step);
+  }
+
+  /** Throws: a DyLoRA update depends on the rank served, so it is not folded in place. */
+  merge(): void {
+    throw new TypeError(
+      `${this.name}: a DyLoRA adapter is not merged in place; mergeAdapter(model, { dequantize: true }) ` +
+        "replaces the layer by a dense fp32 copy at the serving rank",
+    );
+  }
+
+  /** Nothing to restore (never merged). */
+  unmerge(): void {}
+
+  /** The factors truncated to `rank` (default: the serving rank), as a plain PEFT LoRA. */
+  exportPeft(rank: number = this.evalRank): { config: PeftLayerConfig; tensors: PeftTensor[] } {
+    const { a, bMat } = this.factors(rank, false);
+    const tensors = [
+      { suffix: "lora_A.weight", shape: [...a.shape], data: a.dataSync().slice() as Float32Array },
+      { suffix: "lora_B.weight", shape: [...bMat.shape], data: bMat.dataSync().slice() as Float32Array },
+    ];
+    a.dispose();
+    bMat.dispose();
+    // scaling alpha / rank, as in training at that rank
+    return {
+      config: { r: rank, alpha: this.alpha, rslora: false, dropout: this.dropout, useDora: false },
+      tensors,
+    };
+  }
+
+  /** Sets the full-rank factors (`[maxRank, I]`, `[O, maxRank]`). */
+  importPeft(tensors: ReadonlyMap<string, Float32Array>): void {
+    const a = tensors.get("lora_A.weight"), b = tensors.get("lora_B.weight");
+    if (!a || !b || a.length !== this.loraA.size || b.length !== this.loraB.size) {
+      throw new RangeError(`${this.name}: DyLoRA needs lora_A/lora_B at its maximum rank ${this.maxRank}`);
+    }
+    tf.tidy(() => {
+      this.loraA.assign(tf.tensor(a, this.loraA.shape));
+      this.loraB.assign(tf.tensor(b, this.loraB.shape));
+    });
   }
 
   /** Frees the adapter's own tensors (not the base layer). */

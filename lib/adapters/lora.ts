@@ -9,6 +9,7 @@
  */
 import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 import { DenseLinear, type Linear, type NamedParam, type StorageInfo } from "../models/linear.ts";
+import type { AdapterLayer, PeftLayerConfig, PeftTensor } from "./adapter_layer.ts";
 
 /** Options for {@linkcode LoRALinear}. */
 export interface LoRALayerOptions {
@@ -51,7 +52,9 @@ export function initFactors(
 }
 
 /** A linear layer with a LoRA adapter. */
-export class LoRALinear implements Linear {
+export class LoRALinear implements AdapterLayer {
+  /** Registry key (`ADAPTER_KINDS`). */
+  readonly kind: string = "lora";
   readonly loraA: tf.Variable<tf.Rank.R2>; // [R, I]
   readonly loraB: tf.Variable<tf.Rank.R2>; // [O, R]
   readonly r: number;
@@ -97,6 +100,10 @@ export class LoRALinear implements Linear {
   /** True while the update is folded into a dense base weight. */
   get merged(): boolean {
     return this.mergedFrom !== undefined;
+  }
+  /** A dense base can absorb the update in place. */
+  get mergeable(): boolean {
+    return this.base instanceof DenseLinear;
   }
 
   apply(x: tf.Tensor2D): tf.Tensor2D {
@@ -161,6 +168,47 @@ export class LoRALinear implements Linear {
     const w = (this.base as DenseLinear).weight;
     tf.tidy(() => w.assign(tf.tensor(this.mergedFrom!, w.shape)));
     this.mergedFrom = undefined;
+  }
+
+  /** PEFT's tensors (`lora_A.weight [R, I]`, `lora_B.weight [O, R]`) and config fields. */
+  exportPeft(rank?: number): { config: PeftLayerConfig; tensors: PeftTensor[] } {
+    if (rank !== undefined && rank !== this.r) {
+      throw new RangeError(
+        `${this.name}: exporting at rank ${rank} needs a DyLoRA adapter (this is r=${this.r})`,
+      );
+    }
+    if (this.merged) {
+      throw new Error(`${this.name}: adapter is merged; unmergeAdapter(model) before saving it`);
+    }
+    return {
+      config: { r: this.r, alpha: this.alpha, rslora: this.rslora, dropout: this.dropout, useDora: false },
+      tensors: [
+        {
+          suffix: "lora_A.weight",
+          shape: [...this.loraA.shape],
+          data: this.loraA.dataSync().slice() as Float32Array,
+        },
+        {
+          suffix: "lora_B.weight",
+          shape: [...this.loraB.shape],
+          data: this.loraB.dataSync().slice() as Float32Array,
+        },
+      ],
+    };
+  }
+
+  /** Sets A and B from PEFT tensors (shapes checked by the loader). */
+  importPeft(tensors: ReadonlyMap<string, Float32Array>): void {
+    const get = (suffix: string) => {
+      const t = tensors.get(suffix);
+      if (!t) throw new RangeError(`${this.name}: the adapter file has no "${suffix}"`);
+      return t;
+    };
+    const a = get("lora_A.weight"), b = get("lora_B.weight");
+    tf.tidy(() => {
+      this.loraA.assign(tf.tensor(a, this.loraA.shape));
+      this.loraB.assign(tf.tensor(b, this.loraB.shape));
+    });
   }
 
   /** Frees the adapter's own tensors (not the base layer). */

@@ -5,9 +5,8 @@
 import type { LlamaForCausalLM } from "../models/llama.ts";
 import { BLOCK_LINEAR_NAMES, type BlockLinears } from "../models/llama_block.ts";
 import { DenseLinear } from "../models/linear.ts";
+import { isAdapterLayer } from "./adapter_layer.ts";
 import { adapterLayers } from "./attach.ts";
-import { DyLoRALinear } from "./dylora.ts";
-import { LoRALinear } from "./lora.ts";
 
 /** Options for {@linkcode mergeAdapter}. */
 export interface MergeOptions {
@@ -49,9 +48,9 @@ export function mergeAdapter(model: LlamaForCausalLM, options: MergeOptions = {}
   for (const block of model.layers) {
     for (const n of BLOCK_LINEAR_NAMES) {
       const lin = block.linears[n];
-      if (!(lin instanceof LoRALinear || lin instanceof DyLoRALinear)) continue;
+      if (!isAdapterLayer(lin)) continue;
       const dense = lin.base instanceof DenseLinear;
-      if (lin instanceof LoRALinear && dense) {
+      if (lin.mergeable) {
         lin.merge();
       } else if (options.dequantize) {
         // Dequantized copy: the layer becomes a plain fp32 DenseLinear, frozen like the base.
@@ -60,7 +59,7 @@ export function mergeAdapter(model: LlamaForCausalLM, options: MergeOptions = {}
         (block.linears as BlockLinears)[n] = merged;
       } else {
         throw new TypeError(
-          `${lin.name}: the base is ${dense ? "dense with a DyLoRA adapter" : "quantized"}; ` +
+          `${lin.name}: the base is ${dense ? `dense with a ${lin.kind} adapter` : "quantized"}; ` +
             "merging it needs mergeAdapter(model, { dequantize: true }), which replaces it by a dense fp32 copy",
         );
       }
@@ -70,5 +69,5 @@ export function mergeAdapter(model: LlamaForCausalLM, options: MergeOptions = {}
 
 /** Restores the base weights saved by {@linkcode mergeAdapter} (exact, bit for bit). */
 export function unmergeAdapter(model: LlamaForCausalLM): void {
-  for (const l of adapterLayers(model)) if (l instanceof LoRALinear) l.unmerge();
+  for (const l of adapterLayers(model)) l.unmerge();
 }

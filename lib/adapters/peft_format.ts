@@ -8,15 +8,13 @@
  * a plain LoRA at its current serving rank (see {@linkcode exportRank}).
  * @module
  */
-import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 import { openSafetensors } from "../io/safetensors_reader.ts";
 import { writeSafetensors } from "../io/safetensors_writer.ts";
 import { recoverInterruptedSave, refuseInterruptedSave, writeDirAtomic } from "../io/atomic_dir.ts";
 import type { LlamaForCausalLM } from "../models/llama.ts";
+import type { PeftLayerConfig, PeftTensor } from "./adapter_layer.ts";
 import { adapterLayers, attachLoRA, detachAdapter } from "./attach.ts";
-import { DoRALinear } from "./dora.ts";
-import { DyLoRALinear } from "./dylora.ts";
-import { LoRALinear } from "./lora.ts";
+import { adapterKind } from "./registry.ts";
 
 /** PEFT key of a module's factor. */
 export function peftKey(module: string, factor: "A" | "B"): string {
@@ -28,58 +26,28 @@ export function peftMagnitudeKey(module: string): string {
   return `base_model.model.${module}.lora_magnitude_vector`;
 }
 
+const PREFIX = "base_model.model.";
+
 interface Exported {
   module: string;
-  a: Float32Array;
-  aShape: [number, number];
-  b: Float32Array;
-  bShape: [number, number];
-  /** DoRA's magnitude vector `[out]`. */
-  magnitude?: Float32Array;
+  tensors: PeftTensor[];
 }
 
 function exportFactors(
   model: LlamaForCausalLM,
   rank?: number,
-): { rows: Exported[]; r: number; alpha: number; rslora: boolean; dropout: number; useDora: boolean } {
+): { rows: Exported[]; config: PeftLayerConfig } {
   const layers = adapterLayers(model);
   if (layers.length === 0) {
     throw new Error("the model has no adapter to save (attachLoRA / attachDyLoRA first)");
   }
-  let r = 0, alpha = 0, rslora = false, dropout = 0;
+  let config: PeftLayerConfig | undefined;
   const rows = layers.map((l) => {
-    let a: tf.Tensor2D, b: tf.Tensor2D;
-    if (l instanceof DyLoRALinear) {
-      const k = rank ?? l.evalRank;
-      ({ a, bMat: b } = l.factors(k, false));
-      r = k;
-      alpha = l.alpha; // scaling alpha / k, as in training at rank k
-      dropout = l.dropout;
-    } else {
-      if (rank !== undefined && rank !== l.r) {
-        throw new RangeError(`exportRank needs a DyLoRA adapter (this is LoRA r=${l.r})`);
-      }
-      if (l.merged) throw new Error(`${l.name}: adapter is merged; unmergeAdapter(model) before saving it`);
-      a = l.loraA.clone() as tf.Tensor2D;
-      b = l.loraB.clone() as tf.Tensor2D;
-      r = l.r;
-      alpha = l.alpha;
-      rslora = l.rslora;
-      dropout = l.dropout;
-    }
-    const row: Exported = {
-      module: l.name,
-      a: a.dataSync() as Float32Array,
-      aShape: a.shape,
-      b: b.dataSync() as Float32Array,
-      bShape: b.shape,
-      ...(l instanceof DoRALinear ? { magnitude: l.magnitude.dataSync().slice() as Float32Array } : {}),
-    };
-    a.dispose();
-    b.dispose();
-    return row;
+    const e = l.exportPeft(rank);
+    config = e.config;
+    return { module: l.name, tensors: e.tensors };
   });
-  return { rows, r, alpha, rslora, dropout, useDora: rows.some((row) => row.magnitude) };
+  return { rows, config: config! };
 }
 
 /** Options for {@linkcode saveAdapter}. */
@@ -113,16 +81,12 @@ export async function saveAdapter(
 /** Throws a RangeError naming the first tensor of `rows` holding NaN or ±Infinity. */
 function refuseNonFinite(rows: Exported[]): void {
   for (const row of rows) {
-    const parts: [string, Float32Array | undefined][] = [
-      [peftKey(row.module, "A"), row.a],
-      [peftKey(row.module, "B"), row.b],
-      [peftMagnitudeKey(row.module), row.magnitude],
-    ];
-    for (const [key, data] of parts) {
-      const bad = data ? data.findIndex((v) => !Number.isFinite(v)) : -1;
+    for (const { suffix, data } of row.tensors) {
+      const key = `${PREFIX}${row.module}.${suffix}`;
+      const bad = data.findIndex((v) => !Number.isFinite(v));
       if (bad >= 0) {
         throw new RangeError(
-          `saveAdapter: "${key}" holds ${data![bad]} at element ${bad}; the run diverged ` +
+          `saveAdapter: "${key}" holds ${data[bad]} at element ${bad}; the run diverged ` +
             "(lower the learning rate and resume from an earlier save). Nothing was written.",
         );
       }
@@ -139,21 +103,17 @@ export async function writeAdapterFiles(
   dir: string,
   options: SaveAdapterOptions = {},
 ): Promise<void> {
-  const { rows, r, alpha, rslora, dropout, useDora } = exportFactors(model, options.rank);
+  const { rows, config: { r, alpha, rslora, dropout, useDora } } = exportFactors(model, options.rank);
   refuseNonFinite(rows);
   await Deno.mkdir(dir, { recursive: true });
-  const entries = [...rows].sort((x, y) => x.module < y.module ? -1 : 1).flatMap((row) => [
-    { name: peftKey(row.module, "A"), dtype: "F32" as const, shape: row.aShape, data: row.a },
-    { name: peftKey(row.module, "B"), dtype: "F32" as const, shape: row.bShape, data: row.b },
-    ...(row.magnitude
-      ? [{
-        name: peftMagnitudeKey(row.module),
-        dtype: "F32" as const,
-        shape: [row.magnitude.length],
-        data: row.magnitude,
-      }]
-      : []),
-  ]).sort((x, y) => x.name < y.name ? -1 : 1);
+  const entries = rows.flatMap((row) =>
+    row.tensors.map((t) => ({
+      name: `${PREFIX}${row.module}.${t.suffix}`,
+      dtype: "F32" as const,
+      shape: t.shape,
+      data: t.data,
+    }))
+  ).sort((x, y) => x.name < y.name ? -1 : 1);
   await writeSafetensors(`${dir}/adapter_model.safetensors`, entries, { metadata: { format: "pt" } });
   const targets = [...new Set(rows.map((x) => x.module.split(".").at(-1)!))].sort();
   // The key set PEFT 0.19.1 writes (sorted, like its json.dumps(sort_keys=True)).
@@ -203,7 +163,7 @@ export async function writeAdapterFiles(
 /** Writes a DyLoRA adapter truncated to rank `b` as a plain PEFT LoRA adapter. */
 export async function exportRank(model: LlamaForCausalLM, b: number, dir: string): Promise<void> {
   const layers = adapterLayers(model);
-  if (!layers.some((l) => l instanceof DyLoRALinear)) {
+  if (!layers.some((l) => l.kind === "dylora")) {
     throw new Error("exportRank: the model has no DyLoRA adapter");
   }
   await saveAdapter(model, dir, { rank: b });
@@ -231,55 +191,51 @@ export async function loadAdapter(model: LlamaForCausalLM, dir: string): Promise
     throw new RangeError(`${cfgPath}: fan_in_fan_out adapters (GPT-2 Conv1D) do not apply to Llama`);
   }
   const useDora = cfg.use_dora === true;
+  const kind = adapterKind(useDora ? "dora" : "lora");
   const r = (cfg.r as number) ?? 8, alpha = (cfg.lora_alpha as number) ?? 8;
   for (const [k, v] of Object.entries({ rank_pattern: cfg.rank_pattern, alpha_pattern: cfg.alpha_pattern })) {
     if (v && Object.keys(v as object).length) throw new RangeError(`${cfgPath}: ${k} is not supported yet`);
   }
   const path = `${dir}/adapter_model.safetensors`;
   const file = await openSafetensors(path);
-  const factors = new Map<string, Float32Array>();
+  // module → suffix → values, all read and checked before the model is touched
+  const tensors = new Map<string, Map<string, Float32Array>>();
   try {
-    const prefix = "base_model.model.";
-    const modules = new Set<string>();
+    const suffixes = Object.keys(kind.peftShapes(1, 1, 1));
+    const keyOf = new Map<string, string>(); // "module\0suffix" → stored key
     for (const name of file.names()) {
-      if (useDora && /^base_model\.model\..+\.lora_magnitude_vector$/.test(name)) continue;
-      const m = name.match(/^base_model\.model\.(.+)\.lora_([AB])(?:\.default)?\.weight$/);
-      if (!m) {
+      const suffix = suffixes.find((x) =>
+        name.endsWith(`.${x}`) || name.endsWith(`.${x.replace(/\.weight$/, ".default.weight")}`)
+      );
+      const module = suffix && name.startsWith(PREFIX)
+        ? name.slice(PREFIX.length, name.lastIndexOf(suffix.split(".")[0]) - 1)
+        : undefined;
+      if (!suffix || !module) {
         throw new RangeError(
-          `${path}: tensor "${name}" is not a LoRA factor (expected ${prefix}<module>.lora_A.weight)`,
+          `${path}: tensor "${name}" is not part of a ${useDora ? "DoRA" : "LoRA"} adapter ` +
+            `(expected ${PREFIX}<module>.{${suffixes.join(",")}}; use_dora is ${useDora})`,
         );
       }
-      modules.add(m[1]);
+      keyOf.set(`${module}\0${suffix}`, name);
+      if (!tensors.has(module)) tensors.set(module, new Map());
     }
-    if (modules.size === 0) throw new RangeError(`${path}: holds no LoRA factors`);
+    if (tensors.size === 0) throw new RangeError(`${path}: holds no LoRA factors`);
     const linears = new Map(model.linears().map((l) => [l.name, l]));
-    for (const mod of modules) {
+    for (const [mod, values] of tensors) {
       const lin = linears.get(mod);
       if (!lin) {
         throw new RangeError(`${path}: module "${mod}" does not exist in this model (another architecture?)`);
       }
-      for (const f of ["A", "B"] as const) {
-        const key = peftKey(mod, f);
-        if (!file.has(key)) throw new RangeError(`${path}: missing tensor "${key}"`);
-        const want = f === "A" ? [r, lin.inFeatures] : [lin.outFeatures, r];
+      for (const [suffix, want] of Object.entries(kind.peftShapes(lin.inFeatures, lin.outFeatures, r))) {
+        const key = keyOf.get(`${mod}\0${suffix}`);
+        if (!key) throw new RangeError(`${path}: missing tensor "${PREFIX}${mod}.${suffix}"`);
         const got = file.info(key).shape;
-        if (got.length !== 2 || got[0] !== want[0] || got[1] !== want[1]) {
+        if (got.length !== want.length || got.some((d, i) => d !== want[i])) {
           throw new TypeError(`${path}: "${key}" has shape [${got}], the model needs [${want}] (r=${r})`);
         }
         const data = await file.readFloat32(key);
         if (!data.every(Number.isFinite)) throw new RangeError(`${path}: "${key}" holds non-finite values`);
-        factors.set(key, data);
-      }
-      if (useDora) {
-        const key = peftMagnitudeKey(mod);
-        if (!file.has(key)) throw new RangeError(`${path}: use_dora is true but "${key}" is missing`);
-        const got = file.info(key).shape;
-        if (got.length !== 1 || got[0] !== lin.outFeatures) {
-          throw new TypeError(`${path}: "${key}" has shape [${got}], the model needs [${lin.outFeatures}]`);
-        }
-        const data = await file.readFloat32(key);
-        if (!data.every(Number.isFinite)) throw new RangeError(`${path}: "${key}" holds non-finite values`);
-        factors.set(key, data);
+        values.set(suffix, data);
       }
     }
     attachLoRA(model, {
@@ -287,19 +243,14 @@ export async function loadAdapter(model: LlamaForCausalLM, dir: string): Promise
       alpha,
       dropout: (cfg.lora_dropout as number) ?? 0,
       rslora: cfg.use_rslora === true,
-      targetModules: [...modules],
+      targetModules: [...tensors.keys()],
       useDora,
     });
     try {
       for (const l of adapterLayers(model)) {
-        if (!(l instanceof LoRALinear)) continue;
-        const a = factors.get(peftKey(l.name, "A")), b = factors.get(peftKey(l.name, "B"));
-        if (!a || !b) throw new RangeError(`${path}: no factors for targeted module "${l.name}"`);
-        tf.tidy(() => {
-          l.loraA.assign(tf.tensor(a, l.loraA.shape));
-          l.loraB.assign(tf.tensor(b, l.loraB.shape));
-          if (l instanceof DoRALinear) l.magnitude.assign(tf.tensor(factors.get(peftMagnitudeKey(l.name))!));
-        });
+        const values = tensors.get(l.name);
+        if (!values) throw new RangeError(`${path}: no factors for targeted module "${l.name}"`);
+        l.importPeft(values);
       }
     } catch (e) {
       detachAdapter(model);

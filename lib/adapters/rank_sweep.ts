@@ -8,7 +8,7 @@ import type { Tokenizer } from "../io/tokenizer.ts";
 import { tokenizeRecords, type TrainingRecord } from "../train/data.ts";
 import { evaluateLoss } from "../train/evaluate.ts";
 import { adapterLayers, setRank } from "./attach.ts";
-import { DyLoRALinear } from "./dylora.ts";
+import type { DyLoRALinear } from "./dylora.ts";
 
 /** One row of the sweep. */
 export interface RankSweepRow {
@@ -47,7 +47,7 @@ export function rankSweep(
   ranks?: number[],
   options: RankSweepOptions = {},
 ): RankSweepResult {
-  const dy = adapterLayers(model).filter((l): l is DyLoRALinear => l instanceof DyLoRALinear);
+  const dy = adapterLayers(model).filter((l) => l.kind === "dylora") as DyLoRALinear[];
   if (dy.length === 0) throw new Error("rankSweep: the model has no DyLoRA adapter (attachDyLoRA first)");
   const max = dy[0].maxRank;
   const list = ranks ?? Array.from({ length: max }, (_, i) => i + 1);

@@ -41,6 +41,8 @@ export interface Linear {
   storage(): StorageInfo[];
   /** The full-precision weight `[O, I]` as a new tensor (the caller disposes it). */
   denseWeight(): tf.Tensor2D;
+  /** Called by the trainer at the start of every optimizer step (adapters that sample per step). */
+  beginStep?(step: number): void;
   dispose(): void;
 }
 

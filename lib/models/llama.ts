@@ -55,6 +55,16 @@ export interface SummaryRow {
   trainable: number;
 }
 
+/** The adapter attached to a model (set by `attachLoRA`, `attachDyLoRA`, `loadAdapter`). */
+export interface AttachedAdapter {
+  /** Adapter kind: a key of `ADAPTER_KINDS` ("lora", "dylora", "dora"). */
+  type: string;
+  /** Module paths with adapters. */
+  modules: string[];
+  /** The resolved options it was attached with. */
+  config: { [option: string]: unknown };
+}
+
 const MASKED = -1e9;
 
 /**
@@ -88,8 +98,8 @@ export class LlamaForCausalLM {
   readonly invFreq: Float64Array;
   /** Trainable flag of the token embedding. */
   embedTrainable = true;
-  /** Called by the trainer at the start of every optimizer step (DyLoRA samples its rank here). */
-  readonly stepHooks: ((step: number) => void)[] = [];
+  /** The attached adapter, if any (see `attachLoRA`). */
+  adapter?: AttachedAdapter;
   /** True while training (adapters apply dropout and sampled ranks); see {@linkcode setTraining}. */
   training = false;
 
@@ -196,6 +206,11 @@ export class LlamaForCausalLM {
     const out = this.layers.flatMap((l) => BLOCK_LINEAR_NAMES.map((n) => l.linears[n]));
     if (this.lmHead) out.push(this.lmHead);
     return out;
+  }
+
+  /** Starts optimizer step `step` (1-based) on every layer that has a per-step hook (DyLoRA samples its rank). */
+  beginStep(step: number): void {
+    for (const lin of this.linears()) lin.beginStep?.(step);
   }
 
   /** Switches training mode on every layer that has one (dropout, DyLoRA rank sampling). */

@@ -213,7 +213,7 @@ export async function train(
         schedule: o.schedule,
       });
       model.setTraining(true);
-      for (const hook of model.stepHooks) hook(step);
+      model.beginStep(step);
       const micro = chunk(nextExamples(perStep), o.batchSize).map((g) => makeMicroBatch(g, padId));
       const label = `step ${step}`;
       const run = () =>
@@ -270,7 +270,7 @@ export async function train(
 
 /** Saves the adapter (PEFT format) when one is attached, else the full checkpoint. */
 async function saveTrainingState(model: LlamaForCausalLM, dir: string): Promise<void> {
-  if ((model as { adapter?: unknown }).adapter) await saveAdapter(model, dir);
+  if (model.adapter) await saveAdapter(model, dir);
   else await saveCheckpoint(model, dir);
 }
 

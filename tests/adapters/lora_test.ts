@@ -154,7 +154,7 @@ Deno.test("DyLoRA samples one rank per training step, shared by all layers", () 
   attachDyLoRA(model, { maxRank: 8, seed: 1 });
   const seen = new Set<number>();
   for (let s = 1; s <= 40; s++) {
-    for (const h of model.stepHooks) h(s);
+    model.beginStep(s);
     const ranks = new Set((adapterLayers(model) as DyLoRALinear[]).map((l) => l.trainRank));
     assertEquals(ranks.size, 1);
     seen.add([...ranks][0]);
