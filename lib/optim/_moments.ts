@@ -8,6 +8,7 @@
  */
 import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 import type { AdamHyper } from "./_options.ts";
+import { f32Entry, type StateTensor } from "./optimizer_state.ts";
 
 /** Moments for many keys; the 8-bit store implements the same shape. */
 export interface MomentStore {
@@ -22,6 +23,10 @@ export interface MomentStore {
   drop(key: string): void;
   /** Frees all state. */
   dispose(): void;
+  /** Copies every key's moments into `out` (names `exp_avg/<key>`, …). */
+  exportInto(out: Record<string, StateTensor>): void;
+  /** Replaces all moments by those in `tensors` (as written by `exportInto`). */
+  importFrom(tensors: Record<string, StateTensor>): void;
 }
 
 /** Checks that a stored state shape matches the incoming gradient shape. */
@@ -32,6 +37,14 @@ export function checkSameShape(key: string, have: readonly number[], got: readon
         `use a new optimizer when parameter shapes change`,
     );
   }
+}
+
+/** A non-trainable fp32 variable holding a copy of a state array. */
+export function variableFrom(t: StateTensor): tf.Variable {
+  const x = tf.tensor(t.data as Float32Array, t.shape, "float32");
+  const v = tf.variable(x, false);
+  x.dispose(); // the variable keeps its own reference to the data
+  return v;
 }
 
 /** fp32 moments in tf Variables (PyTorch Adam formulas). */
@@ -75,5 +88,26 @@ export class Fp32Moments implements MomentStore {
 
   dispose(): void {
     for (const k of [...this.#m.keys()]) this.drop(k);
+  }
+
+  exportInto(out: Record<string, StateTensor>): void {
+    for (const [k, m] of this.#m) {
+      out[`exp_avg/${k}`] = f32Entry(m);
+      out[`exp_avg_sq/${k}`] = f32Entry(this.#v.get(k)!);
+    }
+  }
+
+  importFrom(tensors: Record<string, StateTensor>): void {
+    this.dispose();
+    for (const [name, t] of Object.entries(tensors)) {
+      if (!name.startsWith("exp_avg/")) continue;
+      const key = name.slice("exp_avg/".length);
+      const v = tensors[`exp_avg_sq/${key}`];
+      if (!v || t.dtype !== "F32" || v.dtype !== "F32") {
+        throw new TypeError(`optimizer state: "${key}" needs F32 exp_avg and exp_avg_sq`);
+      }
+      this.#m.set(key, variableFrom(t));
+      this.#v.set(key, variableFrom(v));
+    }
   }
 }

@@ -9,6 +9,7 @@
 import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 import type { AdamHyper } from "./_options.ts";
 import { checkSameShape, Fp32Moments, type MomentStore } from "./_moments.ts";
+import type { StateTensor } from "./optimizer_state.ts";
 import { codeThresholds, dequantize8, dynamicMap, quantize8, type Quantized8 } from "./_dynamic_map.ts";
 
 const SIGNED = dynamicMap(true);
@@ -80,5 +81,54 @@ export class Moments8bit implements MomentStore {
   dispose(): void {
     this.#small.dispose();
     this.#host.clear();
+  }
+
+  /**
+   * Small tensors as fp32 (`exp_avg/<key>`); 8-bit ones as their codes (`exp_avg.codes/<key>`,
+   * U8, the parameter's shape) and per-block absmax constants (`exp_avg.absmax/<key>`, F32 `[K]`).
+   */
+  exportInto(out: Record<string, StateTensor>): void {
+    this.#small.exportInto(out);
+    for (const [k, s] of this.#host) {
+      for (const [name, q] of [["exp_avg", s.m], ["exp_avg_sq", s.v]] as const) {
+        out[`${name}.codes/${k}`] = { dtype: "U8", shape: s.shape.slice(), data: q.codes.slice() };
+        out[`${name}.absmax/${k}`] = { dtype: "F32", shape: [q.absmax.length], data: q.absmax.slice() };
+      }
+    }
+  }
+
+  importFrom(tensors: Record<string, StateTensor>): void {
+    this.#small.importFrom(tensors);
+    this.#host.clear();
+    for (const [name, t] of Object.entries(tensors)) {
+      if (!name.startsWith("exp_avg.codes/")) continue;
+      const key = name.slice("exp_avg.codes/".length);
+      const part = (n: string, dtype: "U8" | "F32") => {
+        const x = tensors[`${n}/${key}`];
+        if (!x || x.dtype !== dtype) {
+          throw new TypeError(`optimizer state: "${n}/${key}" missing or not ${dtype}`);
+        }
+        return x.data;
+      };
+      const k = Math.ceil(t.data.length / this.blocksize);
+      const m = {
+        codes: part("exp_avg.codes", "U8") as Uint8Array,
+        absmax: part("exp_avg.absmax", "F32") as Float32Array,
+      };
+      const v = {
+        codes: part("exp_avg_sq.codes", "U8") as Uint8Array,
+        absmax: part("exp_avg_sq.absmax", "F32") as Float32Array,
+      };
+      if (m.absmax.length !== k || v.absmax.length !== k) {
+        throw new RangeError(
+          `optimizer state: "${key}" has ${m.absmax.length} absmax blocks, blocksize ${this.blocksize} needs ${k}`,
+        );
+      }
+      this.#host.set(key, {
+        shape: t.shape.slice(),
+        m: { codes: m.codes.slice(), absmax: m.absmax.slice() },
+        v: { codes: v.codes.slice(), absmax: v.absmax.slice() },
+      });
+    }
   }
 }

@@ -14,7 +14,15 @@
  * one call with all parameters.
  * @module
  */
-import type { Optimizer, ParamGrad } from "./optimizer.ts";
+import type { ParamGrad } from "./optimizer.ts";
+import {
+  checkStateHeader,
+  type OptimizerState,
+  type StatefulOptimizer,
+  type StateTensor,
+  stepsFromJson,
+  stepsToJson,
+} from "./optimizer_state.ts";
 import { checkAdamHyper, resolveOptions } from "./_options.ts";
 import { Fp32Moments } from "./_moments.ts";
 import { adamWStep } from "./_adam_step.ts";
@@ -76,7 +84,7 @@ export function resolveAdamWOptions(options: AdamWOptions = {}): Required<AdamWO
  * opt.dispose(); g.dispose(); w.dispose();
  * ```
  */
-export function createAdamW(options: AdamWOptions = {}): Optimizer {
+export function createAdamW(options: AdamWOptions = {}): StatefulOptimizer {
   const o = resolveAdamWOptions(options);
   const moments = new Fp32Moments(o);
   const steps = new Map<string, number>();
@@ -86,6 +94,20 @@ export function createAdamW(options: AdamWOptions = {}): Optimizer {
       adamWStep("AdamW.step()", params, lr, moments, steps, o.weightDecay);
     },
     stateBytes: () => moments.bytes(),
+    saveState(): OptimizerState {
+      const tensors: Record<string, StateTensor> = {};
+      moments.exportInto(tensors);
+      return {
+        name: "adamw",
+        meta: { ...{ beta1: o.beta1, beta2: o.beta2, eps: o.eps }, steps: stepsToJson(steps) },
+        tensors,
+      };
+    },
+    loadState(state: OptimizerState): void {
+      checkStateHeader(state, "adamw", { beta1: o.beta1, beta2: o.beta2, eps: o.eps }, "AdamW.loadState()");
+      moments.importFrom(state.tensors);
+      stepsFromJson(steps, state.meta.steps, "AdamW.loadState()");
+    },
     dispose(): void {
       moments.dispose();
       steps.clear();

@@ -15,7 +15,15 @@
  * `minSize8bit` (4096) elements keep fp32 moments like bnb's `min_8bit_size`.
  * @module
  */
-import type { Optimizer, ParamGrad } from "./optimizer.ts";
+import type { ParamGrad } from "./optimizer.ts";
+import {
+  checkStateHeader,
+  type OptimizerState,
+  type StatefulOptimizer,
+  type StateTensor,
+  stepsFromJson,
+  stepsToJson,
+} from "./optimizer_state.ts";
 import { checkAdamHyper, resolveOptions } from "./_options.ts";
 import { Moments8bit } from "./_moments_8bit.ts";
 import { adamWStep } from "./_adam_step.ts";
@@ -88,7 +96,7 @@ export function resolveAdamW8bitOptions(options: AdamW8bitOptions = {}): Require
  * opt.dispose(); g.dispose(); w.dispose();
  * ```
  */
-export function createAdamW8bit(options: AdamW8bitOptions = {}): Optimizer {
+export function createAdamW8bit(options: AdamW8bitOptions = {}): StatefulOptimizer {
   const o = resolveAdamW8bitOptions(options);
   const moments = new Moments8bit(o, o.blocksize, o.minSize8bit);
   const steps = new Map<string, number>();
@@ -98,6 +106,35 @@ export function createAdamW8bit(options: AdamW8bitOptions = {}): Optimizer {
       adamWStep("AdamW8bit.step()", params, lr, moments, steps, o.weightDecay);
     },
     stateBytes: () => moments.bytes(),
+    saveState(): OptimizerState {
+      const tensors: Record<string, StateTensor> = {};
+      moments.exportInto(tensors);
+      return {
+        name: "adamw8bit",
+        meta: {
+          ...{
+            beta1: o.beta1,
+            beta2: o.beta2,
+            eps: o.eps,
+            blocksize: o.blocksize,
+            minSize8bit: o.minSize8bit,
+          },
+          steps: stepsToJson(steps),
+        },
+        tensors,
+      };
+    },
+    loadState(state: OptimizerState): void {
+      checkStateHeader(state, "adamw8bit", {
+        beta1: o.beta1,
+        beta2: o.beta2,
+        eps: o.eps,
+        blocksize: o.blocksize,
+        minSize8bit: o.minSize8bit,
+      }, "AdamW8bit.loadState()");
+      moments.importFrom(state.tensors);
+      stepsFromJson(steps, state.meta.steps, "AdamW8bit.loadState()");
+    },
     dispose(): void {
       moments.dispose();
       steps.clear();

@@ -18,13 +18,22 @@
  * @module
  */
 import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
-import type { Optimizer, ParamGrad } from "./optimizer.ts";
+import type { ParamGrad } from "./optimizer.ts";
+import {
+  checkStateHeader,
+  type OptimizerState,
+  type StatefulOptimizer,
+  type StateTensor,
+  stepsFromJson,
+  stepsToJson,
+} from "./optimizer_state.ts";
 import { checkAdamHyper, checkLr, checkUniqueNames, resolveOptions } from "./_options.ts";
 import { Fp32Moments, type MomentStore } from "./_moments.ts";
 import { Moments8bit } from "./_moments_8bit.ts";
 import {
   createGaLoreProjector,
   type GaLoreProjector,
+  type ProjectorState,
   type ProjType,
   type RefreshMethod,
 } from "./galore_projector.ts";
@@ -66,7 +75,7 @@ export interface GaLoreAdamWOptions {
 }
 
 /** A GaLore optimizer, with the extra introspection the memory breakdown needs. */
-export interface GaLoreOptimizer extends Optimizer {
+export interface GaLoreOptimizer extends StatefulOptimizer {
   /** True when `name` with `shape` is trained through a projector. */
   isGaLore(name: string, shape: readonly number[]): boolean;
   /** Names of the GaLore'd parameters seen so far. */
@@ -186,10 +195,25 @@ export function createGaLoreAdamW(options: GaLoreAdamWOptions): GaLoreOptimizer 
     return p;
   };
 
+  const name = o.eightBit ? "galore8bit" : "galore";
+  const settings = {
+    beta1: o.beta1,
+    beta2: o.beta2,
+    eps: o.eps,
+    rank: o.rank,
+    updateProjGap: o.updateProjGap,
+    scale: o.scale,
+    projType: o.projType,
+    refresh: o.refresh,
+    powerIters: o.powerIters,
+    oversample: o.oversample,
+  };
+  const where = "GaLoreAdamW.loadState()";
+
   const projectorBytes = () => [...projectors.values()].reduce((s, p) => s + p.stateBytes(), 0);
 
   return {
-    name: o.eightBit ? "galore8bit" : "galore",
+    name,
     step(params: ParamGrad[], lr: number): void {
       checkLr("GaLoreAdamW.step()", lr);
       checkUniqueNames("GaLoreAdamW.step()", params.map((p) => p.name));
@@ -211,6 +235,38 @@ export function createGaLoreAdamW(options: GaLoreAdamWOptions): GaLoreOptimizer 
     },
     stateBytes: () => moments.bytes() + projectorBytes(),
     stateBreakdown: () => ({ moments: moments.bytes(), projectors: projectorBytes() }),
+    saveState(): OptimizerState {
+      const tensors: Record<string, StateTensor> = {};
+      moments.exportInto(tensors);
+      const proj: Record<string, Omit<ProjectorState, "left" | "right">> = {};
+      for (const [k, p] of projectors) {
+        const { left, right, ...counters } = p.exportState();
+        proj[k] = counters;
+        if (left) tensors[`projector.left/${k}`] = left;
+        if (right) tensors[`projector.right/${k}`] = right;
+      }
+      return { name, meta: { ...settings, steps: stepsToJson(steps), projectors: proj }, tensors };
+    },
+    loadState(state: OptimizerState): void {
+      checkStateHeader(state, name, settings, where);
+      const proj = state.meta.projectors as
+        | Record<string, Omit<ProjectorState, "left" | "right">>
+        | undefined;
+      if (typeof proj !== "object" || proj === null) {
+        throw new TypeError(`${where}: the state has no projectors`);
+      }
+      moments.importFrom(state.tensors);
+      stepsFromJson(steps, state.meta.steps, where);
+      for (const p of projectors.values()) p.dispose();
+      projectors.clear();
+      for (const [k, counters] of Object.entries(proj)) {
+        projectorFor(k).importState({
+          ...counters,
+          left: state.tensors[`projector.left/${k}`] ?? null,
+          right: state.tensors[`projector.right/${k}`] ?? null,
+        });
+      }
+    },
     isGaLore,
     galoreNames: () => [...projectors.keys()],
     projector: (name: string) => projectors.get(name),

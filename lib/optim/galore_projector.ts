@@ -24,6 +24,7 @@
  */
 import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 import { resolveOptions } from "./_options.ts";
+import { f32Entry, type StateTensor } from "./optimizer_state.ts";
 import { orthonormalizeColumns, symmetricEigen } from "./_linalg.ts";
 
 /** Which side(s) of the gradient to project (galore-torch `proj_type`). */
@@ -336,8 +337,24 @@ export interface GaLoreProjector {
   refresh(g: tf.Tensor2D): void;
   /** Bytes of the projector tensors. */
   stateBytes(): number;
+  /** Copies of the projector(s) and the counters that decide the next refresh (for exact resume). */
+  exportState(): ProjectorState;
+  /** Replaces the projector(s) and counters by a saved state. */
+  importState(state: ProjectorState): void;
   /** Frees the projector tensors. */
   dispose(): void;
+}
+
+/** A projector's saved state. */
+export interface ProjectorState {
+  /** Gradient shape fixed by the first `project` (null before it). */
+  shape: [number, number] | null;
+  /** `project` calls so far (a refresh happens when `calls % updateProjGap === 0`). */
+  calls: number;
+  /** Refreshes so far (they seed the randomized refresh). */
+  refreshes: number;
+  left: StateTensor | null;
+  right: StateTensor | null;
 }
 
 /**
@@ -440,6 +457,24 @@ export function createGaLoreProjector(options: GaLoreProjectorOptions): GaLorePr
       });
     },
     stateBytes: () => 4 * ((left?.size ?? 0) + (right?.size ?? 0)),
+    exportState: () => ({
+      shape: shape ? [shape[0], shape[1]] : null,
+      calls,
+      refreshes,
+      left: left ? f32Entry(left) : null,
+      right: right ? f32Entry(right) : null,
+    }),
+    importState(st: ProjectorState): void {
+      const make = (t: StateTensor | null) =>
+        t ? tf.tensor2d(t.data as Float32Array, t.shape as [number, number]) : null;
+      left?.dispose();
+      right?.dispose();
+      left = make(st.left);
+      right = make(st.right);
+      shape = st.shape ? [st.shape[0], st.shape[1]] : null;
+      calls = st.calls;
+      refreshes = st.refreshes;
+    },
     dispose(): void {
       left?.dispose();
       right?.dispose();
