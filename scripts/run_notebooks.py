@@ -185,7 +185,7 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message):
         unknown = re.match(r"unrecognized arguments: (\S+)", message)
-        if unknown and unknown.group(1).startswith("--"):
+        if unknown and unknown.group(1).startswith("-"):
             flags = [f for a in self._actions for f in a.option_strings if f.startswith("--")]
             close = difflib.get_close_matches(unknown.group(1), flags, n=1)
             hint = f" (did you mean {close[0]}?)" if close else " (see --help)"
@@ -229,6 +229,13 @@ def parse_args(argv):
                         help="folder for executed copies (default: out/notebooks; example: --out out/nb)")
     parser.add_argument("--verbose", action="store_true",
                         help="on failure, print the traceback too (default: off; example: --verbose)")
+    # Unknown options first (argparse would complain about missing notebooks before a mistyped flag).
+    known = {f for a in parser._actions for f in a.option_strings}
+    for arg in argv:
+        if arg == "--":
+            break
+        if arg.startswith("-") and len(arg) > 1 and arg.split("=", 1)[0] not in known:
+            parser.error(f"unrecognized arguments: {arg.split('=', 1)[0]}")
     return parser.parse_args(argv)
 
 
