@@ -98,3 +98,44 @@ Deno.test("createLion() rejects bad options and bad steps with messages that nam
   w.dispose();
   g.dispose();
 });
+
+Deno.test("train() selects Lion by name: after two steps every element moved by 0, lr or 2·lr", async () => {
+  const { train } = await import("../../lib/train/trainer.ts");
+  const { initModel } = await import("../../lib/models/init_model.ts");
+  const model = initModel({
+    model_type: "llama",
+    vocab_size: 16,
+    hidden_size: 8,
+    intermediate_size: 16,
+    num_hidden_layers: 1,
+    num_attention_heads: 2,
+    num_key_value_heads: 1,
+  }, { seed: 3 });
+  const params = model.trainableParams();
+  const before = params.map((p) => p.variable.dataSync().slice());
+  const lr = 1e-3;
+  const history = await train(model, [{ ids: [1, 2, 3, 4, 5] }], {
+    optimizer: "lion",
+    steps: 2,
+    lr,
+    schedule: "constant",
+    batchSize: 1,
+    measureMemory: false,
+  });
+  assertEquals(history.length, 2);
+  let moved = 0;
+  params.forEach((p, i) => {
+    const after = p.variable.dataSync();
+    for (let j = 0; j < after.length; j++) {
+      const d = Math.abs(after[j] - before[i][j]);
+      // each Lion step moves an element by exactly lr (AdamW's second step would not)
+      assert(
+        d < 1e-7 || Math.abs(d - lr) < 1e-6 || Math.abs(d - 2 * lr) < 1e-6,
+        `${p.name}[${j}] moved by ${d}`,
+      );
+      if (d > 1e-7) moved++;
+    }
+  });
+  assert(moved > 100, `only ${moved} elements moved`);
+  model.dispose();
+});
