@@ -24,6 +24,8 @@ export interface CliOption {
   description: string;
   /** Value when the flag is absent (a size as text, e.g. `"24GB"`). Booleans default to false. */
   default?: string | number | boolean;
+  /** What the help shows as the default when there is no fixed one, e.g. `"the recipe's train.steps"`. */
+  defaultText?: string;
   /** A complete example, e.g. `"--steps 20"`. */
   example: string;
   /** Allowed values (of a string, an integer, or each item of a list). */
@@ -323,11 +325,8 @@ export function formatHelp<O extends Record<string, CliOption>>(spec: CliSpec<O>
     const flag = o.type === "boolean"
       ? (o.default === true ? `--[no-]${name}` : name === "help" ? "-h, --help" : `--${name}`)
       : `--${name} ${placeholder(o)}`;
-    const def = o.type === "boolean"
-      ? String(o.default === true)
-      : o.default === undefined
-      ? "none"
-      : o.default;
+    const def = o.defaultText ??
+      (o.type === "boolean" ? String(o.default === true) : o.default === undefined ? "none" : o.default);
     const choices = o.choices ? ` (${o.choices.join(", ")})` : "";
     return [flag, `${o.description}${choices}`, `default: ${def}   example: ${o.example}`];
   });

@@ -36,6 +36,7 @@ const KERNEL_CLI = defineCli({
       type: "string",
       placeholder: "DIR",
       description: "write DIR/kernels/NAME/ instead (select it with JUPYTER_PATH=DIR; what CI does)",
+      defaultText: "jupyter kernelspec install --user, else the user's Jupyter data dir",
       example: "--prefix out/jupyter",
     },
     name: {

@@ -34,7 +34,8 @@ const PLAN_CLI = defineCli({
     method: {
       type: "string",
       choices: PLAN_METHODS,
-      description: "plan only this method (default: compare full, galore8bit, lora and qlora)",
+      description: "plan only this method",
+      defaultText: "compare full, galore8bit, lora and qlora",
       example: "--method qlora",
     },
     seq: {

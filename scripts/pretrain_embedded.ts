@@ -114,7 +114,8 @@ export const PRETRAIN_OPTIONS = {
   init: {
     type: "string",
     placeholder: "DIR",
-    description: "continue from this checkpoint instead of a fresh initialisation",
+    description: "continue from this checkpoint",
+    defaultText: "a fresh initialisation (seed 0)",
     example: "--init notebooks/models/tiny-shakespeare-llama",
   },
 } as const;

@@ -18,12 +18,14 @@ const TRAIN_CLI = defineCli({
       min: 1,
       api: "steps",
       description: "optimizer steps, replacing the recipe's train.steps",
+      defaultText: "the recipe's train.steps",
       example: "--steps 50",
     },
     output: {
       type: "string",
       placeholder: "DIR",
       description: "where to save, replacing the recipe's output (relative to the current folder)",
+      defaultText: "the recipe's output",
       example: "--output out/run2",
     },
     resume: {
@@ -31,6 +33,7 @@ const TRAIN_CLI = defineCli({
       placeholder: "DIR",
       api: "resumeFrom",
       description: "continue a run from the training state saved in DIR (passed to train() as resumeFrom)",
+      defaultText: "none (a fresh start)",
       example: "--resume out/run1",
     },
   },
