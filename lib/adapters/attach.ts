@@ -6,7 +6,7 @@
 import type { LlamaForCausalLM } from "../models/llama.ts";
 import { BLOCK_LINEAR_NAMES, type BlockLinears } from "../models/llama_block.ts";
 import type { Linear } from "../models/linear.ts";
-import { mulberry32 } from "../train/random.ts";
+import { mulberry32 } from "../engine/random.ts";
 import { type AdapterLayer, isAdapterLayer } from "./adapter_layer.ts";
 import type { DyLoRALinear, DyLoRAMode } from "./dylora.ts";
 import { adapterKind, type AdapterKindName, type AdapterLayerOptions } from "./registry.ts";

@@ -3,8 +3,23 @@
  * @module
  */
 import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
-import type { MemoryRecord } from "../train/types.ts";
 import { wasmBackendOrUndefined } from "./_wasm_backend.ts";
+
+/** Memory measured at the end of a step (bytes). */
+export interface MemoryRecord {
+  /** Bytes held by live tfjs tensors (`tf.memory().numBytes`). */
+  tensorBytes: number;
+  /** Peak tfjs tensor bytes during the step (from `tf.profile`), when measured. */
+  peakTensorBytes?: number;
+  /** Live tfjs tensors. */
+  numTensors: number;
+  /** Size of the wasm heap (0 on other backends); it never shrinks. */
+  heapBytes: number;
+  /** Process resident set size. */
+  rssBytes: number;
+  /** Breakdown by owner (weights, adapters, gradients, optimizer, activations, other) when known. */
+  breakdown?: Record<string, number>;
+}
 
 /**
  * Live tensor bytes and count (`tf.memory()`), the wasm heap size (0 when the

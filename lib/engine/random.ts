@@ -1,5 +1,6 @@
 /**
  * A small seeded random number generator (data shuffling, DyLoRA rank sampling, sampling in generation).
+ * It lives with the engine, the lowest layer, so models and adapters can use it without importing `train/`.
  * @module
  */
 

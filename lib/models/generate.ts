@@ -6,7 +6,7 @@ import { requireSyncReads } from "../engine/backend.ts";
 import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 import type { Tokenizer } from "../io/tokenizer.ts";
 import { createCache, disposeCache, type LlamaForCausalLM } from "./llama.ts";
-import { mulberry32 } from "../train/random.ts";
+import { mulberry32 } from "../engine/random.ts";
 
 /** Options for {@linkcode generate}. */
 export interface GenerateOptions {

@@ -26,7 +26,7 @@ import { evaluateLoss } from "./evaluate.ts";
 import { createOptimizer, type GaLoreTrainOptions, type OptimizerName } from "./optimizers.ts";
 import { learningRateAt, type ScheduleKind } from "./schedule.ts";
 import type { StepRecord } from "./types.ts";
-import { mulberry32 } from "./random.ts";
+import { mulberry32 } from "../engine/random.ts";
 import { trainOptionsSchema } from "./train_options.ts";
 
 export { mulberry32 };

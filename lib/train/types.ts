@@ -3,21 +3,10 @@
  * @module
  */
 
-/** Memory measured at the end of a step (bytes). */
-export interface MemoryRecord {
-  /** Bytes held by live tfjs tensors (`tf.memory().numBytes`). */
-  tensorBytes: number;
-  /** Peak tfjs tensor bytes during the step (from `tf.profile`), when measured. */
-  peakTensorBytes?: number;
-  /** Live tfjs tensors. */
-  numTensors: number;
-  /** Size of the wasm heap (0 on other backends); it never shrinks. */
-  heapBytes: number;
-  /** Process resident set size. */
-  rssBytes: number;
-  /** Breakdown by owner (weights, adapters, gradients, optimizer, activations, other) when known. */
-  breakdown?: Record<string, number>;
-}
+import type { MemoryRecord } from "../engine/memory.ts";
+
+/** Memory measured at the end of a step (defined with the probe in `lib/engine/memory.ts`). */
+export type { MemoryRecord };
 
 /** One optimizer step as reported by `train()` and to `onStep`. */
 export interface StepRecord {
