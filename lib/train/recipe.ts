@@ -15,6 +15,7 @@
 import { parse } from "npm:yaml@2.9.1";
 import type { TrainingRecord } from "./data.ts";
 import type { TrainOptions } from "./trainer.ts";
+import { readJsonl as readJsonlFile } from "../io/jsonl.ts";
 
 /** A parsed recipe with paths resolved against the recipe's folder. */
 export interface Recipe {
@@ -83,19 +84,9 @@ export function parseRecipe(text: string, baseDir: string, file = "recipe"): Rec
 }
 
 /**
- * Reads JSON-lines records (training records by default), naming the file and
- * line of a bad record. The type parameter states the record shape you expect.
+ * Reads JSON-lines training records (the reader lives in `lib/io/jsonl.ts`), naming the
+ * file and line of a bad record. The type parameter states the record shape you expect.
  */
-export async function readJsonl<T = TrainingRecord>(path: string): Promise<T[]> {
-  const text = await Deno.readTextFile(path);
-  const out: T[] = [];
-  text.split("\n").forEach((line, i) => {
-    if (!line.trim()) return;
-    try {
-      out.push(JSON.parse(line));
-    } catch (e) {
-      throw new SyntaxError(`${path}:${i + 1}: not valid JSON: ${(e as Error).message}`);
-    }
-  });
-  return out;
+export function readJsonl<T = TrainingRecord>(path: string): Promise<T[]> {
+  return readJsonlFile<T>(path);
 }

@@ -1,0 +1,35 @@
+/**
+ * JSON-lines files: one JSON value per line, blank lines skipped.
+ * @module
+ */
+
+/**
+ * Reads a JSON-lines file, naming the file and line of a bad record. The type parameter
+ * states the record shape you expect (nothing is checked beyond valid JSON).
+ *
+ * @example
+ * ```ts
+ * import { readJsonl } from "./jsonl.ts";
+ * const path = await Deno.makeTempFile({ suffix: ".jsonl" });
+ * await Deno.writeTextFile(path, '{"text": "a"}\n\n{"text": "b"}\n');
+ * const rows = await readJsonl<{ text: string }>(path);
+ * if (rows.map((r) => r.text).join() !== "a,b") throw new Error("bad rows");
+ * await Deno.writeTextFile(path, '{"text": "a"}\n{oops\n');
+ * const err = await readJsonl(path).catch((e) => e as Error);
+ * if (!(err instanceof SyntaxError) || !err.message.includes(`${path}:2:`)) throw new Error("names the line");
+ * await Deno.remove(path);
+ * ```
+ */
+export async function readJsonl<T = Record<string, unknown>>(path: string): Promise<T[]> {
+  const text = await Deno.readTextFile(path);
+  const out: T[] = [];
+  text.split("\n").forEach((line, i) => {
+    if (!line.trim()) return;
+    try {
+      out.push(JSON.parse(line));
+    } catch (e) {
+      throw new SyntaxError(`${path}:${i + 1}: not valid JSON: ${(e as Error).message}`);
+    }
+  });
+  return out;
+}
