@@ -14,6 +14,7 @@
 import { code4bit, type QuantType4bit } from "./codebooks.ts";
 import { doubleDequantize, doubleQuantize, type DoubleQuantState } from "./double_quant.ts";
 import { describe, f32, shapeSize } from "./_options.ts";
+import { nativeKernels } from "../engine/native.ts";
 import { array, defineOptions, type FieldsOf, integer, oneOf } from "../options/schema.ts";
 import {
   BLOCKSIZES_4BIT,
@@ -302,13 +303,32 @@ export function checkQuant4bitState(state: Quant4bitState, fn: string): void {
  */
 export function dequantize4bit(state: Quant4bitState): Float32Array {
   checkQuant4bitState(state, "dequantize4bit");
-  const { packed, quantMap, absmax, numel, blocksize } = state;
-  const shift = Math.log2(blocksize);
-  const out = new Float32Array(numel);
-  for (let i = 0; i < numel; i++) {
-    const byte = packed[i >> 1];
-    const nib = (i & 1) === 0 ? byte >> 4 : byte & 0xf;
-    out[i] = quantMap[nib] * absmax[i >> shift]; // the Float32Array store rounds the exact product once
-  }
+  const out = new Float32Array(state.numel);
+  nativeKernels().dequant4bit(state.packed, state.absmax, state.quantMap, out, state.blocksize);
   return out;
+}
+
+/**
+ * {@linkcode dequantize4bit} into a given buffer of `numel` floats (e.g. a view of the wasm heap),
+ * with the native kernel when it is built (multi-threaded), else the TypeScript one.
+ *
+ * @param state a 4-bit state.
+ * @param out destination, exactly `state.numel` floats.
+ * @example
+ * ```ts
+ * import { dequantize4bit, dequantize4bitInto, quantize4bit } from "./blockwise_4bit.ts";
+ * const q = quantize4bit(Float32Array.from({ length: 130 }, (_, i) => Math.sin(i)), { quantize: "nf4" });
+ * const out = new Float32Array(130);
+ * dequantize4bitInto(q, out);
+ * if (out.join() !== dequantize4bit(q).join()) throw new Error("mismatch");
+ * ```
+ */
+export function dequantize4bitInto(state: Quant4bitState, out: Float32Array): void {
+  checkQuant4bitState(state, "dequantize4bitInto");
+  if (!(out instanceof Float32Array) || out.length !== state.numel) {
+    throw new TypeError(
+      `dequantize4bitInto: out must be a Float32Array of ${state.numel} values, received ${describe(out)}.`,
+    );
+  }
+  nativeKernels().dequant4bit(state.packed, state.absmax, state.quantMap, out, state.blocksize);
 }

@@ -7,7 +7,7 @@ import type { TensorReader } from "../io/safetensors_reader.ts";
 import type { LinearFactory, LoadModelOptions } from "../models/load_model.ts";
 import { DenseLinear } from "../models/linear.ts";
 import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
-import { dequantize4bit, type Quant4bitState, quantize4bit } from "./blockwise_4bit.ts";
+import { dequantize4bitInto, type Quant4bitState, quantize4bit } from "./blockwise_4bit.ts";
 import { parseBnbWeight, type TensorEntry } from "./bnb_format.ts";
 import { dequantizeGptq, type GptqFormat } from "./gptq.ts";
 import { QuantizedLinear } from "./quantized_linear.ts";
@@ -38,7 +38,7 @@ async function readChecked(
 /** A {@linkcode QuantizedLinear} over a 4-bit state kept in host memory. */
 export function fourBitLinear(name: string, state: Quant4bitState): QuantizedLinear {
   const [O, I] = state.shape;
-  return new QuantizedLinear(name, O, I, () => dequantize4bit(state), {
+  return new QuantizedLinear(name, O, I, { into: (out) => dequantize4bitInto(state, out) }, {
     params: state.numel,
     bytes: Math.ceil(bitsPerParam(state) * state.numel / 8),
     dtype: state.quantType + (state.nested ? "+dq" : ""),

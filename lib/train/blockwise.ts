@@ -20,6 +20,7 @@ import type { NamedParam } from "../models/linear.ts";
 import type { MicroBatch } from "./batching.ts";
 import { nllSum } from "./loss.ts";
 import { withPhase } from "../engine/kernel_timer.ts";
+import { keepDequantizedForBackward, releaseKeptWeights } from "../quant/quantized_linear.ts";
 
 /** Receives the gradients of one group of parameters (the caller disposes nothing: the grads are freed after the call). */
 export type GradSink = (params: NamedParam[], grads: tf.Tensor[]) => void;
@@ -108,11 +109,13 @@ export function blockwiseBackward(
       const h = hs[i];
       const r = withPhase("blocks: recompute + backward", () =>
         engine.gradients(
-          () => layer.forward(h, ctx),
+          // The recompute keeps each dequantized base weight for the backward right after it.
+          () => keepDequantizedForBackward(() => layer.forward(h, ctx)),
           [h, ...params.map((p) => p.variable)],
           dh,
           true,
         ));
+      releaseKeptWeights();
       r.value.dispose();
       dh.dispose();
       hs[i + 1].dispose();
@@ -139,6 +142,7 @@ export function blockwiseBackward(
     dh.dispose();
     return loss;
   } finally {
+    releaseKeptWeights();
     tiedEmbedGrad?.dispose();
     for (const h of hs) if (!h.isDisposed) h.dispose();
     ids.dispose();

@@ -7,6 +7,47 @@
 import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 import type { LlamaForCausalLM } from "../models/llama.ts";
 import type { MicroBatch } from "./batching.ts";
+import { nativeKernels } from "../engine/native.ts";
+import { filledTensor, heapValues } from "../engine/heap_tensor.ts";
+
+/**
+ * {@linkcode nllSum} as one fused kernel (native when built): row-wise logsumexp and the target
+ * logit in one pass over `[N, V]`, and a backward writing `dy·w·(softmax − onehot)` straight into
+ * the gradient, with no one-hot and no other `[N, V]` intermediates.
+ */
+function fusedNllSum(logits: tf.Tensor2D, targets: tf.Tensor1D, weights: tf.Tensor1D): tf.Scalar {
+  const [N, V] = logits.shape;
+  const y = targets.dataSync() as Int32Array;
+  const w = weights.dataSync() as Float32Array;
+  for (let i = 0; i < N; i++) {
+    if (!(y[i] >= 0 && y[i] < V) && w[i] !== 0) {
+      throw new RangeError(`nllSum: target ${y[i]} at row ${i} is outside the vocabulary [0, ${V})`);
+    }
+  }
+  const yc = y.map((t) => (t >= 0 && t < V ? t : 0)); // ignored rows (weight 0) may hold any id
+  const k = nativeKernels();
+  const f = tf.customGrad((z, save) => {
+    (save as tf.GradSaveFunc)([z as tf.Tensor]);
+    const rowLoss = new Float32Array(N);
+    k.crossEntropy(heapValues(z as tf.Tensor), yc, w, V, 1, rowLoss, null);
+    let sum = 0;
+    for (const l of rowLoss) sum += l;
+    return {
+      value: tf.scalar(sum),
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const g = dy.dataSync()[0];
+        return filledTensor(
+          [N, V],
+          (grad, [zv]) => k.crossEntropy(zv, yc, w, V, g, new Float32Array(N), grad),
+          [
+            saved[0],
+          ],
+        );
+      },
+    };
+  });
+  return f(logits) as tf.Scalar;
+}
 
 /**
  * Sum of weighted negative log-likelihoods `Σ wₙ·(logsumexp(zₙ) − zₙ[yₙ])` (a scalar).
@@ -26,6 +67,10 @@ import type { MicroBatch } from "./batching.ts";
  * ```
  */
 export function nllSum(logits: tf.Tensor2D, targets: tf.Tensor1D, weights: tf.Tensor1D): tf.Scalar {
+  // webgpu cannot read synchronously: the op-by-op formula below.
+  if (tf.getBackend() !== "webgpu" && logits.dtype === "float32") {
+    return fusedNllSum(logits, targets, weights);
+  }
   return tf.tidy(() => {
     const V = logits.shape[1];
     const lse = tf.logSumExp(logits, 1); // [N]
