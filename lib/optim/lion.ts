@@ -18,7 +18,15 @@
  */
 import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 import { defineOptions, number } from "../options/schema.ts";
-import type { Optimizer, ParamGrad } from "./optimizer.ts";
+import type { ParamGrad } from "./optimizer.ts";
+import {
+  checkStateHeader,
+  f32Entry,
+  type OptimizerState,
+  stateArray,
+  type StatefulOptimizer,
+  type StateTensor,
+} from "./optimizer_state.ts";
 import { checkSameShape } from "./_moments.ts";
 import { checkLr, checkUniqueNames } from "./_options.ts";
 
@@ -43,14 +51,14 @@ export const lionSchema = defineOptions("createLion()", {
   weightDecay: number("Decoupled weight decay (multiplied by lr).", { min: 0, default: 0 }),
 });
 
-/** A Lion optimizer; its moments can be read and restored for resuming. */
-export interface LionOptimizer extends Optimizer {
+/**
+ * A Lion optimizer. Its state saves and loads like AdamW's (`saveState` / `loadState`):
+ * one fp32 array `exp_avg/<param>` per parameter (lion-pytorch's name for m) and the
+ * betas, checked on load.
+ */
+export interface LionOptimizer extends StatefulOptimizer {
   /** The resolved hyper-parameters. */
   readonly options: Required<LionOptions>;
-  /** A copy of every moment `m` (same shape as its parameter), keyed by parameter name. */
-  exportState(): Map<string, { shape: number[]; m: Float32Array }>;
-  /** Replaces the moments by `state` (as returned by {@linkcode LionOptimizer.exportState}). */
-  importState(state: Map<string, { shape: number[]; m: Float32Array }>): void;
 }
 
 /**
@@ -111,23 +119,25 @@ export function createLion(options: LionOptions = {}): LionOptimizer {
       for (const m of moments.values()) n += 4 * m.size;
       return n;
     },
-    exportState() {
-      return new Map(
-        [...moments].map(([k, m]) => [k, { shape: [...m.shape], m: m.dataSync().slice() as Float32Array }]),
-      );
+    saveState(): OptimizerState {
+      const tensors: Record<string, StateTensor> = {};
+      for (const [k, m] of moments) tensors[`exp_avg/${k}`] = f32Entry(m);
+      return { name: "lion", meta: { beta1: o.beta1, beta2: o.beta2 }, tensors };
     },
-    importState(state) {
-      for (const [k, s] of state) {
-        const size = s.shape.reduce((a, b) => a * b, 1);
-        if (s.m.length !== size) {
-          throw new TypeError(`Lion.importState(): "${k}" has ${s.m.length} values for shape [${s.shape}]`);
-        }
-      }
+    loadState(state: OptimizerState): void {
+      const where = "Lion.loadState()";
+      checkStateHeader(state, "lion", { beta1: o.beta1, beta2: o.beta2 }, where);
+      const keys = Object.keys(state.tensors);
+      const bad = keys.find((k) => !k.startsWith("exp_avg/"));
+      if (bad) throw new TypeError(`${where}: "${bad}" is not a Lion moment (expected exp_avg/<param>)`);
+      const arrays = keys.map((k) =>
+        [k.slice("exp_avg/".length), stateArray(state, k, "F32", where)] as const
+      );
       drop();
-      for (const [k, s] of state) {
-        const t = tf.tensor(s.m, s.shape);
-        moments.set(k, tf.variable(t, false));
-        t.dispose(); // the variable keeps the buffer
+      for (const [name, t] of arrays) {
+        const init = tf.tensor(t.data as Float32Array, t.shape);
+        moments.set(name, tf.variable(init, false));
+        init.dispose(); // the variable keeps the buffer
       }
     },
     dispose: drop,

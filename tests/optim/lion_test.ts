@@ -47,9 +47,9 @@ Deno.test("createLion() matches the float64 reference update over several steps"
     }
     const err = maxAbsDiff(w.dataSync(), ref);
     assert(err < 1e-6, `options ${JSON.stringify(o)}: max |Δ| ${err}`);
-    const state = opt.exportState().get("w")!;
-    assertEquals(state.shape, [N]);
-    assert(maxAbsDiff(state.m, m) < 1e-6, "the exported moment is the reference m");
+    const state = opt.saveState().tensors["exp_avg/w"];
+    assertEquals([state.dtype, state.shape], ["F32", [N]]);
+    assert(maxAbsDiff(state.data, m) < 1e-6, "the saved moment is the reference m");
     assertEquals(opt.stateBytes(), N * 4);
     opt.dispose();
     w.dispose();
@@ -70,10 +70,10 @@ Deno.test("Lion: stepping per block equals one call; exported state resumes the 
     split.step([{ name: "b", variable: b2, grad: gb }], 0.02);
     resumed.step([{ name: "a", variable: a3, grad: ga }, { name: "b", variable: b3, grad: gb }], 0.02);
     if (s === 1) { // "save" and "resume" with a fresh optimizer
-      const saved = resumed.exportState();
+      const saved = resumed.saveState();
       resumed.dispose();
       resumed = createLion({ weightDecay: 0.1 });
-      resumed.importState(saved);
+      resumed.loadState(saved);
     }
     ga.dispose();
     gb.dispose();
@@ -89,6 +89,9 @@ Deno.test("createLion() rejects bad options and bad steps with messages that nam
   assertThrows(() => createLion({ beta1: 1 }), RangeError, "beta1");
   assertThrows(() => createLion({ weightDecay: -1 }), RangeError, "weightDecay");
   assertThrows(() => createLion({ betta2: 0.9 } as never), TypeError, "betta2");
+  const saved = createLion({ beta2: 0.95 }).saveState();
+  assertThrows(() => createLion().loadState(saved), RangeError, "beta2");
+  assertThrows(() => createLion().loadState({ ...saved, name: "adamw" }), TypeError, "adamw");
   const opt = createLion();
   const w = tf.variable(tf.zeros([2])), g = tf.ones([3]);
   assertThrows(() => opt.step([{ name: "w", variable: w, grad: tf.ones([2]) }], -1), RangeError, "lr");
