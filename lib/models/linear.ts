@@ -9,6 +9,7 @@
  * @module
  */
 import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
+import type { TensorReader } from "../io/safetensors_reader.ts";
 
 /** A named trainable tensor. */
 export interface NamedParam {
@@ -45,6 +46,17 @@ export interface Linear {
   beginStep?(step: number): void;
   dispose(): void;
 }
+
+/**
+ * Builds the linear layer for one weight `[O, I]` of a checkpoint (`name` is the module
+ * path, the weight is `${name}.weight`); `loadModel` uses the dense one, quantized loaders
+ * (`lib/quant/quantized_loaders.ts`) supply their own.
+ */
+export type LinearFactory = (
+  name: string,
+  reader: TensorReader,
+  shape: [number, number],
+) => Promise<Linear>;
 
 /**
  * Full-precision linear layer holding `W: [O, I]` in a `tf.Variable`.

@@ -10,7 +10,7 @@ import { recoverInterruptedSave, refuseInterruptedSave } from "../io/atomic_dir.
 import type { TensorReader } from "../io/safetensors_reader.ts";
 import { type LlamaConfig, parseLlamaConfig } from "./llama_config.ts";
 import { BLOCK_LINEAR_NAMES, type BlockLinears, linearPath, LlamaBlock } from "./llama_block.ts";
-import { DenseLinear, type Linear } from "./linear.ts";
+import { DenseLinear, type LinearFactory } from "./linear.ts";
 import { LlamaForCausalLM } from "./llama.ts";
 import { RMSNorm } from "./rms_norm.ts";
 import { array, defineOptions, type FieldsOf, string } from "../options/schema.ts";
@@ -49,12 +49,8 @@ export const loadModelSchema = defineOptions(
   { renamed: QUANTIZE_RENAMED },
 );
 
-/** Builds the linear layer for one weight; quantized loaders supply their own. */
-export type LinearFactory = (
-  name: string,
-  reader: TensorReader,
-  shape: [number, number],
-) => Promise<Linear>;
+/** Builds the linear layer for one weight (defined in `linear.ts`, next to `Linear`). */
+export type { LinearFactory };
 
 /** Reads and validates `config.json` of an HF model directory. */
 export async function readModelConfig(dir: string): Promise<LlamaConfig> {

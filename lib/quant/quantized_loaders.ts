@@ -4,15 +4,14 @@
  * @module
  */
 import type { TensorReader } from "../io/safetensors_reader.ts";
-import type { LinearFactory, LoadModelOptions } from "../models/load_model.ts";
-import { DenseLinear } from "../models/linear.ts";
+import { DenseLinear, type LinearFactory } from "../models/linear.ts";
 import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 import { dequantize4bitInto, type Quant4bitState, quantize4bit } from "./blockwise_4bit.ts";
 import { parseBnbWeight, type TensorEntry } from "./bnb_format.ts";
 import { dequantizeGptq, type GptqFormat } from "./gptq.ts";
 import { QuantizedLinear } from "./quantized_linear.ts";
 import { bitsPerParam } from "./storage.ts";
-import { resolveQuantize } from "./quantize_option.ts";
+import { type QuantizeOption, resolveQuantize } from "./quantize_option.ts";
 
 async function readChecked(
   reader: TensorReader,
@@ -49,7 +48,9 @@ export function fourBitLinear(name: string, state: Quant4bitState): QuantizedLin
  * Quantizes each attention/MLP weight as it is read (the fp16/bf16 tensor is
  * dropped right after), so the checkpoint is never held whole in memory.
  */
-export function quantizedLinearFactory(options: LoadModelOptions): LinearFactory {
+export function quantizedLinearFactory(
+  options: { quantize?: QuantizeOption | false; skipModules?: string[] },
+): LinearFactory {
   const quantize = resolveQuantize(options.quantize || "nf4", "loadModel");
   const skip = options.skipModules ?? ["lm_head"];
   return async (name, reader, shape) => {
