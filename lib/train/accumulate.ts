@@ -38,7 +38,12 @@ export function accumulateGradients(
   model: LlamaForCausalLM,
   params: NamedParam[],
   microBatches: MicroBatch[],
-  options: { normalisation?: Normalisation; label?: string } = {},
+  options: {
+    normalisation?: Normalisation;
+    label?: string;
+    /** Sees each micro-batch's (scaled) loss and gradients before they are summed; may throw to stop. */
+    onMicroBatch?: (loss: number, grads: tf.Tensor[], index: number) => void;
+  } = {},
 ): AccumulatedGradients {
   const label = options.label ?? "step";
   const norm = options.normalisation ?? "total-tokens";
@@ -57,6 +62,15 @@ export function accumulateGradients(
     );
     const v = value.dataSync()[0];
     value.dispose();
+    if (options.onMicroBatch) {
+      try {
+        options.onMicroBatch(v, vars.map((x) => g[x.name]), i);
+      } catch (e) {
+        for (const t of Object.values(g)) t.dispose();
+        grads?.forEach((t) => t.dispose());
+        throw e;
+      }
+    }
     if (!Number.isFinite(v)) {
       for (const t of Object.values(g)) t.dispose();
       grads?.forEach((t) => t.dispose());

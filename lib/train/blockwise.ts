@@ -42,13 +42,16 @@ export function parameterGroups(model: LlamaForCausalLM): { label: string; param
 
 /**
  * Runs forward and block-wise backward for one micro-batch; the loss is the
- * summed token loss divided by `divisor`. Returns that (scaled) loss.
+ * summed token loss divided by `divisor`. Returns that (scaled) loss. `onLoss` sees the
+ * loss before any gradient reaches `sink` and may throw to stop the pass; so may `sink`
+ * (everything the pass holds is freed either way).
  */
 export function blockwiseBackward(
   model: LlamaForCausalLM,
   batch: MicroBatch,
   divisor: number,
   sink: GradSink,
+  onLoss?: (loss: number) => void,
 ): number {
   const engine = tf.engine();
   const groups = parameterGroups(model);
@@ -91,15 +94,32 @@ export function blockwiseBackward(
       ));
     const loss = value.dataSync()[0];
     value.dispose();
+    if (onLoss) {
+      try {
+        onLoss(loss); // the divergence guard may stop the step before any gradient reaches the sink
+      } catch (e) {
+        grads.forEach((g) => g.dispose());
+        throw e;
+      }
+    }
     if (!Number.isFinite(loss)) {
       // Nothing reaches the sink, so no weight changes.
       grads.forEach((g) => g.dispose());
       return loss;
     }
     let dh = grads[0] as tf.Tensor3D;
+    // A sink may throw (the divergence guard): free what this pass still holds, then rethrow.
+    const give = (ps: NamedParam[], gs: tf.Tensor[]) => {
+      try {
+        sink(ps, gs);
+      } catch (e) {
+        tf.dispose([...gs, dh]);
+        throw e;
+      }
+    };
     const headGrads = grads.slice(1, 1 + headParams.length);
     if (tied && embedTrainable) tiedEmbedGrad = grads[grads.length - 1];
-    if (headParams.length) sink(headParams, headGrads);
+    if (headParams.length) give(headParams, headGrads);
     headGrads.forEach((g) => g.dispose());
 
     // Blocks, last to first: recompute, differentiate, hand over, free.
@@ -121,7 +141,7 @@ export function blockwiseBackward(
       hs[i + 1].dispose();
       dh = r.grads[0] as tf.Tensor3D;
       const pg = r.grads.slice(1);
-      if (params.length) sink(params, pg);
+      if (params.length) give(params, pg);
       pg.forEach((g) => g.dispose());
     }
 
@@ -136,7 +156,7 @@ export function blockwiseBackward(
         g.dispose();
         g = s;
       }
-      sink(embedParams, [g]);
+      give(embedParams, [g]);
       g.dispose();
     }
     dh.dispose();

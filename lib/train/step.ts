@@ -14,6 +14,8 @@ import { accumulateGradients, clipByGlobalNorm } from "./accumulate.ts";
 import type { MicroBatch } from "./batching.ts";
 import { blockwiseBackward } from "./blockwise.ts";
 import { withPhase } from "../engine/kernel_timer.ts";
+import { DivergenceError, firstNonFinite, type StepGuard } from "./divergence.ts";
+import { restoreLayerRng, snapshotLayerRng } from "./layer_rng.ts";
 
 /** How gradients are produced and applied. */
 export type StepMode = "full" | "checkpointed" | "layerwise";
@@ -45,26 +47,87 @@ export function runStep(
   params: NamedParam[],
   micro: MicroBatch[],
   optimizer: Optimizer,
-  options: { lr: number; maxGradNorm: number; mode: StepMode; label: string },
+  options: { lr: number; maxGradNorm: number; mode: StepMode; label: string; guard?: StepGuard },
 ): StepResult {
-  const { lr, label } = options;
+  const { lr, label, guard } = options;
   const total = micro.reduce((s, b) => s + b.numTargets, 0);
   if (total === 0) throw new RangeError(`${label}: the batch has no target tokens (all labels are -100?)`);
   const bytes = (ts: tf.Tensor[]) => ts.reduce((s, t) => s + t.size * 4, 0);
+  const K = micro.length;
+  // The divergence guard's checks (see divergence.ts); no-ops without a guard.
+  const checkLoss = (loss: number, k?: number) => {
+    if (!guard) return;
+    const mb = k === undefined ? undefined : `${k + 1}/${K}`;
+    if (!Number.isFinite(loss)) {
+      const bad = firstNonFinite(params.map((p) => p.variable));
+      throw new DivergenceError({
+        step: guard.step,
+        microBatch: mb,
+        parameter: bad >= 0 ? `${params[bad].name} (its value)` : undefined,
+        lr,
+        reason: `the loss is ${loss}`,
+        weightsChanged: false,
+      });
+    }
+    if (k === undefined) guard.checkLoss(loss);
+  };
+  const checkGrads = (ps: NamedParam[], gs: tf.Tensor[], k: number, updated: string[] = []) => {
+    if (!guard) return;
+    const bad = firstNonFinite(gs);
+    if (bad < 0) return;
+    const v = tf.tidy(() => tf.sum(gs[bad]).dataSync()[0]);
+    tf.dispose(gs);
+    throw new DivergenceError({
+      step: guard.step,
+      microBatch: `${k + 1}/${K}`,
+      parameter: ps[bad].name,
+      lr,
+      reason: `its gradient holds non-finite values (sum ${v})${
+        updated.length
+          ? `; already updated by this step (layerwiseCheck "per-block"): ${updated.join(", ")}`
+          : ""
+      }`,
+      weightsChanged: updated.length > 0,
+    });
+  };
+  const checkWeights = (ps: NamedParam[]) => {
+    if (!guard) return;
+    const bad = firstNonFinite(ps.map((p) => p.variable));
+    if (bad >= 0) {
+      throw new DivergenceError({
+        step: guard.step,
+        parameter: ps[bad].name,
+        lr,
+        reason: "the optimizer update itself made this weight non-finite (its gradients were finite)",
+        weightsChanged: true,
+      });
+    }
+  };
 
   if (options.mode === "layerwise") {
     if (micro.length !== 1) {
       throw new RangeError(`${label}: layer-wise updates take one micro-batch per step`);
     }
+    if (guard?.layerwiseCheck === "prepass") {
+      // Check the loss and every block's gradients before any block is updated; the
+      // dropout streams are rewound so the updating pass sees the same masks.
+      const rng = snapshotLayerRng(model);
+      blockwiseBackward(model, micro[0], total, (ps, gs) => checkGrads(ps, gs, 0), (l) => checkLoss(l));
+      restoreLayerRng(model, rng);
+    }
     let sq = 0, peak = 0;
+    const updated: string[] = [];
     const loss = blockwiseBackward(model, micro[0], total, (ps, gs) => {
+      checkGrads(ps, gs, 0, updated);
       sq += sumSquares(gs);
       peak = Math.max(peak, bytes(gs));
       withPhase(
         "optimizer",
         () => optimizer.step(ps.map((p, i) => ({ name: p.name, variable: p.variable, grad: gs[i] })), lr),
       );
-    });
+      updated.push(ps[0].name.match(/^model\.layers\.\d+/)?.[0] ?? ps[0].name);
+      checkWeights(ps);
+    }, (l) => checkLoss(l));
     if (!Number.isFinite(loss)) throw nonFinite(label, "the loss", loss);
     return { loss, tokens: total, gradNorm: Math.sqrt(sq), gradientBytes: peak };
   }
@@ -78,12 +141,25 @@ export function runStep(
     for (const [k, mb] of micro.entries()) {
       if (mb.numTargets === 0) continue;
       const l = blockwiseBackward(model, mb, total, (ps, gs) => {
+        try {
+          checkGrads(ps, gs, k);
+        } catch (e) {
+          acc.forEach((t) => t?.dispose());
+          throw e;
+        }
         ps.forEach((p, j) => {
           const i = index.get(p.variable)!;
           const prev = acc[i];
           acc[i] = prev ? tf.add(prev, gs[j]) : gs[j].clone();
           prev?.dispose();
         });
+      }, (l) => {
+        try {
+          checkLoss(l, k);
+        } catch (e) {
+          acc.forEach((t) => t?.dispose());
+          throw e;
+        }
       });
       if (!Number.isFinite(l)) {
         acc.forEach((t) => t?.dispose());
@@ -95,12 +171,25 @@ export function runStep(
   } else {
     const r = withPhase(
       "forward + backward (one tape)",
-      () => accumulateGradients(model, params, micro, { label }),
+      () =>
+        accumulateGradients(model, params, micro, {
+          label,
+          onMicroBatch: (l, gs, k) => {
+            checkLoss(l, k);
+            checkGrads(params, gs, k);
+          },
+        }),
     );
     grads = r.grads;
     loss = r.loss;
   }
   const gradientBytes = bytes(grads);
+  try {
+    checkLoss(loss); // the step's loss against its recent level
+  } catch (e) {
+    tf.dispose(grads);
+    throw e;
+  }
   const clipped = withPhase("optimizer", () => clipByGlobalNorm(grads, options.maxGradNorm));
   if (!Number.isFinite(clipped.norm)) {
     clipped.grads.forEach((g) => g.dispose());
@@ -115,5 +204,6 @@ export function runStep(
       ),
   );
   clipped.grads.forEach((g) => g.dispose());
+  checkWeights(params);
   return { loss, tokens: total, gradNorm: clipped.norm, gradientBytes };
 }

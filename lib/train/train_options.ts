@@ -116,6 +116,25 @@ export const trainFields = {
     default: 0,
   }),
   outputDir: string("Folder for saveEvery saves.", { default: "out/checkpoints", nonEmpty: true }),
+  saveTotalLimit: integer("Keep only the last K step-N saves in outputDir; 0 = keep all.", {
+    min: 0,
+    default: 0,
+  }),
+  resumeFrom: string("Continue from a step-N training state, or from outputDir's latest.", {
+    nonEmpty: true,
+  }),
+  divergence: object("The divergence guard.", {
+    lossSpikeFactor: number("Stop when a loss exceeds this multiple of the recent mean; 0 = off.", {
+      min: 0,
+      default: 4,
+    }),
+    lossSpikeWindow: integer("Steps in the recent mean.", { min: 1, default: 16 }),
+    layerwiseCheck: oneOf(
+      "Layer-wise: check all gradients before any update (prepass) or each block before its own.",
+      ["prepass", "per-block"] as const,
+      { default: "prepass" },
+    ),
+  }),
   onStep: custom<(record: StepRecord) => void | Promise<void>>(
     "Called after every optimizer step.",
     "a function",

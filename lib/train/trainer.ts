@@ -11,8 +11,17 @@ import type { LlamaForCausalLM } from "../models/llama.ts";
 import type { Optimizer } from "../optim/optimizer.ts";
 import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 import { memoryBreakdown } from "./memory_breakdown.ts";
-import { saveAdapter } from "../adapters/peft_format.ts";
-import { saveCheckpoint } from "../models/save_model.ts";
+import { exportOptimizerState, importOptimizerState } from "../optim/optimizer_state.ts";
+import { type DivergenceOptions, LossHistory, resolveDivergence } from "./divergence.ts";
+import { restoreLayerRng, snapshotLayerRng } from "./layer_rng.ts";
+import {
+  dataFingerprint,
+  pruneSaves,
+  readTrainingState,
+  resolveResumeDir,
+  type TrainerStateJson,
+  writeTrainingState,
+} from "./training_state.ts";
 import { runStep, type StepMode } from "./step.ts";
 import { chunk, makeMicroBatch } from "./batching.ts";
 import {
@@ -82,6 +91,16 @@ export interface TrainOptions {
   saveEvery?: number;
   /** Folder for `saveEvery` checkpoints. @default {"out/checkpoints"} */
   outputDir?: string;
+  /** Keep only the last K `step-N` saves in `outputDir` (0 = keep all). @default {0} */
+  saveTotalLimit?: number;
+  /**
+   * Continue a run from a training state: a `step-N` folder written by `saveEvery`, or the
+   * `outputDir` itself for its latest complete save. The other options must be the same as
+   * the interrupted run's (checked); history and weights then equal an uninterrupted run's.
+   */
+  resumeFrom?: string;
+  /** The divergence guard (loss spikes, layer-wise checking); see `DivergenceOptions`. */
+  divergence?: DivergenceOptions;
   /** Called after every optimizer step. */
   onStep?: (record: StepRecord) => void | Promise<void>;
 }
@@ -100,6 +119,9 @@ export interface ResolvedTrainOptions {
   shuffleSeed: number | false;
   mode: StepMode;
   measureMemory: boolean;
+  saveEvery: number;
+  outputDir: string;
+  saveTotalLimit: number;
 }
 
 /** Validates options and fills defaults. */
@@ -125,6 +147,15 @@ export function resolveTrainOptions(options: TrainOptions): ResolvedTrainOptions
     maxGradNorm: layerwise ? 0 : o.maxGradNorm,
     measureMemory: options.measureMemory ?? true,
   };
+}
+
+/** Runs `fn` in a tfjs scope: tensors it creates and does not keep are freed, also when it throws. */
+function scoped<T>(fn: () => T): T {
+  let out: T | undefined;
+  tf.tidy(() => {
+    out = fn();
+  });
+  return out as T;
 }
 
 function shuffled<T>(items: T[], rand: () => number): T[] {
@@ -188,23 +219,88 @@ export async function train(
   );
   const ownOptimizer = typeof options.optimizer !== "object";
   const rand = o.shuffleSeed === false ? undefined : mulberry32(o.shuffleSeed);
-  let order: Example[] = [];
-  let cursor = 0;
+  const indices = examples.map((_, i) => i);
+  // The data order as indices, so that it can be saved; `shuffles` counts the reshuffles drawn.
+  let orderIdx: number[] = [];
+  let cursor = 0, shuffles = 0;
+  const reshuffle = () => {
+    orderIdx = rand ? shuffled(indices, rand) : indices.slice();
+    cursor = 0;
+    shuffles++;
+  };
   const nextExamples = (n: number): Example[] => {
     const out: Example[] = [];
     while (out.length < n) {
-      if (cursor >= order.length) {
-        order = rand ? shuffled(examples, rand) : examples.slice();
-        cursor = 0;
-      }
-      out.push(order[cursor++]);
+      if (cursor >= orderIdx.length) reshuffle();
+      out.push(examples[orderIdx[cursor++]]);
     }
     return out;
   };
+  const losses = new LossHistory(resolveDivergence(options.divergence));
+  // What a resumed run must repeat for its history to equal an uninterrupted run's.
+  const fingerprint: Record<string, unknown> = {
+    totalSteps,
+    batchSize: o.batchSize,
+    gradAccumSteps: o.gradAccumSteps,
+    lr: o.lr,
+    schedule: o.schedule,
+    warmupSteps: o.warmupSteps,
+    weightDecay: o.weightDecay,
+    maxGradNorm: o.maxGradNorm,
+    shuffleSeed: o.shuffleSeed,
+    mode: o.mode,
+    optimizer: optimizer.name,
+    trainable: params.map((p) => p.name).join(","),
+    data: dataFingerprint(examples),
+  };
 
-  const history: StepRecord[] = [];
+  let history: StepRecord[] = [];
+  let startStep = 1;
+  if (options.resumeFrom !== undefined) {
+    const st = await readTrainingState(await resolveResumeDir(options.resumeFrom));
+    for (const [k, v] of Object.entries(fingerprint)) {
+      if (JSON.stringify(st.json.fingerprint[k]) !== JSON.stringify(v)) {
+        const show = (x: unknown) => k === "trainable" ? "(another set of parameters)" : JSON.stringify(x);
+        throw new RangeError(
+          `train: resumeFrom ${st.dir} was saved with ${k} = ${show(st.json.fingerprint[k])}, this run has ${
+            show(v)
+          }; resume with the same model, data and options`,
+        );
+      }
+    }
+    if (!st.optimizer) {
+      throw new RangeError(
+        `train: resumeFrom ${st.dir} holds no optimizer state (its optimizer could not export one), so the run cannot continue exactly`,
+      );
+    }
+    for (const p of params) {
+      const t = st.trainable.get(p.name);
+      if (!t || t.data.length !== p.variable.size) {
+        throw new RangeError(
+          `train: resumeFrom ${st.dir}: trainable.safetensors has no "${p.name}" of shape [${p.variable.shape}]`,
+        );
+      }
+      tf.tidy(() => p.variable.assign(tf.tensor(t.data, p.variable.shape, "float32")));
+    }
+    importOptimizerState(optimizer, st.optimizer);
+    // Data order: replay the shuffles (this also brings the shuffle RNG to the same point).
+    for (let i = 0; i < st.json.data.shuffles; i++) reshuffle();
+    if (orderIdx.join() !== st.json.data.order.join()) {
+      throw new RangeError(
+        `train: resumeFrom ${st.dir}: the data order differs from the saved one (other data?)`,
+      );
+    }
+    cursor = st.json.data.cursor;
+    // Per-step samplers (DyLoRA's rank) advance once per step: replay them; then the dropout streams.
+    for (let s = 1; s <= st.json.step; s++) model.beginStep(s);
+    restoreLayerRng(model, st.json.layerRng);
+    for (const l of st.json.recentLosses) losses.push(l);
+    history = st.json.history;
+    startStep = st.json.step + 1;
+  }
+
   try {
-    for (let step = 1; step <= totalSteps; step++) {
+    for (let step = startStep; step <= totalSteps; step++) {
       const t0 = performance.now();
       const lr = learningRateAt(step, {
         lr: o.lr,
@@ -216,17 +312,35 @@ export async function train(
       model.beginStep(step);
       const micro = chunk(nextExamples(perStep), o.batchSize).map((g) => makeMicroBatch(g, padId));
       const label = `step ${step}`;
+      const guard = losses.guard(step, lr);
+      // tidy: a step that throws (out of memory, divergence) leaves no tensor behind.
       const run = () =>
-        runStep(model, params, micro, optimizer, { lr, maxGradNorm: o.maxGradNorm, mode: o.mode, label });
+        scoped(() =>
+          runStep(model, params, micro, optimizer, {
+            lr,
+            maxGradNorm: o.maxGradNorm,
+            mode: o.mode,
+            label,
+            guard,
+          })
+        );
       const before = tf.memory().numBytes;
       let peakBytes = before;
       let result: ReturnType<typeof runStep>;
       if (o.measureMemory) {
         let r: ReturnType<typeof runStep> | undefined;
+        let failed: unknown;
         const prof = await tf.profile(() => {
-          r = run();
+          // An error must not escape inside tf.profile: it would leave the profiler half
+          // done and surface as "Cannot read properties of undefined (reading 'map')".
+          try {
+            r = run();
+          } catch (e) {
+            failed = e;
+          }
           return [] as tf.Tensor[];
         });
+        if (failed !== undefined) throw failed;
         result = r!;
         peakBytes = prof.peakBytes;
       } else {
@@ -256,8 +370,25 @@ export async function train(
         record.evalLoss = evaluateLoss(model, evalExamples, { batchSize: o.batchSize, padId }).loss;
       }
       history.push(record);
-      if (options.saveEvery && (step % options.saveEvery === 0 || step === totalSteps)) {
-        await saveTrainingState(model, `${options.outputDir ?? "out/checkpoints"}/step-${step}`);
+      losses.push(result.loss);
+      if (o.saveEvery > 0 && (step % o.saveEvery === 0 || step === totalSteps)) {
+        const dir = `${o.outputDir}/step-${step}`;
+        const state: TrainerStateJson = {
+          format: "nbtune-training-state",
+          version: 1,
+          step,
+          totalSteps,
+          fingerprint,
+          data: { order: orderIdx, cursor, shuffles },
+          layerRng: snapshotLayerRng(model),
+          recentLosses: losses.recent,
+          hasOptimizerState: false,
+          history,
+        };
+        const optState = exportOptimizerState(optimizer) ?? null;
+        state.hasOptimizerState = optState !== null;
+        await writeTrainingState(dir, model, state, optState);
+        if (o.saveTotalLimit > 0) await pruneSaves(o.outputDir, o.saveTotalLimit, dir);
       }
       await options.onStep?.(record);
     }
@@ -266,12 +397,6 @@ export async function train(
     if (ownOptimizer) optimizer.dispose();
   }
   return history;
-}
-
-/** Saves the adapter (PEFT format) when one is attached, else the full checkpoint. */
-async function saveTrainingState(model: LlamaForCausalLM, dir: string): Promise<void> {
-  if (model.adapter) await saveAdapter(model, dir);
-  else await saveCheckpoint(model, dir);
 }
 
 /** Number of trainable parameters of `model`. */

@@ -1,0 +1,230 @@
+/**
+ * Training states: what `train({ saveEvery, outputDir })` writes into `outputDir/step-N`
+ * so that `train({ resumeFrom })` continues exactly (bit for bit on the same backend):
+ *
+ * ```text
+ * step-N/
+ *   adapter_config.json + adapter_model.safetensors   (PEFT, when an adapter is attached)
+ *   config.json + model.safetensors                   (else the full checkpoint)
+ *   trainable.safetensors     every trainable parameter by its trainer name, F32 (exact,
+ *                             also DyLoRA's full-rank factors, which PEFT files truncate)
+ *   optimizer.safetensors     optimizer arrays: moments, 8-bit codes and their absmax,
+ *                             GaLore projectors (see lib/optim/optimizer_state.ts)
+ *   optimizer.json            optimizer name, settings, step and projector counters
+ *   trainer_state.json        step, schedule, options that must match, data order and
+ *                             position, shuffle count, dropout streams, recent losses, history
+ * ```
+ *
+ * The folder is written atomically (`writeDirAtomic`): a kill leaves the previous
+ * complete save or this one. `findLatestSave` skips folders without `trainer_state.json`.
+ * @module
+ */
+import { recoverInterruptedSave, refuseInterruptedSave, writeDirAtomic } from "../io/atomic_dir.ts";
+import { openSafetensors } from "../io/safetensors_reader.ts";
+import { type SafetensorsEntry, writeSafetensors } from "../io/safetensors_writer.ts";
+import type { LlamaForCausalLM } from "../models/llama.ts";
+import { writeAdapterFiles } from "../adapters/peft_format.ts";
+import { writeCheckpointFiles } from "../models/save_model.ts";
+import type { OptimizerState, StateTensor } from "../optim/optimizer_state.ts";
+import type { StepRecord } from "./types.ts";
+
+/** Name of the JSON file that marks a folder as a training state. */
+export const TRAINER_STATE_FILE = "trainer_state.json";
+
+/** `trainer_state.json`. */
+export interface TrainerStateJson {
+  format: "nbtune-training-state";
+  version: 1;
+  /** Optimizer steps completed. */
+  step: number;
+  /** Steps of the whole run (the schedule depends on it). */
+  totalSteps: number;
+  /** Options a resumed run must repeat (checked field by field). */
+  fingerprint: Record<string, unknown>;
+  /** Data order (indices into the tokenized examples), position in it, and shuffles drawn so far. */
+  data: { order: number[]; cursor: number; shuffles: number };
+  /** Dropout stream positions per adapter layer. */
+  layerRng: Record<string, number>;
+  /** Losses of the last steps (the divergence guard's recent level). */
+  recentLosses: number[];
+  /** Whether optimizer.safetensors / optimizer.json were written. */
+  hasOptimizerState: boolean;
+  /** Every step record so far. */
+  history: StepRecord[];
+}
+
+/** What {@linkcode readTrainingState} returns. */
+export interface LoadedTrainingState {
+  dir: string;
+  json: TrainerStateJson;
+  /** Trainable parameters by name. */
+  trainable: Map<string, { shape: number[]; data: Float32Array }>;
+  optimizer: OptimizerState | null;
+}
+
+/**
+ * Writes a training state folder atomically (see the module docs).
+ *
+ * @param optimizerState from `exportOptimizerState`, or null when the optimizer cannot export it.
+ */
+export async function writeTrainingState(
+  dir: string,
+  model: LlamaForCausalLM,
+  json: TrainerStateJson,
+  optimizerState: OptimizerState | null,
+): Promise<void> {
+  await writeDirAtomic(dir, async (tmp) => {
+    if (model.adapter) await writeAdapterFiles(model, tmp);
+    else await writeCheckpointFiles(model, tmp);
+    const params = model.trainableParams();
+    await writeSafetensors(
+      `${tmp}/trainable.safetensors`,
+      params.map((p) => ({
+        name: p.name,
+        dtype: "F32" as const,
+        shape: p.variable.shape,
+        data: () => Float32Array.from(p.variable.dataSync() as Float32Array),
+      })),
+      { metadata: { format: "nbtune" } },
+    );
+    if (optimizerState) {
+      const entries: SafetensorsEntry[] = Object.entries(optimizerState.tensors).map(([name, t]) => ({
+        name,
+        dtype: t.dtype,
+        shape: t.shape,
+        data: t.data,
+      }));
+      await writeSafetensors(`${tmp}/optimizer.safetensors`, entries, { metadata: { format: "nbtune" } });
+      await Deno.writeTextFile(
+        `${tmp}/optimizer.json`,
+        JSON.stringify({ name: optimizerState.name, meta: optimizerState.meta }) + "\n",
+      );
+    }
+    await Deno.writeTextFile(`${tmp}/${TRAINER_STATE_FILE}`, JSON.stringify(json) + "\n");
+  });
+}
+
+async function isFile(path: string): Promise<boolean> {
+  try {
+    return (await Deno.stat(path)).isFile;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return false;
+    throw e;
+  }
+}
+
+/** The `step-N` folders of `outputDir` holding a complete training state, oldest first. */
+export async function listSaves(outputDir: string): Promise<{ step: number; dir: string }[]> {
+  const out: { step: number; dir: string }[] = [];
+  const names: string[] = [];
+  try {
+    for await (const e of Deno.readDir(outputDir)) names.push(e.name);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return [];
+    throw e;
+  }
+  // A save killed between its two renames waits as step-N.old-*: restore it first.
+  for (const n of new Set(names.map((x) => x.match(/^(step-\d+)\.(old|tmp)-/)?.[1]).filter(Boolean))) {
+    await recoverInterruptedSave(`${outputDir}/${n}`);
+  }
+  names.length = 0;
+  for await (const e of Deno.readDir(outputDir)) names.push(e.name);
+  for (const n of names) {
+    const m = n.match(/^step-(\d+)$/);
+    if (m && await isFile(`${outputDir}/${n}/${TRAINER_STATE_FILE}`)) {
+      out.push({ step: Number(m[1]), dir: `${outputDir}/${n}` });
+    }
+  }
+  return out.sort((a, b) => a.step - b.step);
+}
+
+/**
+ * The folder `resumeFrom` names: itself when it holds `trainer_state.json`, else the
+ * latest complete `step-N` inside it.
+ */
+export async function resolveResumeDir(resumeFrom: string): Promise<string> {
+  const path = resumeFrom.replace(/\/+$/, "");
+  refuseInterruptedSave(path, "train: resumeFrom");
+  await recoverInterruptedSave(path);
+  if (await isFile(`${path}/${TRAINER_STATE_FILE}`)) return path;
+  const saves = await listSaves(path);
+  if (saves.length === 0) {
+    throw new Deno.errors.NotFound(
+      `train: resumeFrom "${path}" is neither a training state (no ${TRAINER_STATE_FILE}) nor a folder of step-N ` +
+        "training states; pass the outputDir of a run with saveEvery, or one of its step-N folders",
+    );
+  }
+  return saves[saves.length - 1].dir;
+}
+
+/** Reads a training state folder written by {@linkcode writeTrainingState}. */
+export async function readTrainingState(dir: string): Promise<LoadedTrainingState> {
+  const path = `${dir}/${TRAINER_STATE_FILE}`;
+  let json: TrainerStateJson;
+  try {
+    json = JSON.parse(await Deno.readTextFile(path));
+  } catch (e) {
+    throw new RangeError(`train: cannot read the training state ${path}: ${(e as Error).message}`);
+  }
+  if (json?.format !== "nbtune-training-state" || json.version !== 1) {
+    throw new RangeError(`train: ${path} is not an nbtune training state (version 1)`);
+  }
+  const trainable = new Map<string, { shape: number[]; data: Float32Array }>();
+  {
+    using f = await openSafetensors(`${dir}/trainable.safetensors`);
+    for (const name of f.names()) {
+      trainable.set(name, { shape: [...f.info(name).shape], data: await f.readFloat32(name) });
+    }
+  }
+  let optimizer: OptimizerState | null = null;
+  if (json.hasOptimizerState) {
+    const head = JSON.parse(await Deno.readTextFile(`${dir}/optimizer.json`));
+    const tensors: Record<string, StateTensor> = {};
+    using f = await openSafetensors(`${dir}/optimizer.safetensors`);
+    for (const name of f.names()) {
+      const info = f.info(name);
+      if (info.dtype !== "F32" && info.dtype !== "U8") {
+        throw new TypeError(`${dir}/optimizer.safetensors: "${name}" is ${info.dtype}, expected F32 or U8`);
+      }
+      const data = info.dtype === "F32" ? await f.readFloat32(name) : await f.readBytes(name);
+      tensors[name] = { dtype: info.dtype, shape: [...info.shape], data: data.slice() };
+    }
+    optimizer = { name: head.name, meta: head.meta, tensors };
+  }
+  return { dir, json, trainable, optimizer };
+}
+
+/** Removes all but the last `keep` complete saves of `outputDir` (never `protect`). */
+export async function pruneSaves(outputDir: string, keep: number, protect: string): Promise<void> {
+  const saves = await listSaves(outputDir);
+  for (const s of saves.slice(0, Math.max(0, saves.length - keep))) {
+    if (s.dir !== protect) await Deno.remove(s.dir, { recursive: true });
+  }
+}
+
+/**
+ * A short hash of the tokenized data (FNV-1a over every id and label), so that resuming
+ * on other data is refused.
+ *
+ * @example
+ * ```ts
+ * import { dataFingerprint } from "./training_state.ts";
+ * const a = dataFingerprint([{ ids: [1, 2], labels: [1, 2] }]);
+ * if (a === dataFingerprint([{ ids: [1, 3], labels: [1, 3] }])) throw new Error("must differ");
+ * ```
+ */
+export function dataFingerprint(examples: { ids: number[]; labels: number[] }[]): string {
+  let h = 0x811c9dc5;
+  const mix = (v: number) => {
+    h ^= v & 0xffff;
+    h = Math.imul(h, 0x01000193) >>> 0;
+    h ^= (v >>> 16) & 0xffff;
+    h = Math.imul(h, 0x01000193) >>> 0;
+  };
+  for (const e of examples) {
+    mix(e.ids.length);
+    for (const x of e.ids) mix(x);
+    for (const y of e.labels) mix(y);
+  }
+  return `${examples.length}:${h.toString(16)}`;
+}
