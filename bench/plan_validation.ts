@@ -24,7 +24,7 @@ export interface PlanValidationCase {
   lora?: boolean;
 }
 
-const LORA = { method: "lora", loraRank: 8, loraTargets: ["q_proj", "v_proj"] };
+const LORA = { method: "lora", r: 8, targetModules: ["q_proj", "v_proj"] };
 
 /** The configurations of the table. */
 export const PLAN_VALIDATION_CASES: PlanValidationCase[] = [
@@ -39,8 +39,8 @@ export const PLAN_VALIDATION_CASES: PlanValidationCase[] = [
   },
   {
     name: "GaLore r32",
-    plan: { optimizer: "galore", galore: { rank: 32 } },
-    train: { optimizer: "galore", galore: { rank: 32 } },
+    plan: { optimizer: "galore", galore: { r: 32 } },
+    train: { optimizer: "galore", galore: { r: 32 } },
   },
   {
     name: "full + gradient checkpointing",
@@ -56,8 +56,8 @@ export const PLAN_VALIDATION_CASES: PlanValidationCase[] = [
   },
   {
     name: "GaLore r32 layer-wise",
-    plan: { optimizer: "galore", galore: { rank: 32, layerwise: true } },
-    train: { optimizer: "galore", galore: { rank: 32, layerwise: true }, maxGradNorm: 0 },
+    plan: { optimizer: "galore", galore: { r: 32, layerwise: true } },
+    train: { optimizer: "galore", galore: { r: 32, layerwise: true }, maxGradNorm: 0 },
   },
 ];
 

@@ -59,7 +59,7 @@ export async function compareQDyLoRA(
     const qlora = exactMatch(q, tokenizer, evalSet).accuracy;
     q.dispose();
     const d = await loadModel(EMBEDDED_MODEL_DIR, { quantize: "nf4" });
-    attachDyLoRA(d, { maxRank: R, alpha: 2 * R, targetModules: TARGETS, seed });
+    attachDyLoRA(d, { r: R, alpha: 2 * R, targetModules: TARGETS, seed });
     await train(d, data, { ...trainOpts, shuffleSeed: seed });
     const sweep = rankSweep(d, evalSet, undefined, {
       tokenizer,

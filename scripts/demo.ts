@@ -145,7 +145,7 @@ async function demo(
   if (sweep) {
     console.log(`\nQDyLoRA: one run with ranks 1..8 on the same NF4 base (${steps} steps)`);
     const dy = await loadModel(EMBEDDED_MODEL_DIR, { quantize: "nf4" });
-    attachDyLoRA(dy, { maxRank: 8, alpha: 16, targetModules: TARGETS });
+    attachDyLoRA(dy, { r: 8, alpha: 16, targetModules: TARGETS });
     await train(dy, trainData, { tokenizer, steps, batchSize: 8, gradAccumSteps: 2, lr, warmupSteps: 10 });
     const result = rankSweep(dy, heldOutLoss, undefined, {
       tokenizer,

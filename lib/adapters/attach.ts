@@ -10,6 +10,8 @@ import { mulberry32 } from "../engine/random.ts";
 import { type AdapterLayer, isAdapterLayer } from "./adapter_layer.ts";
 import type { DyLoRALinear, DyLoRAMode } from "./dylora.ts";
 import { adapterKind, type AdapterKindName, type AdapterLayerOptions } from "./registry.ts";
+import { boolean, defineOptions, type FieldsOf, integer, number, oneOf } from "../options/schema.ts";
+import { targetModulesField } from "../options/target_modules.ts";
 
 /** Which linear layers get adapters: names (`"q_proj"`), a RegExp on the full path, or `"all-linear"`. */
 export type TargetModules = string[] | RegExp | "all-linear";
@@ -22,7 +24,7 @@ export interface LoRAConfig {
   alpha?: number;
   /** Dropout on the adapter input while training. @default {0} */
   dropout?: number;
-  /** Target layers. @default {["q_proj", "v_proj"]} (PEFT's Llama default) */
+  /** Target layers. @default {"all-linear"} (the one default, shared with recipes and the planner) */
   targetModules?: TargetModules;
   /** rsLoRA scaling `alpha / √r`. @default {false} */
   rslora?: boolean;
@@ -34,12 +36,13 @@ export interface LoRAConfig {
 
 /** Options for {@linkcode attachDyLoRA}. */
 export interface DyLoRAConfig {
-  /** Largest rank R; every rank 1..R is trained. @default {8} */
-  maxRank?: number;
+  /** Largest rank R (`r`, as every rank); every rank 1..R is trained. @default {8} */
+  r?: number;
   /** Scaling numerator (`scaling = alpha / b` at rank b). @default {16} */
   alpha?: number;
+  /** Dropout on the adapter input while training. @default {0} */
   dropout?: number;
-  /** @default {["q_proj", "v_proj"]} */
+  /** Target layers. @default {"all-linear"} */
   targetModules?: TargetModules;
   /** `"prefix"` trains all components ≤ b, `"last"` only the b-th. @default {"prefix"} */
   mode?: DyLoRAMode;
@@ -57,13 +60,50 @@ export interface AdapterInfo {
     | Required<Omit<DyLoRAConfig, "targetModules">> & { targetModules: string[] };
 }
 
-function checkKeys(where: string, options: object, known: string[]): void {
-  for (const k of Object.keys(options)) {
-    if (!known.includes(k)) {
-      throw new TypeError(`${where}: unknown option "${k}" (known: ${known.join(", ")})`);
-    }
-  }
-}
+/** PEFT's and older nbtune names of adapter options, and the names to use. */
+const ADAPTER_RENAMED = {
+  rank: "r",
+  maxRank: "r",
+  loraRank: "r",
+  lora_alpha: "alpha",
+  lora_dropout: "dropout",
+  target_modules: "targetModules",
+  loraTargets: "targetModules",
+  use_dora: "useDora",
+  use_rslora: "rslora",
+};
+
+const sharedFields = {
+  alpha: number("Scaling numerator (scaling = alpha / r).", { above: 0, default: 16 }),
+  dropout: number("Dropout on the adapter input while training.", { min: 0, below: 1, default: 0 }),
+  targetModules: targetModulesField({ regexp: true }),
+  seed: integer("Seed of the initialisation (and of DyLoRA's rank sampler).", { min: 0, default: 0 }),
+};
+
+/** The schema of {@linkcode attachLoRA}'s options. */
+export const loraSchema = defineOptions(
+  "attachLoRA",
+  {
+    r: integer("Rank.", { min: 1, default: 8 }),
+    ...sharedFields,
+    rslora: boolean("rsLoRA scaling alpha / sqrt(r).", { default: false }),
+    useDora: boolean("DoRA (PEFT's use_dora): a trainable magnitude per output row.", { default: false }),
+  } satisfies FieldsOf<LoRAConfig>,
+  { renamed: ADAPTER_RENAMED },
+);
+
+/** The schema of {@linkcode attachDyLoRA}'s options. */
+export const dyloraSchema = defineOptions(
+  "attachDyLoRA",
+  {
+    r: integer("Largest rank R; every rank 1..R is trained.", { min: 1, default: 8 }),
+    ...sharedFields,
+    mode: oneOf('"prefix" trains all components <= b, "last" only the b-th.', ["prefix", "last"] as const, {
+      default: "prefix",
+    }),
+  } satisfies FieldsOf<DyLoRAConfig>,
+  { renamed: ADAPTER_RENAMED },
+);
 
 /**
  * The block linear names matched by `targets` (PEFT semantics: a list entry matches
@@ -152,20 +192,9 @@ function ensureNoAdapter(model: LlamaForCausalLM): void {
  * ```
  */
 export function attachLoRA(model: LlamaForCausalLM, config: LoRAConfig = {}): LlamaForCausalLM {
-  checkKeys("attachLoRA", config, ["r", "alpha", "dropout", "targetModules", "rslora", "seed", "useDora"]);
+  const { targetModules, ...c } = loraSchema.parse(config);
   ensureNoAdapter(model);
-  const c = {
-    r: config.r ?? 8,
-    alpha: config.alpha ?? 16,
-    dropout: config.dropout ?? 0,
-    rslora: config.rslora ?? false,
-    seed: config.seed ?? 0,
-    useDora: config.useDora ?? false,
-  };
-  if (typeof c.useDora !== "boolean") {
-    throw new TypeError(`attachLoRA: useDora must be true or false, got ${JSON.stringify(c.useDora)}`);
-  }
-  const paths = resolveTargets(model, config.targetModules ?? ["q_proj", "v_proj"]);
+  const paths = resolveTargets(model, targetModules as TargetModules);
   const { useDora: _, ...layerOptions } = c;
   attachAdapters(model, paths, c.useDora ? "dora" : "lora", layerOptions, c);
   return model;
@@ -173,38 +202,24 @@ export function attachLoRA(model: LlamaForCausalLM, config: LoRAConfig = {}): Ll
 
 /**
  * Freezes the base and attaches DyLoRA adapters; each training step samples one
- * rank b ∈ [1, maxRank] (seeded) shared by all layers. On a 4-bit base this is QDyLoRA.
+ * rank b ∈ [1, r] (seeded) shared by all layers. On a 4-bit base this is QDyLoRA.
  */
 export function attachDyLoRA(model: LlamaForCausalLM, config: DyLoRAConfig = {}): LlamaForCausalLM {
-  checkKeys("attachDyLoRA", config, ["maxRank", "alpha", "dropout", "targetModules", "mode", "seed"]);
+  const { targetModules, ...c } = dyloraSchema.parse(config);
   ensureNoAdapter(model);
-  const c = {
-    maxRank: config.maxRank ?? 8,
-    alpha: config.alpha ?? 16,
-    dropout: config.dropout ?? 0,
-    mode: config.mode ?? "prefix",
-    seed: config.seed ?? 0,
-  };
-  if (!Number.isInteger(c.maxRank) || c.maxRank <= 0) {
-    throw new RangeError(`attachDyLoRA: maxRank must be a positive integer, got ${c.maxRank}`);
-  }
-  if (c.mode !== "prefix" && c.mode !== "last") {
-    throw new RangeError(`attachDyLoRA: mode must be "prefix" or "last"`);
-  }
-  const paths = resolveTargets(model, config.targetModules ?? ["q_proj", "v_proj"]);
+  const paths = resolveTargets(model, targetModules as TargetModules);
   // One rank per optimizer step, shared by every layer: the first layer asked for a new
   // step draws it, the others reuse it.
   const rand = mulberry32(c.seed + 12345);
-  let drawnFor: number | undefined, rank = c.maxRank;
+  let drawnFor: number | undefined, rank = c.r;
   const rankSampler = (step: number) => {
     if (step !== drawnFor) {
       drawnFor = step;
-      rank = 1 + Math.floor(rand() * c.maxRank);
+      rank = 1 + Math.floor(rand() * c.r);
     }
     return rank;
   };
-  const { maxRank, ...rest } = c;
-  attachAdapters(model, paths, "dylora", { ...rest, r: maxRank, rslora: false, rankSampler }, c);
+  attachAdapters(model, paths, "dylora", { ...c, rslora: false, rankSampler }, c);
   return model;
 }
 
@@ -214,7 +229,7 @@ export function adapterLayers(model: LlamaForCausalLM): AdapterLayer[] {
 }
 
 /**
- * Serves a DyLoRA model at rank `b` (1..maxRank) for inference and eval.
+ * Serves a DyLoRA model at rank `b` (1..r) for inference and eval.
  *
  * @example
  * ```ts
@@ -224,7 +239,7 @@ export function adapterLayers(model: LlamaForCausalLM): AdapterLayer[] {
  * await initEngine({ backend: "cpu" });
  * const m = initModel({ model_type: "llama", vocab_size: 16, hidden_size: 8, intermediate_size: 16,
  *   num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 1 });
- * attachDyLoRA(m, { maxRank: 4 });
+ * attachDyLoRA(m, { r: 4 });
  * setRank(m, 2); // serve rank 2 of the one trained adapter
  * m.dispose();
  * ```

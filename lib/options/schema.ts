@@ -377,7 +377,9 @@ function checkObject(
       throw new OptionTypeError(
         at.fn,
         prefix + key,
-        `${at.fn}: option "${prefix}${key}" was renamed to "${renamed[key]}"`,
+        `${at.fn}: option "${prefix}${key}" was renamed to ${
+          /^[\w.]+$/.test(renamed[key]) ? `"${renamed[key]}"` : renamed[key]
+        }`,
       );
     }
     const near = known.filter((k) => editDistance(k, key) <= Math.max(1, Math.floor(key.length / 4)));

@@ -450,7 +450,7 @@ function quantHostBytes(n: number, blocksize: number, doubleQuant: boolean): num
  * const cfg = { vocab_size: 512, hidden_size: 128, intermediate_size: 344, num_hidden_layers: 4,
  *   num_attention_heads: 4, num_key_value_heads: 2 };
  * const full = estimateTrainingMemory(cfg, { batchSize: 8, seqLen: 43 });
- * const qlora = estimateTrainingMemory(cfg, { method: "qlora", loraRank: 8, loraTargets: ["q_proj", "v_proj"],
+ * const qlora = estimateTrainingMemory(cfg, { method: "qlora", r: 8, targetModules: ["q_proj", "v_proj"],
  *   batchSize: 8, seqLen: 43 });
  * // 4-bit linears leave the tensor heap, and their matmuls save no copy of x or W
  * if (!(qlora.peakTensorBytes < full.peakTensorBytes) || qlora.breakdown.weights4bitHost <= 0) {
@@ -471,7 +471,7 @@ export function estimateTrainingMemory(
   const method = spec.method;
   const quantized = method === "qlora" || method === "qdylora";
   const adapter = method !== "full" && method !== "galore" && method !== "galore8bit";
-  const opt = options?.optimizer ?? "adamw";
+  const opt = spec.optimizer;
   const layerwise = spec.layerwise;
   const mode = layerwise ? "layerwise" : spec.gradientCheckpointing ? "checkpointed" : "full";
   const accum = spec.gradAccumSteps;
@@ -493,7 +493,7 @@ export function estimateTrainingMemory(
     V: shape.vocabSize,
     L: shape.numHiddenLayers,
   };
-  const targets = spec.loraTargets;
+  const targets = spec.targetModules;
   const lins: Record<string, LinearPlan> = {};
   for (const m of linearModules(shape)) {
     lins[m.name] = {
@@ -502,7 +502,7 @@ export function estimateTrainingMemory(
       outF: m.outFeatures,
       quantized,
       trainable: !adapter,
-      rank: adapter && (targets === "all-linear" || targets.includes(m.name)) ? spec.loraRank : 0,
+      rank: adapter && (targets === "all-linear" || targets.includes(m.name)) ? spec.r : 0,
     };
   }
   const baseTrainable = !adapter;
@@ -516,7 +516,7 @@ export function estimateTrainingMemory(
   let host = 0, adapters = 0;
   for (const lin of Object.values(lins)) {
     const n = lin.inF * lin.outF;
-    if (lin.quantized) host += L * quantHostBytes(n, spec.blocksize, spec.doubleQuant);
+    if (lin.quantized) host += L * quantHostBytes(n, spec.quantize.blocksize, spec.quantize.doubleQuant);
     else weights += L * n * E;
     if (lin.rank > 0) adapters += L * lin.rank * (lin.inF + lin.outF) * E;
     const group = ["q_proj", "k_proj", "v_proj", "o_proj"].includes(lin.name) ? "self_attn" : "mlp";
@@ -552,7 +552,7 @@ export function estimateTrainingMemory(
   ];
   const size = (ps: Tensor2[]) => ps.reduce((s, p) => s + p.shape.reduce((a, b) => a * b, 1), 0);
   const trainable = size(all);
-  const galoreRank = spec.galoreRank;
+  const galoreRank = spec.galore.r;
   const state = optimizerState(opt, all, galoreRank);
   if (spec.optimizerState === "paged" || spec.optimizerState === "paged8bit") {
     notes.push("paged: our trainer has no paged optimizer; the state is counted as it would be unpaged.");

@@ -21,7 +21,7 @@ import { formatGB, parseBytes } from "./bytes.ts";
 import { checkInt, resolveKeys } from "./_resolve.ts";
 import type { MemoryPlan } from "./plan_memory.ts";
 import { planMemory } from "./plan_memory.ts";
-import type { OptimizerStatePrecision, PlanMethod, PlanSpec } from "./plan_spec.ts";
+import type { OptimizerStatePrecision, PlanMethod, PlanSpec, ResolvedPlanSpec } from "./plan_spec.ts";
 import { PLAN_METHODS, resolvePlanSpec } from "./plan_spec.ts";
 
 /** Options of {@linkcode fitPlan}. */
@@ -59,17 +59,17 @@ const isAdapter = (m: PlanMethod) => m === "lora" || m === "qlora" || m === "dyl
 const is8bit = (m: PlanMethod, st: OptimizerStatePrecision) =>
   m === "galore8bit" || st === "8bit" || st === "paged8bit";
 
-function quality(s: PlanSpec & { method: PlanMethod }, requestedRank: number): number {
+function quality(s: ResolvedPlanSpec, requestedRank: number): number {
   let q = QUALITY[s.method];
-  if (s.method !== "galore8bit" && s.method !== "galore" && is8bit(s.method, s.optimizerState ?? "fp32")) {
+  if (s.method !== "galore8bit" && s.method !== "galore" && is8bit(s.method, s.optimizerState)) {
     q += 1;
   }
-  if (isAdapter(s.method)) q += Math.max(0, Math.log2(requestedRank / (s.loraRank ?? requestedRank)));
+  if (isAdapter(s.method)) q += Math.max(0, Math.log2(requestedRank / s.r));
   return q;
 }
 
 function speed(
-  s: Required<Pick<PlanSpec, "method" | "gradientCheckpointing" | "optimizerState" | "microBatch">>,
+  s: Pick<ResolvedPlanSpec, "method" | "gradientCheckpointing" | "optimizerState" | "microBatch">,
 ): number {
   let f = s.gradientCheckpointing ? 4 / 3 : 1;
   switch (s.method) {
@@ -99,7 +99,7 @@ function speed(
  * ```ts
  * import { planLabel } from "./fit_plan.ts";
  * import { planMemory } from "./plan_memory.ts";
- * const l = planLabel(planMemory({ config: "7B", method: "qlora", loraRank: 16, gradientCheckpointing: true }));
+ * const l = planLabel(planMemory({ config: "7B", method: "qlora", r: 16, gradientCheckpointing: true }));
  * if (l !== "NF4 + LoRA r=16 + gradient checkpointing") throw new Error(l);
  * ```
  */
@@ -112,21 +112,21 @@ export function planLabel(plan: MemoryPlan): string {
       break;
     case "galore":
     case "galore8bit":
-      head = `GaLore${s.method === "galore8bit" ? " 8-bit" : ""} r=${s.galoreRank}${
+      head = `GaLore${s.method === "galore8bit" ? " 8-bit" : ""} r=${s.galore.r}${
         s.layerwise ? " layer-wise" : ""
       }`;
       break;
     case "lora":
-      head = `LoRA r=${s.loraRank}`;
+      head = `LoRA r=${s.r}`;
       break;
     case "dylora":
-      head = `DyLoRA r≤${s.loraRank}`;
+      head = `DyLoRA r≤${s.r}`;
       break;
     case "qlora":
-      head = `${s.quant.toUpperCase()} + LoRA r=${s.loraRank}`;
+      head = `${s.quantize.type.toUpperCase()} + LoRA r=${s.r}`;
       break;
     case "qdylora":
-      head = `${s.quant.toUpperCase()} + DyLoRA r≤${s.loraRank}`;
+      head = `${s.quantize.type.toUpperCase()} + DyLoRA r≤${s.r}`;
       break;
   }
   const parts = [head];
@@ -172,11 +172,11 @@ export function fitPlan(spec: PlanSpec, budget: number | string, options?: FitPl
   const effective = req.microBatch * req.gradAccumSteps;
   const micros: number[] = [];
   for (let m = req.microBatch; m >= 1; m--) if (effective % m === 0) micros.push(m);
-  const ranks: number[] = [req.loraRank];
-  for (let r = req.loraRank >> 1; r >= 4; r >>= 1) ranks.push(r);
+  const ranks: number[] = [req.r];
+  for (let r = req.r >> 1; r >= 4; r >>= 1) ranks.push(r);
   const states = [...new Set<OptimizerStatePrecision>([req.optimizerState, "fp32", "8bit", "paged8bit"])];
   const ckpts = [...new Set([req.gradientCheckpointing, true])];
-  const reqQuality = quality(req, req.loraRank);
+  const reqQuality = quality(req, req.r);
   const reqSpeed = speed(req);
 
   const seen = new Set<string>();
@@ -184,14 +184,17 @@ export function fitPlan(spec: PlanSpec, budget: number | string, options?: FitPl
   for (const method of methods) {
     for (const optimizerState of states) {
       if (method === "galore8bit" && optimizerState === "fp32") continue; // same as 8bit
-      for (const loraRank of isAdapter(method) ? ranks : [req.loraRank]) {
+      for (const r of isAdapter(method) ? ranks : [req.r]) {
         for (const gradientCheckpointing of ckpts) {
           for (const microBatch of micros) {
+            const galoreMethod = method === "galore" || method === "galore8bit";
+            const eightBit = optimizerState === "8bit" || optimizerState === "paged8bit";
             const cand: PlanSpec = {
               ...spec,
               method,
-              optimizerState,
-              loraRank,
+              optimizer: galoreMethod ? undefined : eightBit ? "adamw8bit" : "adamw",
+              paged: optimizerState === "paged" || optimizerState === "paged8bit",
+              r,
               gradientCheckpointing,
               microBatch,
               gradAccumSteps: effective / microBatch,
@@ -214,7 +217,7 @@ export function fitPlan(spec: PlanSpec, budget: number | string, options?: FitPl
               sentence,
               qualityLoss: Math.max(
                 0,
-                quality(cand as PlanSpec & { method: PlanMethod }, req.loraRank) - reqQuality,
+                quality(plan.spec, req.r) - reqQuality,
               ),
               slowdown: Math.round(1000 * speed(plan.spec) / reqSpeed) / 1000,
             });
@@ -255,7 +258,7 @@ function changesFrom(req: ReturnType<typeof resolvePlanSpec>, plan: MemoryPlan):
   } else if (s.optimizerState !== req.optimizerState) {
     c.push(`optimizer state ${req.optimizerState} → ${s.optimizerState}`);
   }
-  if (isAdapter(s.method) && s.loraRank !== req.loraRank) c.push(`LoRA rank ${req.loraRank} → ${s.loraRank}`);
+  if (isAdapter(s.method) && s.r !== req.r) c.push(`LoRA rank ${req.r} → ${s.r}`);
   if (s.gradientCheckpointing !== req.gradientCheckpointing) c.push("gradient checkpointing on");
   if (s.microBatch !== req.microBatch) {
     c.push(

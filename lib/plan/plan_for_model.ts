@@ -20,91 +20,82 @@
  * @module
  */
 
-import { resolveKeys } from "./_resolve.ts";
 import type { MemoryPlan } from "./plan_memory.ts";
 import { planMemory } from "./plan_memory.ts";
-import type { ModelConfigInput, OptimizerStatePrecision, PlanMethod, PlanSpec } from "./plan_spec.ts";
-import type { QuantType } from "./quant_bits.ts";
+import type { ModelConfigInput, PlanMethod, PlanSpec } from "./plan_spec.ts";
 import { resolvePlanSpec } from "./plan_spec.ts";
+import { boolean, defineOptions, type FieldsOf, integer, oneOf } from "../options/schema.ts";
+import { OPTIMIZER_NAMES, type OptimizerName } from "../optim/registry.ts";
+import { targetModulesField } from "../options/target_modules.ts";
+import {
+  QUANTIZE_RENAMED,
+  quantizeField,
+  type QuantizeOption,
+  type ResolvedQuantize,
+} from "../quant/quantize_option.ts";
+import { trainFields } from "../train/train_options.ts";
+import type { TrainOptions } from "../train/trainer.ts";
 import { estimateTrainingMemory } from "./engine_estimate.ts";
 
-/** Trainer optimizers (the `optimizer` option of `train()`). */
-export type TrainerOptimizer = "adamw" | "adamw8bit" | "galore" | "galore8bit";
-
-/** The trainer and adapter options that change memory. */
-export interface TrainerPlanOptions {
+/**
+ * What the planner needs to know about a run: `train()`'s own options (every one is
+ * accepted; those that do not change memory, such as `lr`, are ignored), plus the
+ * adapter attached before training (`method`, `r`, `targetModules`, as `attachLoRA`
+ * names them), the 4-bit base (`quantize`, as `loadModel` names it), the sequence
+ * length and paging.
+ */
+export interface TrainerPlanOptions extends TrainOptions {
   /** Adapter kind attached before training, or "full" for none. @default "full" */
   method?: "full" | "lora" | "qlora" | "dylora" | "qdylora";
-  /** LoRA rank (max rank for DyLoRA). @default 8 */
-  loraRank?: number;
-  /** Adapted modules. @default "all-linear" */
-  loraTargets?: string[] | "all-linear";
-  /** Sequences per micro-batch. @default 1 */
-  batchSize?: number;
-  /** Tokens per sequence. @default 512 */
+  /** LoRA rank (maximum rank for DyLoRA), as `attachLoRA`'s `r`. @default 8 */
+  r?: number;
+  /** Adapted modules, as `attachLoRA`'s. @default "all-linear" */
+  targetModules?: string[] | "all-linear";
+  /** Tokens per sequence. @default tokenize.maxLength (512) */
   seqLen?: number;
-  /** Micro-batches per step (no change to the peak). @default 1 */
-  gradAccumSteps?: number;
-  /** Recompute activations in backward. @default false */
-  gradientCheckpointing?: boolean;
-  /**
-   * Step each block as soon as its gradients exist (block-wise recomputation, no
-   * accumulation); `galore.layerwise` sets it too, as in `train()`. @default false
-   */
-  layerwise?: boolean;
-  /** Optimizer. @default "adamw" */
-  optimizer?: TrainerOptimizer;
-  /**
-   * GaLore settings; only `rank` and `layerwise` change memory.
-   * @default { rank: floor(hidden / 4) (as `train()`), layerwise: false }
-   */
-  galore?: { rank?: number; layerwise?: boolean; [other: string]: unknown };
-  /** 4-bit base for qlora/qdylora (`loadModel`'s `quantize`). @default "nf4" */
-  quantize?: QuantType | false;
-  /** Double quantization of the 4-bit constants. @default true */
-  doubleQuant?: boolean;
-  /** 4-bit blocksize. @default 64 */
-  blocksize?: number;
+  /** 4-bit base for qlora/qdylora (`loadModel`'s `quantize`); false plans lora/dylora. @default "nf4" */
+  quantize?: QuantizeOption | false;
   /** Keep paged optimizer state in host memory. @default false */
   paged?: boolean;
 }
 
-/** Trainer options that do not change memory; accepted and ignored. */
-export const MEMORY_NEUTRAL_TRAINER_KEYS: readonly string[] = [
-  "lr",
-  "schedule",
-  "steps",
-  "epochs",
-  "onStep",
-  "weightDecay",
-  "warmupSteps",
-  "maxGradNorm",
-  "seed",
-  "evalData",
-  "evalEvery",
-  "logEvery",
-  "shuffle",
-  "beta1",
-  "beta2",
-  "eps",
-];
-
-const DEFAULTS = {
-  method: "full" as NonNullable<TrainerPlanOptions["method"]>,
-  loraRank: 8,
-  loraTargets: "all-linear" as string[] | "all-linear",
-  batchSize: 1,
-  seqLen: 512,
-  gradAccumSteps: 1,
-  gradientCheckpointing: false,
-  layerwise: false,
-  optimizer: "adamw" as TrainerOptimizer,
-  galore: {} as NonNullable<TrainerPlanOptions["galore"]>,
-  quantize: "nf4" as QuantType | false,
-  doubleQuant: true,
-  blocksize: 64,
-  paged: false,
-};
+/** The schema of the planner's trainer options: all of `train()`'s fields plus the run's. */
+export const trainerPlanSchema = defineOptions(
+  "planForModel",
+  {
+    ...trainFields,
+    method: oneOf(
+      "Adapter kind attached before training, or full for none.",
+      [
+        "full",
+        "lora",
+        "qlora",
+        "dylora",
+        "qdylora",
+      ] as const,
+      { default: "full" },
+    ),
+    r: integer("LoRA rank (maximum rank for DyLoRA).", { min: 1, default: 8 }),
+    targetModules: targetModulesField(),
+    seqLen: integer("Tokens per sequence (default: tokenize.maxLength).", { min: 1 }),
+    quantize: quantizeField(
+      '4-bit base for qlora/qdylora ("nf4", "fp4", { type, doubleQuant, blocksize }); false plans lora.',
+      {
+        off: true,
+        default: "nf4",
+      },
+    ),
+    paged: boolean("Keep paged optimizer state in host memory.", { default: false }),
+  } satisfies FieldsOf<TrainerPlanOptions>,
+  {
+    renamed: {
+      ...QUANTIZE_RENAMED,
+      loraRank: "r",
+      loraTargets: "targetModules",
+      batch: "batchSize",
+    },
+  },
+);
 
 /**
  * Maps a model and trainer options to a {@linkcode PlanSpec} for our fp32 engine.
@@ -116,8 +107,8 @@ const DEFAULTS = {
  * @example
  * ```ts
  * import { planSpecForTrainer } from "./plan_for_model.ts";
- * const s = planSpecForTrainer("1B", { method: "qlora", optimizer: "adamw8bit", batchSize: 2, lr: 1e-4 } as never);
- * if (s.method !== "qlora" || s.optimizerState !== "8bit" || s.computeDtype !== "fp32" || s.microBatch !== 2) {
+ * const s = planSpecForTrainer("1B", { method: "qlora", optimizer: "adamw8bit", batchSize: 2, lr: 1e-4, saveEvery: 10 });
+ * if (s.method !== "qlora" || s.optimizer !== "adamw8bit" || s.computeDtype !== "fp32" || s.microBatch !== 2) {
  *   throw new Error(JSON.stringify(s));
  * }
  * ```
@@ -126,47 +117,42 @@ export function planSpecForTrainer(
   config: ModelConfigInput | { config: unknown },
   options?: TrainerPlanOptions,
 ): PlanSpec {
-  const o = resolveKeys("planForModel", options, DEFAULTS, [
-    ...Object.keys(DEFAULTS),
-    ...MEMORY_NEUTRAL_TRAINER_KEYS,
-  ]);
-  const galore = o.optimizer === "galore" || o.optimizer === "galore8bit";
-  if (galore && o.method !== "full") {
+  const o = trainerPlanSchema.parse(options);
+  const optimizer = typeof o.optimizer === "string" ? o.optimizer : o.optimizer.name as OptimizerName;
+  if (!OPTIMIZER_NAMES.includes(optimizer)) {
     throw new RangeError(
-      `planForModel: optimizer "${o.optimizer}" trains full weights; it cannot be combined with method "${o.method}"`,
+      `planForModel: cannot plan optimizer "${optimizer}"; name one of ${OPTIMIZER_NAMES.join(", ")}`,
     );
   }
-  let method: PlanMethod = galore ? o.optimizer as PlanMethod : o.method;
-  if ((method === "qlora" || method === "qdylora") && o.quantize === false) {
+  const galore = optimizer === "galore" || optimizer === "galore8bit";
+  if (galore && o.method !== "full") {
+    throw new RangeError(
+      `planForModel: optimizer "${optimizer}" trains full weights; it cannot be combined with method "${o.method}"`,
+    );
+  }
+  let method: PlanMethod = galore ? optimizer as PlanMethod : o.method;
+  const quantize = o.quantize as ResolvedQuantize | false;
+  if ((method === "qlora" || method === "qdylora") && quantize === false) {
     method = method === "qlora" ? "lora" : "dylora";
   }
-  const eightBit = o.optimizer === "adamw8bit" || o.optimizer === "galore8bit";
-  const optimizerState: OptimizerStatePrecision = o.paged
-    ? (eightBit ? "paged8bit" : "paged")
-    : eightBit
-    ? "8bit"
-    : "fp32";
   const isModel = typeof config === "object" && config !== null && "config" in config &&
     typeof (config as { config: unknown }).config === "object";
+  const where = isModel ? { model: config as { config: unknown } } : { config: config as ModelConfigInput };
   return {
-    ...(isModel ? { model: config as { config: unknown } } : { config: config as ModelConfigInput }),
+    ...where,
     method,
     weightDtype: "fp32",
     computeDtype: "fp32",
     adapterDtype: "fp32",
-    quant: o.quantize === false ? "nf4" : o.quantize,
-    doubleQuant: o.doubleQuant,
-    blocksize: o.blocksize,
-    loraRank: o.loraRank,
-    loraTargets: o.loraTargets,
-    optimizerState,
-    galoreRank: o.galore.rank ??
-      trainerGaloreRank(
-        isModel ? { model: config as { config: unknown } } : { config: config as ModelConfigInput },
-      ),
-    layerwise: o.layerwise || (o.galore.layerwise ?? false),
+    quantize: quantize === false ? "nf4" : quantize,
+    r: o.r,
+    targetModules: o.targetModules as string[] | "all-linear",
+    ...(galore ? {} : { optimizer }),
+    paged: o.paged,
+    galore: { r: o.galore?.r ?? trainerGaloreRank(where) },
+    layerwise: o.layerwise ?? o.galore?.layerwise ?? false,
     microBatch: o.batchSize,
-    seqLen: o.seqLen,
+    seqLen: o.seqLen ?? o.tokenize.maxLength,
     gradientCheckpointing: o.gradientCheckpointing,
     gradAccumSteps: o.gradAccumSteps,
     overheadBytes: 0,
@@ -186,7 +172,7 @@ export function planSpecForTrainer(
  * import { planForModel } from "./plan_for_model.ts";
  * const model = { config: { hidden_size: 64, intermediate_size: 128, num_hidden_layers: 2,
  *   num_attention_heads: 4, vocab_size: 100 } };
- * const p = planForModel(model, { method: "lora", loraRank: 4, batchSize: 2, seqLen: 16 });
+ * const p = planForModel(model, { method: "lora", r: 4, targetModules: "all-linear", batchSize: 2, seqLen: 16 });
  * // per layer: q, k, v, o take 4·(64 + 64) each; gate, up, down 4·(64 + 128) each
  * if (p.breakdown.weights !== p.params * 4 || p.trainableParams !== 2 * (4 * 4 * 128 + 3 * 4 * 192)) {
  *   throw new Error(String(p.trainableParams));

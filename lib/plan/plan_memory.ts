@@ -101,16 +101,16 @@ function adapterCount(s: ResolvedPlanSpec, notes: string[]): { count: number; ra
     return { count, rankPerLayer: 0 };
   }
   const mods = linearModules(s.shape).filter((m) =>
-    s.loraTargets === "all-linear" || s.loraTargets.includes(m.name)
+    s.targetModules === "all-linear" || s.targetModules.includes(m.name)
   );
-  const perLayer = mods.reduce((acc, m) => acc + s.loraRank * (m.inFeatures + m.outFeatures), 0);
+  const perLayer = mods.reduce((acc, m) => acc + s.r * (m.inFeatures + m.outFeatures), 0);
   const what = s.method === "dylora" || s.method === "qdylora" ? "maximum rank" : "rank";
   notes.push(
-    `LoRA ${what} ${s.loraRank} on ${
+    `LoRA ${what} ${s.r} on ${
       mods.map((m) => m.name).join(", ")
     } of every layer: A [R, in] + B [out, R] each.`,
   );
-  return { count: perLayer * s.shape.numHiddenLayers, rankPerLayer: s.loraRank * mods.length };
+  return { count: perLayer * s.shape.numHiddenLayers, rankPerLayer: s.r * mods.length };
 }
 
 function seedPlan(s: ResolvedPlanSpec): MemoryPlan {
@@ -223,14 +223,14 @@ function detailedPlan(s: ResolvedPlanSpec): MemoryPlan {
     if (!parts) throw new RangeError(`planMemory: ${s.method} needs a config (which matrices are quantized)`);
     let codes = 0, constants = 0;
     for (const m of mods) {
-      const q = quantTensorBytes(m.inFeatures * m.outFeatures, s.doubleQuant, s.blocksize);
+      const q = quantTensorBytes(m.inFeatures * m.outFeatures, s.quantize.doubleQuant, s.quantize.blocksize);
       codes += q.codes;
       constants += q.constants;
     }
     b.weights = codes * L * scale + (P - linear) * w;
     b.quantConstants = constants * L * scale;
     notes.push(
-      `Decoder linears in ${s.quant.toUpperCase()} (blocksize ${s.blocksize}, double quant ${s.doubleQuant}); ` +
+      `Decoder linears in ${s.quantize.type.toUpperCase()} (blocksize ${s.quantize.blocksize}, double quant ${s.quantize.doubleQuant}); ` +
         `embeddings, norms and lm_head in ${s.weightDtype}.`,
     );
     b.workspace += largestLinear * c;
@@ -254,7 +254,7 @@ function detailedPlan(s: ResolvedPlanSpec): MemoryPlan {
   } else if (isGalore(s.method)) {
     if (!parts) throw new RangeError(`planMemory: ${s.method} needs a config (matrix shapes to project)`);
     trainable = P;
-    const R = s.galoreRank;
+    const R = s.galore.r;
     let projected = 0, full = P - linear, projectors = 0;
     for (const m of mods) {
       const lo = Math.min(m.inFeatures, m.outFeatures), hi = Math.max(m.inFeatures, m.outFeatures);

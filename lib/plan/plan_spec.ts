@@ -6,12 +6,27 @@
  */
 
 import type { FloatDtype } from "./_resolve.ts";
-import { checkInt, checkOneOf, resolveKeys } from "./_resolve.ts";
 import type { ModelShape } from "./model_shape.ts";
 import { countParams, linearModules, modelShape } from "./model_shape.ts";
 import { getPreset } from "./presets.ts";
-import type { QuantType } from "./quant_bits.ts";
-import { QUANT_BLOCKSIZES } from "./quant_bits.ts";
+import {
+  boolean,
+  custom,
+  defineOptions,
+  type FieldsOf,
+  integer,
+  number,
+  object,
+  oneOf,
+} from "../options/schema.ts";
+import { targetModulesField } from "../options/target_modules.ts";
+import {
+  QUANTIZE_RENAMED,
+  quantizeField,
+  type QuantizeOption,
+  type ResolvedQuantize,
+} from "../quant/quantize_option.ts";
+import { OPTIMIZER_NAMES, type OptimizerName } from "../optim/registry.ts";
 
 export type { FloatDtype } from "./_resolve.ts";
 
@@ -64,24 +79,22 @@ export interface PlanSpec {
   computeDtype?: FloatDtype;
   /** Dtype of LoRA adapter weights and their gradients (PEFT keeps them fp32 for k-bit training). @default "fp32" */
   adapterDtype?: FloatDtype;
-  /** 4-bit code family for qlora/qdylora. @default "nf4" */
-  quant?: QuantType;
-  /** Quantize the absmax constants again (QLoRA). @default true */
-  doubleQuant?: boolean;
-  /** First-level quantization blocksize. @default 64 */
-  blocksize?: number;
-  /** LoRA rank (maximum rank for DyLoRA). @default 8 */
-  loraRank?: number;
-  /** Adapted module names per layer (`q_proj`, …) or every linear. @default "all-linear" */
-  loraTargets?: string[] | "all-linear";
-  /** Adapter parameter count, overriding the count from `loraRank` × targets. */
+  /** 4-bit base for qlora/qdylora: `"nf4"`, `"fp4"` or `{ type, doubleQuant, blocksize }` (as `loadModel`). @default "nf4" */
+  quantize?: QuantizeOption;
+  /** LoRA rank (maximum rank for DyLoRA), as `attachLoRA`'s `r`. @default 8 */
+  r?: number;
+  /** Adapted module names per layer (`q_proj`, …) or every linear, as `attachLoRA`'s. @default "all-linear" */
+  targetModules?: string[] | "all-linear";
+  /** Adapter parameter count, overriding the count from `r` × targets. */
   adapterParams?: number;
-  /** Adam state storage. galore8bit always stores 8-bit moments. @default "fp32" */
-  optimizerState?: OptimizerStatePrecision;
+  /** Optimizer, from `train()`'s list; 8-bit moments with `"adamw8bit"`; galore8bit always stores 8-bit moments. @default "adamw" */
+  optimizer?: OptimizerName;
+  /** Page the optimizer state to host memory (counted in `hostOffloaded`, not the device total). @default false */
+  paged?: boolean;
   /** Keep an fp32 master copy of trainable weights (mixed-precision AMP), 4 B/param, counted with optimizer state. @default false */
   masterWeights?: boolean;
-  /** GaLore projection rank. @default 128 (galore-torch's default; the GaLore seed uses 1024 for 7B) */
-  galoreRank?: number;
+  /** GaLore settings, as `train()`'s `galore`: projection rank `r`. @default { r: 128 } (galore-torch's default; the GaLore seed uses 1024 for 7B) */
+  galore?: { r?: number };
   /** GaLore layer-wise stepping: each gradient is applied and freed during backward. @default false */
   layerwise?: boolean;
   /** Sequences per forward/backward. @default 1 */
@@ -97,8 +110,28 @@ export interface PlanSpec {
 }
 
 /** A spec with every default filled in and the model resolved. */
-export interface ResolvedPlanSpec
-  extends Required<Omit<PlanSpec, "params" | "config" | "model" | "adapterParams">> {
+export interface ResolvedPlanSpec {
+  method: PlanMethod;
+  accounting: Accounting;
+  weightDtype: FloatDtype;
+  computeDtype: FloatDtype;
+  adapterDtype: FloatDtype;
+  quantize: ResolvedQuantize;
+  r: number;
+  targetModules: string[] | "all-linear";
+  /** The optimizer (the method's own for galore / galore8bit). */
+  optimizer: OptimizerName;
+  paged: boolean;
+  masterWeights: boolean;
+  galore: { r: number };
+  layerwise: boolean;
+  microBatch: number;
+  seqLen: number;
+  gradientCheckpointing: boolean;
+  gradAccumSteps: number;
+  overheadBytes: number;
+  /** Derived from `optimizer`, `method` and `paged`: how Adam state is stored. */
+  optimizerState: OptimizerStatePrecision;
   /** Parameter count used. */
   params: number;
   /** The model's shape, when a config was given. */
@@ -111,33 +144,70 @@ export interface ResolvedPlanSpec
   input: PlanSpec;
 }
 
-const DEFAULTS = {
-  params: undefined as number | undefined,
-  config: undefined as ModelConfigInput | undefined,
-  model: undefined as { config: unknown } | undefined,
-  method: "full" as PlanMethod,
-  accounting: "detailed" as Accounting,
-  weightDtype: "bf16" as FloatDtype,
-  computeDtype: undefined as FloatDtype | undefined,
-  adapterDtype: "fp32" as FloatDtype,
-  quant: "nf4" as QuantType,
-  doubleQuant: true,
-  blocksize: 64,
-  loraRank: 8,
-  loraTargets: "all-linear" as string[] | "all-linear",
-  adapterParams: undefined as number | undefined,
-  optimizerState: "fp32" as OptimizerStatePrecision,
-  masterWeights: false,
-  galoreRank: 128,
-  layerwise: false,
-  microBatch: 1,
-  seqLen: 512,
-  gradientCheckpointing: false,
-  gradAccumSteps: 1,
-  overheadBytes: 0,
-};
-
 const DTYPES: readonly FloatDtype[] = ["fp32", "fp16", "bf16"];
+
+/** The schema of a {@linkcode PlanSpec} (`planMemory`, `fitPlan`). */
+export const planSpecSchema = defineOptions(
+  "planMemory",
+  {
+    params: number("Parameter count; overrides the count from config.", { above: 0 }),
+    config: custom<ModelConfigInput>(
+      'Preset name ("7B", "falcon-40b") or an HF-config-like object.',
+      "a preset name or a config object",
+      (v) => typeof v === "string" || (typeof v === "object" && v !== null && !Array.isArray(v)),
+      { example: "7B" },
+    ),
+    model: custom<{ config: unknown }>(
+      "A loaded model; its .config is used.",
+      "a loaded model with a .config",
+      (v) => typeof v === "object" && v !== null && "config" in v,
+      {
+        example: {
+          config: {
+            hidden_size: 8,
+            intermediate_size: 16,
+            num_hidden_layers: 1,
+            num_attention_heads: 2,
+            vocab_size: 10,
+          },
+        },
+      },
+    ),
+    method: oneOf("Tuning method.", PLAN_METHODS, { default: "full" }),
+    accounting: oneOf("Counting rules.", ["detailed", "qlora-seed"] as const, { default: "detailed" }),
+    weightDtype: oneOf("Storage dtype of (unquantized) weights.", DTYPES, { default: "bf16" }),
+    computeDtype: oneOf("Dtype of activations and dequantized weights (default: weightDtype).", DTYPES),
+    adapterDtype: oneOf("Dtype of adapter weights and their gradients.", DTYPES, { default: "fp32" }),
+    quantize: quantizeField(
+      '4-bit base for qlora/qdylora: "nf4", "fp4" or { type, doubleQuant, blocksize }.',
+    ),
+    r: integer("LoRA rank (maximum rank for DyLoRA).", { min: 1, default: 8 }),
+    targetModules: targetModulesField(),
+    adapterParams: number("Adapter parameter count, overriding the count from r x targets.", { min: 0 }),
+    optimizer: oneOf("Optimizer (train()'s list).", OPTIMIZER_NAMES),
+    paged: boolean("Page the optimizer state to host memory.", { default: false }),
+    masterWeights: boolean("Keep an fp32 master copy of trainable weights.", { default: false }),
+    galore: object("GaLore settings.", { r: integer("GaLore projection rank.", { min: 1, default: 128 }) }, {
+      filled: true,
+      renamed: { rank: "r" },
+    }),
+    layerwise: boolean("GaLore layer-wise stepping.", { default: false }),
+    microBatch: integer("Sequences per forward/backward.", { min: 1, default: 1 }),
+    seqLen: integer("Tokens per sequence.", { min: 1, default: 512 }),
+    gradientCheckpointing: boolean("Recompute activations in backward.", { default: false }),
+    gradAccumSteps: integer("Micro-batches per optimizer step.", { min: 1, default: 1 }),
+    overheadBytes: integer("Fixed extra device bytes, added to workspace.", { min: 0, default: 0 }),
+  } satisfies FieldsOf<PlanSpec>,
+  {
+    renamed: {
+      ...QUANTIZE_RENAMED,
+      loraRank: "r",
+      loraTargets: "targetModules",
+      galoreRank: "galore.r",
+      optimizerState: 'optimizer ("adamw8bit" for 8-bit states) and "paged"',
+    },
+  },
+);
 
 /**
  * Fills defaults, resolves the model (preset, config or `model.config`) and validates.
@@ -149,36 +219,36 @@ const DTYPES: readonly FloatDtype[] = ["fp32", "fp16", "bf16"];
  * ```ts
  * import { resolvePlanSpec } from "./plan_spec.ts";
  * const r = resolvePlanSpec({ config: "7B", method: "qlora" });
- * if (r.params !== 6738415616 || r.blocksize !== 64 || r.computeDtype !== "bf16") throw new Error("defaults");
+ * if (r.params !== 6738415616 || r.quantize.blocksize !== 64 || r.computeDtype !== "bf16") throw new Error("defaults");
  * let threw = false;
  * try { resolvePlanSpec({ config: "7B", method: "lora", loraRnak: 8 } as never); } catch (e) { threw = e instanceof TypeError; }
+ * let renamed = "";
+ * try { resolvePlanSpec({ config: "7B", method: "lora", loraRank: 8 } as never); } catch (e) { renamed = (e as Error).message; }
+ * if (renamed !== 'planMemory: option "loraRank" was renamed to "r"') throw new Error(renamed);
  * if (!threw) throw new Error("expected unknown key rejected");
  * ```
  */
 export function resolvePlanSpec(spec: PlanSpec): ResolvedPlanSpec {
   const where = "planMemory";
-  const o = resolveKeys(where, spec, DEFAULTS);
-  checkOneOf(where, "method", o.method, PLAN_METHODS);
-  checkOneOf(where, "accounting", o.accounting, ["detailed", "qlora-seed"] as const);
-  checkOneOf(where, "weightDtype", o.weightDtype, DTYPES);
-  checkOneOf(where, "adapterDtype", o.adapterDtype, DTYPES);
-  const computeDtype = checkOneOf(where, "computeDtype", o.computeDtype ?? o.weightDtype, DTYPES);
-  checkOneOf(where, "quant", o.quant, ["nf4", "fp4"] as const);
-  checkOneOf(where, "optimizerState", o.optimizerState, ["fp32", "8bit", "paged", "paged8bit"] as const);
-  if (!QUANT_BLOCKSIZES.includes(o.blocksize)) {
+  const o = planSpecSchema.parse(spec);
+  const computeDtype = o.computeDtype ?? o.weightDtype;
+  const galoreMethod = o.method === "galore" || o.method === "galore8bit";
+  if (
+    o.optimizer !== undefined && (o.optimizer === "galore" || o.optimizer === "galore8bit") !== galoreMethod
+  ) {
     throw new RangeError(
-      `${where}: blocksize must be one of ${QUANT_BLOCKSIZES.join(", ")}, received ${o.blocksize}`,
+      galoreMethod
+        ? `${where}: method "${o.method}" sets the optimizer; leave optimizer out (received "${o.optimizer}")`
+        : `${where}: optimizer "${o.optimizer}" trains full weights; use method "${o.optimizer}" instead of "${o.method}"`,
     );
   }
-  for (const k of ["doubleQuant", "masterWeights", "layerwise", "gradientCheckpointing"] as const) {
-    if (typeof o[k] !== "boolean") {
-      throw new TypeError(`${where}: ${k} must be a boolean, received ${typeof o[k]}`);
-    }
-  }
-  for (const k of ["loraRank", "galoreRank", "microBatch", "seqLen", "gradAccumSteps"] as const) {
-    checkInt(where, k, o[k]);
-  }
-  checkInt(where, "overheadBytes", o.overheadBytes, 0);
+  const optimizer: OptimizerName = galoreMethod ? o.method as OptimizerName : o.optimizer ?? "adamw";
+  const eightBit = optimizer === "adamw8bit" || optimizer === "galore8bit";
+  const optimizerState: OptimizerStatePrecision = o.paged
+    ? (eightBit ? "paged8bit" : "paged")
+    : eightBit
+    ? "8bit"
+    : "fp32";
 
   let shape: ModelShape | undefined;
   let modelLabel = "";
@@ -209,15 +279,13 @@ export function resolvePlanSpec(spec: PlanSpec): ResolvedPlanSpec {
   if (o.adapterParams !== undefined && !(o.adapterParams >= 0)) {
     throw new RangeError(`${where}: adapterParams must be >= 0, received ${o.adapterParams}`);
   }
-  if (shape && o.loraTargets !== "all-linear") {
-    if (!Array.isArray(o.loraTargets) || o.loraTargets.length === 0) {
-      throw new TypeError(`${where}: loraTargets must be "all-linear" or a non-empty array of module names`);
-    }
+  const targetModules = o.targetModules as string[] | "all-linear";
+  if (shape && targetModules !== "all-linear") {
     const names = linearModules(shape).map((m) => m.name);
-    for (const t of o.loraTargets) {
+    for (const t of targetModules) {
       if (!names.includes(t)) {
         throw new RangeError(
-          `${where}: loraTargets has "${t}", which this model lacks; its linear modules are ${
+          `${where}: targetModules has "${t}", which this model lacks; its linear modules are ${
             names.join(", ")
           }`,
         );
@@ -226,12 +294,29 @@ export function resolvePlanSpec(spec: PlanSpec): ResolvedPlanSpec {
   }
   if (!modelLabel) modelLabel = `${(params / 1e9).toFixed(1)}B`;
   return {
-    ...o,
+    method: o.method,
+    accounting: o.accounting,
+    weightDtype: o.weightDtype,
     computeDtype,
+    adapterDtype: o.adapterDtype,
+    quantize: o.quantize as ResolvedQuantize,
+    r: o.r,
+    targetModules,
+    optimizer,
+    paged: o.paged,
+    masterWeights: o.masterWeights,
+    galore: o.galore,
+    layerwise: o.layerwise,
+    microBatch: o.microBatch,
+    seqLen: o.seqLen,
+    gradientCheckpointing: o.gradientCheckpointing,
+    gradAccumSteps: o.gradAccumSteps,
+    overheadBytes: o.overheadBytes,
+    optimizerState,
     params,
     shape,
     modelLabel,
     adapterParams: o.adapterParams,
     input: spec,
-  } as ResolvedPlanSpec;
+  };
 }

@@ -94,7 +94,8 @@ const longForm = object("The long form.", quantizeSpecFields, { renamed: SPEC_RE
 
 /**
  * The `quantize` field for a function's schema, resolving to {@linkcode ResolvedQuantize}.
- * With `off: true`, `false` is accepted too (no quantization) and is the default.
+ * With `off: true`, `false` is accepted too (no quantization) and is the default unless
+ * `default` says otherwise.
  */
 export function quantizeField(doc: string, spec: { off?: boolean; default?: QuantizeOption } = {}): AnyField {
   const name = oneOf("A 4-bit type.", QUANT_TYPES_4BIT);
@@ -102,7 +103,7 @@ export function quantizeField(doc: string, spec: { off?: boolean; default?: Quan
     name,
     longForm,
   ];
-  const def = spec.off ? false : spec.default ?? "nf4";
+  const def = spec.default ?? (spec.off ? false : "nf4");
   const field = either(doc, alternatives, { default: def as never });
   return map(
     field,

@@ -80,7 +80,7 @@ Deno.test("a merged model equals the adapted model and unmerge restores the base
 Deno.test("DyLoRA at rank b equals a LoRA whose A, B are the first b rows / columns (scaling alpha / b)", () => {
   const dy = initModel(CONFIG, { seed: 3 });
   const lora = initModel(CONFIG, { seed: 3 });
-  attachDyLoRA(dy, { maxRank: 6, alpha: 12, targetModules: ["q_proj", "down_proj"] });
+  attachDyLoRA(dy, { r: 6, alpha: 12, targetModules: ["q_proj", "down_proj"] });
   randomizeAdapters(dy);
   const b = 4;
   setRank(dy, b);
@@ -100,7 +100,7 @@ Deno.test("DyLoRA at rank b equals a LoRA whose A, B are the first b rows / colu
 
 function gradsAtRank(mode: "prefix" | "last", b: number): Map<string, Float32Array> {
   const model = initModel(CONFIG, { seed: 4 });
-  attachDyLoRA(model, { maxRank: 5, alpha: 10, targetModules: ["v_proj"], mode });
+  attachDyLoRA(model, { r: 5, alpha: 10, targetModules: ["v_proj"], mode });
   randomizeAdapters(model);
   model.setTraining(true);
   for (const l of adapterLayers(model) as DyLoRALinear[]) l.trainRank = b;
@@ -137,12 +137,30 @@ Deno.test("DyLoRA gradients reach only components ≤ b (prefix mode) or only th
 Deno.test("bad adapter settings are rejected clearly and leave the model untouched", () => {
   const model = initModel(CONFIG, { seed: 5 });
   const n = model.trainableParams().length;
-  assertThrows(() => attachLoRA(model, { r: 0 }), RangeError, "positive integer");
+  assertThrows(
+    () => attachLoRA(model, { r: 0 }),
+    RangeError,
+    'attachLoRA: option "r" must be an integer >= 1, received 0',
+  );
   assertThrows(() => attachLoRA(model, { targetModules: ["qkv_proj"] }), RangeError, "unknown target module");
-  assertThrows(() => attachLoRA(model, { rank: 4 } as never), TypeError, 'unknown option "rank"');
-  assertThrows(() => attachDyLoRA(model, { maxRank: 0 }), RangeError, "maxRank");
+  assertThrows(
+    () => attachLoRA(model, { rank: 4 } as never),
+    TypeError,
+    'attachLoRA: option "rank" was renamed to "r"',
+  );
+  assertThrows(() => attachLoRA(model, { rnk: 4 } as never), TypeError, 'unknown option "rnk"');
+  assertThrows(
+    () => attachDyLoRA(model, { r: 0 }),
+    RangeError,
+    'attachDyLoRA: option "r" must be an integer >= 1',
+  );
+  assertThrows(
+    () => attachDyLoRA(model, { maxRank: 4 } as never),
+    TypeError,
+    'attachDyLoRA: option "maxRank" was renamed to "r"',
+  );
   assertEquals(model.trainableParams().length, n);
-  attachDyLoRA(model, { maxRank: 4 });
+  attachDyLoRA(model, { r: 4 });
   assertThrows(() => setRank(model, 5), RangeError, "outside 1..4");
   assertThrows(() => setRank(model, 0), RangeError, "outside 1..4");
   assertThrows(() => attachLoRA(model), Error, "already has");
@@ -151,7 +169,7 @@ Deno.test("bad adapter settings are rejected clearly and leave the model untouch
 
 Deno.test("DyLoRA samples one rank per training step, shared by all layers", () => {
   const model = initModel(CONFIG, { seed: 6 });
-  attachDyLoRA(model, { maxRank: 8, seed: 1 });
+  attachDyLoRA(model, { r: 8, seed: 1 });
   const seen = new Set<number>();
   for (let s = 1; s <= 40; s++) {
     model.beginStep(s);
@@ -169,7 +187,7 @@ Deno.test("attaching and disposing adapters leaves no tensors behind", () => {
   attachLoRA(a, { r: 2, targetModules: "all-linear" });
   a.dispose();
   const b = initModel(CONFIG, { seed: 8 });
-  attachDyLoRA(b, { maxRank: 3 });
+  attachDyLoRA(b, { r: 3 });
   b.dispose();
   assertEquals(tf.memory().numTensors, before);
 });

@@ -75,7 +75,7 @@ Deno.test("save → load round trip reproduces the adapted model", async () => {
 
 Deno.test("exportRank() writes a DyLoRA adapter truncated to rank b as a plain LoRA that reproduces rank b", async () => {
   const model = await loadModel(BASE);
-  attachDyLoRA(model, { maxRank: 4, alpha: 8, targetModules: ["q_proj", "o_proj"], seed: 2 });
+  attachDyLoRA(model, { r: 4, alpha: 8, targetModules: ["q_proj", "o_proj"], seed: 2 });
   for (const p of model.trainableParams()) {
     tf.tidy(() => p.variable.assign(tf.randomNormal(p.variable.shape, 0, 0.1, "float32", 4)));
   }

@@ -15,9 +15,9 @@ const CONFIG = {
 const BATCH = { batchSize: 8, seqLen: 43 };
 const PLANS = [
   planForModel(CONFIG, BATCH),
-  planForModel(CONFIG, { ...BATCH, method: "lora", loraTargets: ["q_proj", "v_proj"] }),
-  planForModel(CONFIG, { ...BATCH, method: "qlora", loraTargets: ["q_proj", "v_proj"] }),
-  planForModel(CONFIG, { ...BATCH, optimizer: "galore", galore: { rank: 32 } }),
+  planForModel(CONFIG, { ...BATCH, method: "lora", targetModules: ["q_proj", "v_proj"] }),
+  planForModel(CONFIG, { ...BATCH, method: "qlora", targetModules: ["q_proj", "v_proj"] }),
+  planForModel(CONFIG, { ...BATCH, optimizer: "galore", galore: { r: 32 } }),
 ];
 
 interface Fig {

@@ -13,7 +13,7 @@ Deno.test("fitPlan() finds a fitting change for full fine-tuning of 7B in 24 GB"
 });
 
 Deno.test("fitPlan() puts the request first when it already fits", () => {
-  const s = fitPlan({ config: "7B", method: "qlora", loraRank: 16, gradientCheckpointing: true }, "24GB");
+  const s = fitPlan({ config: "7B", method: "qlora", r: 16, gradientCheckpointing: true }, "24GB");
   assertEquals(s[0].changes.length, 0);
   assertEquals(
     s[0].sentence,
@@ -24,7 +24,7 @@ Deno.test("fitPlan() puts the request first when it already fits", () => {
 });
 
 Deno.test("fitPlan() ranks by quality loss, then changes, then slowdown, deterministically", () => {
-  const spec = { config: "7B", method: "lora" as const, loraRank: 16, microBatch: 8, seqLen: 2048 };
+  const spec = { config: "7B", method: "lora" as const, r: 16, microBatch: 8, seqLen: 2048 };
   const a = fitPlan(spec, "16GB", { limit: 20 });
   const b = fitPlan(spec, "16GB", { limit: 20 });
   assertEquals(a.map((x) => x.sentence).join("\n"), b.map((x) => x.sentence).join("\n"));
@@ -53,11 +53,11 @@ Deno.test("fitPlan() returns nothing when nothing fits and rejects a negative bu
 
 Deno.test("planLabel() names the recipe", () => {
   assertEquals(
-    planLabel(planMemory({ config: "7B", method: "full", optimizerState: "8bit" })),
+    planLabel(planMemory({ config: "7B", method: "full", optimizer: "adamw8bit" })),
     "Full fine-tuning (bf16) + 8-bit Adam",
   );
   assertEquals(
-    planLabel(planMemory({ config: "40B", method: "qdylora", loraRank: 64 })),
+    planLabel(planMemory({ config: "40B", method: "qdylora", r: 64 })),
     "NF4 + DyLoRA r≤64",
   );
 });

@@ -1,4 +1,5 @@
 import { planForModel, planSpecForTrainer } from "../../lib/plan/plan_for_model.ts";
+import { planMemory } from "../../lib/plan/plan_memory.ts";
 import { assertEquals, assertThrows } from "./_assert.ts";
 
 const MODEL = {
@@ -22,13 +23,14 @@ Deno.test("planForModel() plans our engine in fp32 for every part", () => {
 Deno.test("planSpecForTrainer() maps GaLore and 8-bit optimizers to methods and states", () => {
   const g = planSpecForTrainer("1B", {
     optimizer: "galore8bit",
-    galore: { rank: 64, layerwise: true, updateProjGap: 200 },
+    galore: { r: 64, layerwise: true, updateProjGap: 200 },
   });
   assertEquals(g.method, "galore8bit");
-  assertEquals(g.galoreRank, 64);
+  assertEquals(g.galore, { r: 64 });
   assertEquals(g.layerwise, true);
   assertEquals(
-    planSpecForTrainer("1B", { method: "lora", optimizer: "adamw8bit", paged: true }).optimizerState,
+    planMemory(planSpecForTrainer("1B", { method: "lora", optimizer: "adamw8bit", paged: true })).spec
+      .optimizerState,
     "paged8bit",
   );
   assertEquals(planSpecForTrainer("1B", { method: "qlora", quantize: false }).method, "lora");

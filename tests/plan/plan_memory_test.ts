@@ -41,9 +41,10 @@ Deno.test("qlora-seed accounting refuses GaLore, which the seed does not cover",
 const FALCON: PlanSpec = {
   config: "40B",
   method: "qdylora",
-  loraRank: 64,
+  r: 64,
+  targetModules: "all-linear",
   weightDtype: "fp16",
-  optimizerState: "paged",
+  paged: true,
   gradientCheckpointing: true,
   microBatch: 1,
   seqLen: 512,
@@ -54,7 +55,7 @@ Deno.test("QDyLoRA fits Falcon-40B at max rank 64 in 32 GB while full and fp16 L
   assert(q.total <= 32 * GB, `qdylora needs ${q.total / GB} GB`);
   assert(q.breakdown.hostOffloaded > 0, "paged state should be in host memory");
   // Even without paging the state stays on the card.
-  assert(planMemory({ ...FALCON, optimizerState: "fp32" }).total <= 32 * GB);
+  assert(planMemory({ ...FALCON, paged: false }).total <= 32 * GB);
   assert(planMemory({ ...FALCON, method: "full" }).total > 32 * GB);
   assert(planMemory({ ...FALCON, method: "dylora" }).total > 32 * GB);
   assert(planMemory({ ...FALCON, method: "lora" }).total > 32 * GB);
@@ -66,7 +67,7 @@ Deno.test("QDyLoRA fits Falcon-40B at max rank 64 in 32 GB while full and fp16 L
 const GALORE: PlanSpec = {
   config: "7B",
   method: "galore8bit",
-  galoreRank: 1024,
+  galore: { r: 1024 },
   layerwise: true,
   microBatch: 1,
   seqLen: 512,
@@ -79,7 +80,7 @@ Deno.test("GaLore 8-bit layer-wise at rank 1024 fits 7B in 24 GB while full Adam
   assert(full.total > 24 * GB);
   // The seed measured ~15 GB less than full fine-tuning; with 8-bit full-rank Adam as
   // the reference (the gap the projection alone buys) we expect at least that much.
-  const full8 = planMemory({ ...GALORE, method: "full", optimizerState: "8bit", layerwise: false });
+  const full8 = planMemory({ ...GALORE, method: "full", optimizer: "adamw8bit", layerwise: false });
   assert(full8.total - g.total > 15 * GB, `saving ${(full8.total - g.total) / GB} GB`);
 });
 
@@ -91,15 +92,15 @@ Deno.test("layer-wise GaLore keeps only the largest tensor's gradient", () => {
 });
 
 Deno.test("8-bit optimizer state is 4x smaller than fp32 state", () => {
-  const f = planMemory({ config: "7B", method: "full", optimizerState: "fp32" });
-  const e = planMemory({ config: "7B", method: "full", optimizerState: "8bit" });
+  const f = planMemory({ config: "7B", method: "full", optimizer: "adamw" });
+  const e = planMemory({ config: "7B", method: "full", optimizer: "adamw8bit" });
   assertEquals(f.breakdown.optimizerStates, 8 * 6_738_415_616);
   assertNear(f.breakdown.optimizerStates / e.breakdown.optimizerStates, 4, 0.01);
 });
 
 Deno.test("paged state moves to hostOffloaded and out of the device total", () => {
   const d = planMemory({ config: "7B", method: "lora" });
-  const p = planMemory({ config: "7B", method: "lora", optimizerState: "paged" });
+  const p = planMemory({ config: "7B", method: "lora", paged: true });
   assertEquals(p.breakdown.optimizerStates, 0);
   assertEquals(p.breakdown.hostOffloaded, d.breakdown.optimizerStates);
   assertEquals(d.total - p.total, d.breakdown.optimizerStates);
@@ -145,7 +146,7 @@ Deno.test("planMemory() accepts a loaded model and lists its assumptions", () =>
       vocab_size: 100,
     },
   };
-  const p = planMemory({ model, method: "lora", loraTargets: ["q_proj"], loraRank: 2 });
+  const p = planMemory({ model, method: "lora", targetModules: ["q_proj"], r: 2 });
   assertEquals(p.trainableParams, 2 * 2 * (64 + 64));
   assert(p.assumptions.length > 3);
 });
@@ -159,12 +160,33 @@ Deno.test("planMemory() rejects unknown keys, bad values and unknown modules wit
   assertThrows(
     () => planMemory({ config: "7B", method: "sgd" as never }),
     RangeError,
-    "method must be one of",
+    'planMemory: option "method" must be one of "full", "galore"',
+  );
+  // Old names are rejected with the new one; numbers given as strings are pointed out.
+  assertThrows(
+    () => planMemory({ config: "7B", method: "lora", loraRank: 8 } as PlanSpec),
+    TypeError,
+    'planMemory: option "loraRank" was renamed to "r"',
+  );
+  assertThrows(
+    () => planMemory({ config: "7B", method: "qlora", quant: "nf4" } as PlanSpec),
+    TypeError,
+    'option "quant" was renamed to "quantize"',
+  );
+  assertThrows(
+    () => planMemory({ config: "7B", method: "lora", optimizerState: "8bit" } as PlanSpec),
+    TypeError,
+    'option "optimizerState" was renamed to optimizer ("adamw8bit" for 8-bit states) and "paged"',
+  );
+  assertThrows(
+    () => planMemory({ config: "7B", method: "lora", seqLen: "512" as never }),
+    TypeError,
+    "write 512 without quotes",
   );
   assertThrows(() => planMemory({ config: "9B", method: "lora" }), RangeError, "unknown model preset");
   assertThrows(() => planMemory({ params: -1, method: "full" }), RangeError, "params");
   assertThrows(
-    () => planMemory({ config: "7B", method: "lora", loraTargets: ["qkv"] }),
+    () => planMemory({ config: "7B", method: "lora", targetModules: ["qkv"] }),
     RangeError,
     "q_proj",
   );
