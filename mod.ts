@@ -124,3 +124,5 @@ export { progress } from "./lib/notebook/progress.ts";
 export { formatBytes, showMemory, table } from "./lib/notebook/tables.ts";
 export type { TableOptions } from "./lib/notebook/tables.ts";
 export { plotPlans, showPlanTable } from "./lib/notebook/plan_chart.ts";
+export { rankSweepChart } from "./lib/notebook/rank_sweep_chart.ts";
+export type { RankSweepChartOptions } from "./lib/notebook/rank_sweep_chart.ts";

@@ -77,6 +77,7 @@ async function demo(
     lossChart,
     memoryChart,
     rankSweep,
+    rankSweepChart,
     readJsonl,
     table,
     train,
@@ -161,7 +162,7 @@ async function demo(
       })),
       { title: `QDyLoRA rank sweep (best rank: ${result.best})` },
     ));
-    figures.push(result.figure);
+    figures.push(rankSweepChart(result));
     dy.dispose();
   }
 

@@ -28,13 +28,11 @@ export interface RankSweepOptions {
   batchSize?: number;
 }
 
-/** Result of {@linkcode rankSweep}: table rows, the best rank and a plotly figure spec. */
+/** Result of {@linkcode rankSweep}: table rows and the best rank (draw it with `rankSweepChart` from `lib/notebook/`). */
 export interface RankSweepResult {
   rows: RankSweepRow[];
   /** Rank with the best score (or lowest loss without a scorer). */
   best: number;
-  /** Plotly figure `{data, layout}`: loss (and score) against rank. */
-  figure: { data: Record<string, unknown>[]; layout: Record<string, unknown> };
 }
 
 /**
@@ -70,36 +68,5 @@ export function rankSweep(
   const better = (r: RankSweepRow, b: RankSweepRow) =>
     options.scorer ? r.score! > b.score! || (r.score === b.score && r.loss < b.loss) : r.loss < b.loss;
   const best = rows.reduce((b, r) => (better(r, b) ? r : b)).rank;
-  const data: Record<string, unknown>[] = [
-    {
-      x: rows.map((r) => r.rank),
-      y: rows.map((r) => r.loss),
-      name: "eval loss",
-      type: "scatter",
-      mode: "lines+markers",
-    },
-  ];
-  if (options.scorer) {
-    data.push({
-      x: rows.map((r) => r.rank),
-      y: rows.map((r) => r.score),
-      name: "score",
-      type: "scatter",
-      mode: "lines+markers",
-      yaxis: "y2",
-    });
-  }
-  return {
-    rows,
-    best,
-    figure: {
-      data,
-      layout: {
-        title: { text: "Rank sweep (one DyLoRA run)" },
-        xaxis: { title: { text: "rank" }, dtick: 1 },
-        yaxis: { title: { text: "eval loss" } },
-        ...(options.scorer ? { yaxis2: { title: { text: "score" }, overlaying: "y", side: "right" } } : {}),
-      },
-    },
-  };
+  return { rows, best };
 }
