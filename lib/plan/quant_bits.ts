@@ -10,8 +10,10 @@
  *
  * NF4 and FP4 cost the same; the per-tensor code tables (16 + 256 fp32) and the JSON
  * quant state are counted by {@linkcode quantTensorBytes} but not in the per-parameter rate.
+ * The byte counts come from the quantized-format registry (`lib/quant/formats.ts`).
  * @module
  */
+import { QUANT_FORMATS } from "../quant/formats.ts";
 
 /** 4-bit code family. */
 export type QuantType = "nf4" | "fp4";
@@ -87,10 +89,6 @@ export interface QuantTensorBytes {
  */
 export function quantTensorBytes(n: number, doubleQuant: boolean, blocksize: number): QuantTensorBytes {
   checkBlocksize(blocksize);
-  const blocks = Math.ceil(n / blocksize);
-  const quantMap = 16 * 4;
-  const constants = doubleQuant
-    ? blocks + Math.ceil(blocks / NESTED_BLOCKSIZE) * 4 + quantMap + 256 * 4 + 4
-    : blocks * 4 + quantMap;
-  return { codes: Math.ceil(n / 2), constants };
+  // bitsandbytes sizes depend on the element count only, so n elements = one [n, 1] matrix
+  return QUANT_FORMATS.nf4.matrixBytes(n, 1, { doubleQuant, blocksize });
 }
