@@ -115,6 +115,13 @@ function defaultPath(): string {
 }
 
 function open(path: string): NativeKernels | string {
+  // OpenMP workers that spin after a kernel steal the cores OpenBLAS's own threads need next
+  // (and the other way round): make them sleep instead, unless the user chose otherwise.
+  try {
+    if (envGet("OMP_WAIT_POLICY") === undefined) Deno.env.set("OMP_WAIT_POLICY", "PASSIVE");
+  } catch {
+    // No env permission: keep libgomp's default.
+  }
   let lib: Deno.DynamicLibrary<typeof SYMBOLS>;
   try {
     lib = Deno.dlopen(path, SYMBOLS);
