@@ -184,8 +184,8 @@ async function demo(
     { metric: "training tokens/s", value: (tokens / secs).toFixed(0) },
     { metric: "peak tensor memory (during a step)", value: formatBytes(peakTensor) },
     {
-      metric: "4-bit base weights (host memory)",
-      value: formatBytes(last.memory.breakdown?.weights4bitHost ?? 0),
+      metric: "host memory (4-bit base weights)",
+      value: formatBytes(last.memory.breakdown?.hostOffloaded ?? 0),
     },
     { metric: "peak process RSS", value: formatBytes(peakRss) },
   ], { title: "Demo summary" }));

@@ -5,6 +5,8 @@
 import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 import { wasmBackendOrUndefined } from "./_wasm_backend.ts";
 
+import type { MemoryBreakdown } from "./memory_parts.ts";
+
 /** Memory measured at the end of a step (bytes). */
 export interface MemoryRecord {
   /** Bytes held by live tfjs tensors (`tf.memory().numBytes`). */
@@ -17,8 +19,8 @@ export interface MemoryRecord {
   heapBytes: number;
   /** Process resident set size. */
   rssBytes: number;
-  /** Breakdown by owner (weights, adapters, gradients, optimizer, activations, other) when known. */
-  breakdown?: Record<string, number>;
+  /** Bytes by part (the trainer's and the planner's one breakdown type) when known. */
+  breakdown?: MemoryBreakdown;
 }
 
 /**

@@ -6,6 +6,7 @@
  */
 
 import type { StepRecord } from "../train/types.ts";
+import { memoryPartLabel } from "../engine/memory_parts.ts";
 import type { RichObject } from "./display.ts";
 import { plotlyChart, type PlotlyFigure } from "./plotly.ts";
 import { rejectUnknownKeys } from "./_html.ts";
@@ -86,17 +87,24 @@ function lossTraces(history: StepRecord[], axes: Axes, lrAxis: string): Record<s
 /** Stacked areas of the breakdown (MiB) when any record has one, else tensor / heap / rss lines. */
 function memoryTraces(history: StepRecord[], axes: Axes): Record<string, unknown>[] {
   const x = history.map((r) => r.step);
-  const owners = [...new Set(history.flatMap((r) => Object.keys(r.memory.breakdown ?? {})))];
+  // Parts that stay 0 over the run (e.g. workspace, which the trainer counts in activations) are left out.
+  const owners = [
+    ...new Set(
+      history.flatMap((r) =>
+        Object.entries(r.memory.breakdown ?? {}).filter(([, v]) => v > 0).map(([k]) => k)
+      ),
+    ),
+  ];
   if (owners.length > 0) {
     return owners.map((owner, i) => ({
       type: "scatter",
       mode: "lines",
-      name: owner,
+      name: memoryPartLabel(owner),
       xaxis: axes.x,
       yaxis: axes.y,
       stackgroup: "memory",
       x,
-      y: history.map((r) => (r.memory.breakdown?.[owner] ?? 0) / MIB),
+      y: history.map((r) => ((r.memory.breakdown as Record<string, number> | undefined)?.[owner] ?? 0) / MIB),
       line: { width: 0.5, color: MEMORY_COLORS[i % MEMORY_COLORS.length] },
     }));
   }

@@ -57,10 +57,13 @@ export function syntheticHistory(steps: number, options: SyntheticHistoryOptions
     const loss = 1.2 + 1.8 * Math.exp(-4 * progress) + 0.15 * noise();
     const breakdown = {
       weights: 48 * MiB,
+      quantConstants: 0,
       adapters: 2 * MiB,
-      optimizer: 4 * MiB,
       gradients: 2 * MiB,
+      optimizerStates: 4 * MiB,
       activations: (20 + 6 * Math.sin(step / 3) ** 2) * MiB,
+      workspace: 0,
+      hostOffloaded: 0,
     };
     const tensorBytes = Object.values(breakdown).reduce((a, b) => a + b, 0);
     const record: StepRecord = {

@@ -5,6 +5,7 @@
  */
 
 import type { MemoryRecord, StepRecord } from "../train/types.ts";
+import { memoryPartLabel } from "../engine/memory_parts.ts";
 import { type RichObject, richObject } from "./display.ts";
 import { escapeHtml, rejectUnknownKeys } from "./_html.ts";
 
@@ -140,9 +141,10 @@ function isStepRecord(value: StepRecord | MemoryRecord): value is StepRecord {
  * @example
  * ```ts
  * const t = showMemory({ tensorBytes: 3 * 2 ** 20, numTensors: 4, heapBytes: 2 ** 24, rssBytes: 2 ** 28,
- *   breakdown: { weights: 2 * 2 ** 20, adapters: 2 ** 20 } });
+ *   breakdown: { weights: 2 * 2 ** 20, adapters: 2 ** 20, quantConstants: 0, gradients: 0, optimizerStates: 0,
+ *     activations: 0, workspace: 0, hostOffloaded: 0 } });
  * const text = Deno.inspect(t);
- * if (!text.includes("weights") || !text.includes("66.7%") || !text.includes("256.0 MiB")) throw new Error(text);
+ * if (!text.includes("Weights") || !text.includes("66.7%") || !text.includes("256.0 MiB")) throw new Error(text);
  * ```
  */
 export function showMemory(record: StepRecord | MemoryRecord): RichObject {
@@ -152,9 +154,13 @@ export function showMemory(record: StepRecord | MemoryRecord): RichObject {
   // activations, so the live tensor bytes at the end of the step are not the right denominator).
   const total = Object.values(memory.breakdown ?? {}).reduce((a, b) => a + b, 0);
   const share = (bytes: number) => total > 0 ? `${(100 * bytes / total).toFixed(1)}%` : "";
-  const owners = Object.entries(memory.breakdown ?? {}).sort((a, b) => b[1] - a[1]);
+  const owners = Object.entries(memory.breakdown ?? {}).filter(([, v]) => v > 0).sort((a, b) => b[1] - a[1]);
   const rows: Record<string, unknown>[] = [
-    ...owners.map(([owner, bytes]) => ({ what: owner, size: formatBytes(bytes), share: share(bytes) })),
+    ...owners.map(([owner, bytes]) => ({
+      what: memoryPartLabel(owner),
+      size: formatBytes(bytes),
+      share: share(bytes),
+    })),
     ...(memory.peakTensorBytes !== undefined
       ? [{ what: "peak tensors during the step", size: formatBytes(memory.peakTensorBytes), share: "" }]
       : []),

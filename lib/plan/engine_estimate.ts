@@ -80,23 +80,11 @@ import { linearModules } from "./model_shape.ts";
 import { resolvePlanSpec } from "./plan_spec.ts";
 import type { TrainerPlanOptions } from "./plan_for_model.ts";
 import { planSpecForTrainer } from "./plan_for_model.ts";
+import type { MemoryBreakdown } from "../engine/memory_parts.ts";
 import type { ModelConfigInput } from "./plan_spec.ts";
 
-/** Breakdown with the trainer's keys and meanings (`lib/train/memory_breakdown.ts`). */
-export interface EngineBreakdown {
-  /** fp32 base weights held as tfjs tensors. */
-  weights: number;
-  /** Packed 4-bit weights and their constants, in host memory (not tensor bytes). */
-  weights4bitHost: number;
-  /** LoRA factors (fp32 tensors). */
-  adapters: number;
-  /** Largest set of gradients held at once (layer-wise: the largest group). */
-  gradients: number;
-  /** Optimizer state (`stateBytes()`: fp32 tensors, or 8-bit host memory). */
-  optimizer: number;
-  /** Peak − tensor bytes at step start − gradients. */
-  activations: number;
-}
+/** The trainer's breakdown (the one {@linkcode MemoryBreakdown} type), predicted. */
+export type EngineBreakdown = MemoryBreakdown;
 
 /** Where the predicted peak falls. */
 export type PeakPhase =
@@ -453,7 +441,7 @@ function quantHostBytes(n: number, blocksize: number, doubleQuant: boolean): num
  * const qlora = estimateTrainingMemory(cfg, { method: "qlora", r: 8, targetModules: ["q_proj", "v_proj"],
  *   batchSize: 8, seqLen: 43 });
  * // 4-bit linears leave the tensor heap, and their matmuls save no copy of x or W
- * if (!(qlora.peakTensorBytes < full.peakTensorBytes) || qlora.breakdown.weights4bitHost <= 0) {
+ * if (!(qlora.peakTensorBytes < full.peakTensorBytes) || qlora.breakdown.hostOffloaded <= 0) {
  *   throw new Error("qlora should need fewer tensor bytes");
  * }
  * const ck = estimateTrainingMemory(cfg, { batchSize: 8, seqLen: 43, gradientCheckpointing: true });
@@ -704,11 +692,13 @@ export function estimateTrainingMemory(
 
   const breakdown: EngineBreakdown = {
     weights,
-    weights4bitHost: host,
+    quantConstants: 0,
     adapters,
     gradients: gradientBytes,
-    optimizer: state.tensor + state.host,
+    optimizerStates: state.tensor,
     activations: Math.max(0, peak - gradientBytes),
+    workspace: 0,
+    hostOffloaded: host + state.host,
   };
   notes.push(
     `Peak at ${phase}: tfjs counts every tensor handle (saved clones and reshapes share buffers ` +

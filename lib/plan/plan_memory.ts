@@ -25,19 +25,10 @@ import { countParamParts, linearModules } from "./model_shape.ts";
 import type { PlanMethod, PlanSpec, ResolvedPlanSpec } from "./plan_spec.ts";
 import { resolvePlanSpec } from "./plan_spec.ts";
 import { quantTensorBytes } from "./quant_bits.ts";
+import type { MemoryBreakdown } from "../engine/memory_parts.ts";
 
-/** Bytes by part. `hostOffloaded` is host memory and is not part of the device total. */
-export interface MemoryBreakdown {
-  weights: number;
-  quantConstants: number;
-  adapters: number;
-  gradients: number;
-  optimizerStates: number;
-  activations: number;
-  workspace: number;
-  /** Paged optimizer state held in host memory (not in `total`). */
-  hostOffloaded: number;
-}
+/** Bytes by part (the trainer's and the planner's one type). `hostOffloaded` is host memory, not in the device total. */
+export type { MemoryBreakdown };
 
 /** The answer of {@linkcode planMemory}. */
 export interface MemoryPlan {

@@ -8,6 +8,7 @@ import { parseBytes } from "./bytes.ts";
 import { planLabel } from "./fit_plan.ts";
 import type { MemoryBreakdown, MemoryPlan } from "./plan_memory.ts";
 import { resolveKeys } from "./_resolve.ts";
+import { MEMORY_PART_LABELS } from "../engine/memory_parts.ts";
 
 /** Device parts, in the order tables and stacked bars show them. */
 export const DEVICE_PARTS: readonly (Exclude<keyof MemoryBreakdown, "hostOffloaded">)[] = [
@@ -136,7 +137,12 @@ export interface PlotlyFigureSpec {
 export function planChartSpec(plans: MemoryPlan[], options?: PlanTableOptions): PlotlyFigureSpec {
   const rows = planTable(plans, options);
   const x = rows.map((r) => r.label);
-  const data = DEVICE_PARTS.map((k) => ({ type: "bar", name: k, x, y: rows.map((r) => r[k]) }));
+  const data = DEVICE_PARTS.map((k) => ({
+    type: "bar",
+    name: MEMORY_PART_LABELS[k],
+    x,
+    y: rows.map((r) => r[k]),
+  }));
   const layout: Record<string, unknown> = {
     barmode: "stack",
     title: { text: "Peak device memory by part" },

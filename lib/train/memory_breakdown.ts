@@ -5,6 +5,8 @@
  */
 import type { LlamaForCausalLM } from "../models/llama.ts";
 import type { Optimizer } from "../optim/optimizer.ts";
+import type { MemoryBreakdown } from "../engine/memory_parts.ts";
+import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 
 /** Inputs measured around one step. */
 export interface StepMemoryProbe {
@@ -14,23 +16,28 @@ export interface StepMemoryProbe {
   startBytes: number;
   /** Largest gradient bytes held at once during the step. */
   gradientBytes: number;
+  /** `tf.memory().numBytes` after the step (default: now). */
+  endBytes?: number;
 }
 
 /**
- * Bytes per owner:
+ * Bytes per part, as the one {@linkcode MemoryBreakdown} type the planner predicts:
  * - `weights`: base weights resident in tfjs (fp32);
- * - `weights4bitHost`: packed 4-bit weights and constants kept in host memory (outside the wasm heap);
- * - `adapters`: LoRA / DyLoRA factors;
+ * - `adapters`: adapter factors;
  * - `gradients`: the largest set of gradients held at once;
- * - `optimizer`: optimizer state (`Optimizer.stateBytes()`; 8-bit states live in host memory);
+ * - `optimizerStates`: optimizer state held as tensors (live tensor bytes at the end of the
+ *   step beyond weights and adapters, at most `Optimizer.stateBytes()`);
  * - `activations`: peak bytes during the step above the resident level, minus gradients
- *   (activations, recomputation buffers and temporaries).
+ *   (activations, recomputation buffers and temporaries; `workspace` is 0, counted here);
+ * - `hostOffloaded`: packed 4-bit weights and constants plus optimizer state kept in host
+ *   memory (8-bit moments: `stateBytes()` beyond the tensor-held part);
+ * - `quantConstants`: 0 (the constants live with the 4-bit codes in host memory).
  */
 export function memoryBreakdown(
   model: LlamaForCausalLM,
   optimizer: Optimizer,
   probe: StepMemoryProbe,
-): Record<string, number> {
+): MemoryBreakdown {
   let weights = 0, host = 0, adapters = 0;
   for (const row of model.summary()) {
     if (row.kind === "adapter") adapters += row.bytes;
@@ -42,13 +49,19 @@ export function memoryBreakdown(
       host += row.bytes - dense;
     }
   }
+  const stateBytes = optimizer.stateBytes();
+  // After the step the live tensors are the model's and the optimizer's (gradients are freed).
+  const end = probe.endBytes ?? tf.memory().numBytes;
+  const stateTensors = Math.min(stateBytes, Math.max(0, end - weights - adapters));
   return {
     weights,
-    weights4bitHost: host,
+    quantConstants: 0,
     adapters,
     gradients: probe.gradientBytes,
-    optimizer: optimizer.stateBytes(),
+    optimizerStates: stateTensors,
     activations: Math.max(0, probe.peakBytes - probe.startBytes - probe.gradientBytes),
+    workspace: 0,
+    hostOffloaded: host + stateBytes - stateTensors,
   };
 }
 

@@ -1,4 +1,5 @@
 import { assert, assertEquals, assertIncludes, assertThrows } from "./_assert.ts";
+import { MEMORY_PART_LABELS } from "../../lib/engine/memory_parts.ts";
 import { plotPlans, showPlanTable } from "../../lib/notebook/plan_chart.ts";
 import { planForModel } from "../../lib/plan/plan_for_model.ts";
 import { planMemory } from "../../lib/plan/plan_memory.ts";
@@ -36,7 +37,7 @@ Deno.test("plotPlans() bundle has plotly JSON with one stacked bar trace per bre
     "text/plain",
   ]);
   const fig = figure(chart);
-  assertEquals(fig.data.map((t) => t.name), [...DEVICE_PARTS]);
+  assertEquals(fig.data.map((t) => t.name), DEVICE_PARTS.map((k) => MEMORY_PART_LABELS[k]));
   assert(
     fig.data.every((t) => t.type === "bar" && t.x.length === PLANS.length),
     "one bar per plan in every trace",

@@ -64,7 +64,7 @@ Deno.test("showMemory() lists owners largest first with shares, then the totals"
   const record = syntheticHistory(1)[0];
   const lines = Deno.inspect(showMemory(record)).split("\n");
   assertEquals(lines[0], "Memory after step 1");
-  assertEquals(lines[3].split(/\s+/).slice(0, 3), ["weights", "48.0", "MiB"]);
+  assertEquals(lines[3].split(/\s+/).slice(0, 3), ["Weights", "48.0", "MiB"]);
   assertEquals(lines.slice(-3).map((l) => l.split(/\s{2,}/)[0]), [
     "tensors (180 live)",
     "wasm heap",

@@ -19,7 +19,7 @@ Deno.test("the engine estimate is within 10% of the measured peak for every meth
       assert(err < 0.1, `${r.name}: predicted ${r.predicted} B, measured ${r.measured} B`);
       const actErr = Math.abs(r.predictedActivations / r.measuredActivations - 1);
       assert(actErr < 0.1, `${r.name}: activations ${r.predictedActivations} vs ${r.measuredActivations}`);
-      for (const k of ["weights", "weights4bitHost", "adapters", "gradients", "optimizer"]) {
+      for (const k of ["weights", "hostOffloaded", "adapters", "gradients", "optimizerStates"] as const) {
         assertEquals(r.predictedBreakdown[k], r.measuredBreakdown[k], `${r.name}: ${k}`);
       }
       assertEquals(r.planForModelTotal, r.predicted, `${r.name}: planForModel total`);

@@ -1,4 +1,5 @@
 import * as tf from "@tensorflow/tfjs-core";
+import { MEMORY_PARTS } from "../../lib/engine/memory_parts.ts";
 import { assert, assertEquals, assertRejects, relError } from "../_assert.ts";
 import { initEngine } from "../../lib/engine/backend.ts";
 import { initModel } from "../../lib/models/init_model.ts";
@@ -107,8 +108,12 @@ Deno.test("train() reports history with a memory breakdown and leaks no tensors"
   assertEquals(tf.memory().numTensors, before, "a training run leaked tensors");
   assertEquals(history.map((h) => h.step), [1, 2, 3]);
   const b = history[2].memory.breakdown!;
-  for (const k of ["weights", "adapters", "gradients", "optimizer", "activations"]) assert(k in b, k);
-  assert(b.adapters > 0 && b.optimizer === 2 * b.adapters && b.gradients === b.adapters, JSON.stringify(b));
+  for (const k of MEMORY_PARTS) assert(k in b, k);
+  assert(
+    b.adapters > 0 && b.optimizerStates === 2 * b.adapters && b.gradients === b.adapters,
+    JSON.stringify(b),
+  );
+  assertEquals(b.hostOffloaded, 0, "a dense model with fp32 AdamW keeps nothing in host memory");
   assert(b.activations > 0);
   assert(typeof history[2].evalLoss === "number");
   model.dispose();
