@@ -2,6 +2,7 @@
  * Llama / Mistral configuration: parsed and validated from an HF `config.json`.
  * @module
  */
+import { engineFamily } from "./families.ts";
 
 /** RoPE frequency scaling (HF `rope_scaling`). */
 export type RopeScaling =
@@ -97,12 +98,7 @@ function parseRopeScaling(v: unknown, source: string): RopeScaling | null {
  */
 export function parseLlamaConfig(raw: Record<string, unknown>, source = "config.json"): LlamaConfig {
   const modelType = String(raw.model_type ?? "llama");
-  const supported = ["llama", "mistral", "qwen2", "tinyllama"];
-  if (!supported.includes(modelType)) {
-    throw new RangeError(
-      `${source}: model_type "${modelType}" is not a Llama-family model (supported: ${supported.join(", ")})`,
-    );
-  }
+  engineFamily(modelType, source); // the families registry says which model types our engine runs
   const hiddenSize = positiveInt(raw, "hidden_size", source);
   const numAttentionHeads = positiveInt(raw, "num_attention_heads", source);
   const numKeyValueHeads = raw.num_key_value_heads == null

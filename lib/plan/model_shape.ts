@@ -8,10 +8,20 @@
  * @module
  */
 
-/** MLP flavour: SwiGLU has three matrices (gate, up, down), GELU two (up, down). */
-export type MlpKind = "swiglu" | "gelu";
-/** Norm flavour: RMSNorm has a weight `[D]`, LayerNorm a weight and a bias. */
-export type NormKind = "rmsnorm" | "layernorm";
+import {
+  findModelFamily,
+  type MlpKind,
+  MODEL_FAMILIES,
+  type ModelFamily,
+  type NormKind,
+} from "../models/families.ts";
+
+export type { MlpKind, NormKind };
+
+/** The family row of a `model_type` (`lib/models/families.ts`); unknown types read as Llama-like. */
+function familyOf(modelType: string): ModelFamily {
+  return findModelFamily(modelType) ?? MODEL_FAMILIES.llama;
+}
 
 /** The shape facts the planner needs, whatever the config spelling. */
 export interface ModelShape {
@@ -86,8 +96,10 @@ export function modelShape(config: unknown): ModelShape {
   if (isShape(config)) return config;
   let raw = config as Raw;
   if (typeof raw.raw === "object" && raw.raw !== null && raw.hidden_size === undefined) raw = raw.raw as Raw;
-  const modelType = String(pick(raw, ["model_type", "modelType"]) ?? "llama");
-  const isFalcon = modelType === "falcon" || modelType === "RefinedWeb" || modelType === "RefinedWebModel";
+  const givenType = String(pick(raw, ["model_type", "modelType"]) ?? "llama");
+  const family = familyOf(givenType);
+  // Falcon's config keys (n_head_kv, multi_query, new_decoder_architecture) belong to its fused-qkv layout.
+  const isFalcon = family.fusedQkv;
   const hiddenSize = posInt(raw, ["hidden_size", "hiddenSize", "n_embed", "d_model"]);
   const numAttentionHeads = posInt(raw, ["num_attention_heads", "numAttentionHeads", "n_head"]);
   const multiQuery = isFalcon && raw.new_decoder_architecture !== true && raw.multi_query !== false;
@@ -97,7 +109,9 @@ export function modelShape(config: unknown): ModelShape {
     multiQuery ? 1 : numAttentionHeads,
   );
   const headDim = posInt(raw, ["head_dim", "headDim"], hiddenSize / numAttentionHeads);
-  const act = String(pick(raw, ["hidden_act", "hiddenAct", "activation"]) ?? (isFalcon ? "gelu" : "silu"));
+  const act = String(
+    pick(raw, ["hidden_act", "hiddenAct", "activation"]) ?? (family.mlp === "gelu" ? "gelu" : "silu"),
+  );
   const mlpGiven = pick(raw, ["mlp"]);
   if (mlpGiven !== undefined && mlpGiven !== "swiglu" && mlpGiven !== "gelu") {
     throw new RangeError(
@@ -110,14 +124,13 @@ export function modelShape(config: unknown): ModelShape {
     ["intermediate_size", "intermediateSize", "ffn_hidden_size"],
     mlp === "gelu" ? 4 * hiddenSize : undefined,
   );
-  const norm: NormKind = isFalcon ? "layernorm" : "rmsnorm";
+  const norm: NormKind = family.norm;
   // Falcon-40B (new decoder) has ln_attn + ln_mlp; Falcon-7B one shared input_layernorm.
-  const normsPerLayer = isFalcon && raw.new_decoder_architecture !== true ? 1 : 2;
+  const normsPerLayer = isFalcon && raw.new_decoder_architecture !== true ? 1 : family.normsPerLayer;
   const tie = pick(raw, ["tie_word_embeddings", "tieWordEmbeddings"]);
   const anyBias = pick(raw, ["attention_bias", "attentionBias", "bias"]) === true;
-  const qwen = modelType === "qwen2";
   return {
-    modelType: isFalcon ? "falcon" : modelType,
+    modelType: findModelFamily(givenType)?.modelType ?? givenType,
     vocabSize: posInt(raw, ["vocab_size", "vocabSize"]),
     hiddenSize,
     intermediateSize,
@@ -128,10 +141,10 @@ export function modelShape(config: unknown): ModelShape {
     mlp,
     norm,
     normsPerLayer,
-    // FalconForCausalLM ties lm_head to word_embeddings; Llama's default is untied.
-    tieWordEmbeddings: typeof tie === "boolean" ? tie : isFalcon,
-    qkvBias: qwen || anyBias,
-    outBias: anyBias && !qwen,
+    // the family's default (FalconForCausalLM ties lm_head to word_embeddings; Llama unties)
+    tieWordEmbeddings: typeof tie === "boolean" ? tie : family.tieWordEmbeddings,
+    qkvBias: family.qkvBias || anyBias,
+    outBias: anyBias && !family.qkvBias,
   };
 }
 
@@ -153,25 +166,29 @@ export function modelShape(config: unknown): ModelShape {
  */
 export function linearModules(shape: ModelShape): LinearModule[] {
   const { hiddenSize: D, intermediateSize: I, numAttentionHeads: H, numKeyValueHeads: K, headDim: d } = shape;
-  const falcon = shape.modelType === "falcon";
-  const attn: LinearModule[] = falcon
+  const family = familyOf(shape.modelType);
+  const a = family.linearNames.attention, mlpNames = family.linearNames.mlp;
+  const attn: LinearModule[] = family.fusedQkv
     ? [
-      { name: "query_key_value", inFeatures: D, outFeatures: (H + 2 * K) * d, bias: shape.qkvBias },
-      { name: "dense", inFeatures: H * d, outFeatures: D, bias: shape.outBias },
+      { name: a[0], inFeatures: D, outFeatures: (H + 2 * K) * d, bias: shape.qkvBias },
+      { name: a[1], inFeatures: H * d, outFeatures: D, bias: shape.outBias },
     ]
     : [
-      { name: "q_proj", inFeatures: D, outFeatures: H * d, bias: shape.qkvBias },
-      { name: "k_proj", inFeatures: D, outFeatures: K * d, bias: shape.qkvBias },
-      { name: "v_proj", inFeatures: D, outFeatures: K * d, bias: shape.qkvBias },
-      { name: "o_proj", inFeatures: H * d, outFeatures: D, bias: shape.outBias },
+      { name: a[0], inFeatures: D, outFeatures: H * d, bias: shape.qkvBias },
+      { name: a[1], inFeatures: D, outFeatures: K * d, bias: shape.qkvBias },
+      { name: a[2], inFeatures: D, outFeatures: K * d, bias: shape.qkvBias },
+      { name: a[3], inFeatures: H * d, outFeatures: D, bias: shape.outBias },
     ];
-  const up = falcon ? "dense_h_to_4h" : "up_proj";
-  const down = falcon ? "dense_4h_to_h" : "down_proj";
+  // SwiGLU names [gate, up, down]; GELU uses the last two (up, down)
+  const [up, down] = mlpNames.slice(-2);
   let mlp: LinearModule[];
   switch (shape.mlp) {
     case "swiglu":
+      if (mlpNames.length < 3) {
+        throw new RangeError(`${shape.modelType}: a SwiGLU MLP needs gate/up/down names in its family row`);
+      }
       mlp = [
-        { name: "gate_proj", inFeatures: D, outFeatures: I, bias: shape.outBias },
+        { name: mlpNames[0], inFeatures: D, outFeatures: I, bias: shape.outBias },
         { name: up, inFeatures: D, outFeatures: I, bias: shape.outBias },
         { name: down, inFeatures: I, outFeatures: D, bias: shape.outBias },
       ];

@@ -1,0 +1,142 @@
+/**
+ * Model families by `config.json`'s `model_type`, one row each: the architecture facts
+ * the loader, the planner (`lib/plan/model_shape.ts`) and the engine estimate read, and
+ * whether our engine (`LlamaForCausalLM`) runs the family. Adding a family is one row
+ * here (plus, for the engine, whatever new layer it needs: Qwen2's q/k/v biases, Gemma's
+ * GeGLU and scaled embeddings, Phi-3's fused qkv/gate-up are fields this table already
+ * names, so each is a row plus the layer code that reads the field).
+ * @module
+ */
+
+/** MLP flavour: SwiGLU has three matrices (gate, up, down), GELU two (up, down). */
+export type MlpKind = "swiglu" | "gelu";
+/** Norm flavour: RMSNorm has a weight `[D]`, LayerNorm a weight and a bias. */
+export type NormKind = "rmsnorm" | "layernorm";
+
+/** One model family. */
+export interface ModelFamily {
+  /** `model_type` in `config.json`. */
+  readonly modelType: string;
+  /** Other `model_type` spellings of the same family. */
+  readonly aliases: readonly string[];
+  /** One line for docs and errors. */
+  readonly doc: string;
+  /** Our engine loads and trains it (`loadModel`, `initModel`, `estimateTrainingMemory`). */
+  readonly engine: boolean;
+  /** Why the engine does not run it (when `engine` is false). */
+  readonly engineGap?: string;
+  /** MLP when `hidden_act` does not say (`gelu*` means GELU). */
+  readonly mlp: MlpKind;
+  readonly norm: NormKind;
+  /** Norms per decoder layer (2: before attention and before the MLP). */
+  readonly normsPerLayer: number;
+  /** q/k/v projections carry biases regardless of `attention_bias` (Qwen2). */
+  readonly qkvBias: boolean;
+  /** q, k and v are one fused matrix (Falcon `query_key_value`, Phi-3 `qkv_proj`). */
+  readonly fusedQkv: boolean;
+  /** `tie_word_embeddings` when `config.json` omits it. */
+  readonly tieWordEmbeddings: boolean;
+  /** PEFT module names of one decoder layer's linears: attention, then MLP. */
+  readonly linearNames: { readonly attention: readonly string[]; readonly mlp: readonly string[] };
+}
+
+const LLAMA_NAMES = {
+  attention: ["q_proj", "k_proj", "v_proj", "o_proj"],
+  mlp: ["gate_proj", "up_proj", "down_proj"],
+} as const;
+
+const llamaLike = {
+  engine: true,
+  mlp: "swiglu",
+  norm: "rmsnorm",
+  normsPerLayer: 2,
+  qkvBias: false,
+  fusedQkv: false,
+  tieWordEmbeddings: false,
+  linearNames: LLAMA_NAMES,
+} as const;
+
+/** Every model family by `model_type`. */
+export const MODEL_FAMILIES = {
+  llama: {
+    ...llamaLike,
+    modelType: "llama",
+    aliases: ["tinyllama"],
+    doc: "Llama 1/2/3 (RoPE, grouped-query attention, SwiGLU, RMSNorm)",
+  },
+  mistral: {
+    ...llamaLike,
+    modelType: "mistral",
+    aliases: [],
+    doc: "Mistral (Llama layout; sliding-window attention is not needed below its window)",
+  },
+  qwen2: {
+    ...llamaLike,
+    modelType: "qwen2",
+    aliases: [],
+    doc: "Qwen2 (Llama layout with q/k/v biases)",
+    engine: false,
+    engineGap: "its q/k/v biases are not loaded yet",
+    qkvBias: true,
+  },
+  falcon: {
+    modelType: "falcon",
+    aliases: ["RefinedWeb", "RefinedWebModel"],
+    doc: "Falcon (fused query_key_value, GELU MLP, LayerNorm); planner only",
+    engine: false,
+    engineGap: "it uses LayerNorm, a GELU MLP and a fused query_key_value",
+    mlp: "gelu",
+    norm: "layernorm",
+    normsPerLayer: 2,
+    qkvBias: false,
+    fusedQkv: true,
+    tieWordEmbeddings: true,
+    linearNames: { attention: ["query_key_value", "dense"], mlp: ["dense_h_to_4h", "dense_4h_to_h"] },
+  },
+} as const satisfies Record<string, ModelFamily>;
+
+/**
+ * The family of `modelType` (a key of {@linkcode MODEL_FAMILIES} or one of its aliases),
+ * or undefined.
+ *
+ * @example
+ * ```ts
+ * import { findModelFamily } from "./families.ts";
+ * if (findModelFamily("RefinedWeb")?.modelType !== "falcon") throw new Error("alias");
+ * if (findModelFamily("gemma") !== undefined) throw new Error("not a row yet");
+ * ```
+ */
+export function findModelFamily(modelType: string): ModelFamily | undefined {
+  const rows = Object.values(MODEL_FAMILIES) as ModelFamily[];
+  return rows.find((f) => f.modelType === modelType || f.aliases.includes(modelType));
+}
+
+/** The `model_type`s our engine runs (aliases included). */
+export function engineModelTypes(): string[] {
+  return (Object.values(MODEL_FAMILIES) as ModelFamily[]).filter((f) => f.engine)
+    .flatMap((f) => [f.modelType, ...f.aliases]);
+}
+
+/**
+ * The family our engine runs for `modelType`, or a RangeError that names `source`, the
+ * supported types and, for a known family, what the engine lacks.
+ *
+ * @example
+ * ```ts
+ * import { engineFamily } from "./families.ts";
+ * if (engineFamily("mistral").modelType !== "mistral") throw new Error("mistral runs");
+ * let msg = "";
+ * try { engineFamily("qwen2", "config.json"); } catch (e) { msg = (e as Error).message; }
+ * if (!msg.includes("biases")) throw new Error(msg);
+ * ```
+ */
+export function engineFamily(modelType: string, source = "model config"): ModelFamily {
+  const f = findModelFamily(modelType);
+  if (f?.engine) return f;
+  const supported = engineModelTypes().join(", ");
+  throw new RangeError(
+    f
+      ? `${source}: model_type "${modelType}" (${f.doc}) does not run on our engine yet: ${f.engineGap} (supported: ${supported})`
+      : `${source}: model_type "${modelType}" is not a Llama-family model (supported: ${supported})`,
+  );
+}
