@@ -6,7 +6,7 @@
  * model: notebooks/models/tiny-shakespeare-llama   # HF directory (relative to the recipe)
  * quantize: false                                  # or nf4 / fp4
  * data: ../data/herald_train.jsonl                 # JSON lines of training records
- * eval_data: ../data/herald_eval.jsonl
+ * evalData: ../data/herald_eval.jsonl
  * output: ../../out/recipe-run
  * train: { batchSize: 8, gradAccumSteps: 2, lr: 0.001, steps: 60, optimizer: adamw }
  * ```
@@ -16,20 +16,94 @@ import { parse } from "npm:yaml@2.9.1";
 import type { TrainingRecord } from "./data.ts";
 import type { TrainOptions } from "./trainer.ts";
 import { readJsonl as readJsonlFile } from "../io/jsonl.ts";
+import { type AnyField, defineOptions, type FieldsOf, object, oneOf, string } from "../options/schema.ts";
+import { quantizeField, type QuantizeOption } from "../quant/quantize_option.ts";
+import { type DyLoRAConfig, dyloraSchema, type LoRAConfig, loraSchema } from "../adapters/attach.ts";
+import { trainFields, trainOptionsSchema } from "./train_options.ts";
+
+/** `train()` options as a recipe writes them (all but the ones that are not data). */
+export type RecipeTrainOptions = Omit<TrainOptions, "tokenizer" | "onStep" | "evalData">;
+
+/** The adapter of a recipe: its kind plus `attachLoRA` / `attachDyLoRA` options. */
+export type RecipeAdapter = ({ type: "lora" } & LoRAConfig) | ({ type: "dylora" } & DyLoRAConfig);
+
+/** The fields of a recipe file (YAML), as written. */
+export interface RecipeFile {
+  /** HF model directory (relative to the recipe). */
+  model: string;
+  /** 4-bit base: nf4, fp4, { type, doubleQuant, blocksize } (as `loadModel`) or false. @default false */
+  quantize?: QuantizeOption | false;
+  /** JSON lines of training records (relative to the recipe). */
+  data: string;
+  /** JSON lines of held-out records for eval. */
+  evalData?: string;
+  /** Output folder (relative to the recipe). @default "out/train" */
+  output?: string;
+  /** Adapter to attach before training: `type: lora | dylora` plus `attachLoRA` / `attachDyLoRA` options. */
+  adapter?: RecipeAdapter;
+  /** `train()` options (all but tokenizer, onStep and evalData). */
+  train?: RecipeTrainOptions;
+}
 
 /** A parsed recipe with paths resolved against the recipe's folder. */
 export interface Recipe {
   model: string;
-  quantize: "nf4" | "fp4" | false;
+  quantize: QuantizeOption | false;
   data: string;
   evalData?: string;
   output: string;
-  /** Adapter to attach before training (see the adapters issue). */
-  adapter?: Record<string, unknown>;
-  train: Omit<TrainOptions, "tokenizer" | "onStep" | "evalData">;
+  /** Adapter to attach before training, as written (its options checked). */
+  adapter?: RecipeAdapter;
+  /** `train()` options as written (checked; `train()` fills the defaults). */
+  train: RecipeTrainOptions;
 }
 
-const RECIPE_KEYS = new Set(["model", "quantize", "data", "eval_data", "output", "adapter", "train"]);
+const { tokenizer: _t, onStep: _o, evalData: _e, ...recipeTrainFields } = trainFields;
+
+const LORA_ONLY = ["rslora", "useDora"];
+const DYLORA_ONLY = ["mode"];
+const adapterObject = object(
+  "Adapter to attach before training: type lora | dylora plus attachLoRA / attachDyLoRA options.",
+  {
+    type: oneOf("Adapter kind.", ["lora", "dylora"] as const, { required: true }),
+    ...loraSchema.fields,
+    mode: dyloraSchema.fields.mode,
+  },
+  { renamed: loraSchema.renamed },
+);
+const adapterField: AnyField = {
+  ...adapterObject,
+  check(value: unknown, at: { fn: string; path: string }) {
+    adapterObject.check(value, at);
+    const v = value as Record<string, unknown>;
+    const other = v.type === "lora" ? DYLORA_ONLY : LORA_ONLY;
+    for (const k of other) {
+      if (k in v) {
+        throw new TypeError(`${at.fn}: option "${at.path}.${k}" does not apply to a ${v.type} adapter`);
+      }
+    }
+    return value;
+  },
+};
+
+/** The schema of a recipe file; `fn` in messages is the file name. */
+export const recipeFields = {
+  model: string("HF model directory (relative to the recipe).", { required: true, nonEmpty: true }),
+  quantize: quantizeField("4-bit base: nf4, fp4, { type, doubleQuant, blocksize } or false.", { off: true }),
+  data: string("JSON lines of training records (relative to the recipe).", {
+    required: true,
+    nonEmpty: true,
+  }),
+  evalData: string("JSON lines of held-out records for eval.", { nonEmpty: true }),
+  output: string("Output folder (relative to the recipe).", { default: "out/train", nonEmpty: true }),
+  adapter: adapterField,
+  train: object("train() options (all but tokenizer, onStep and evalData).", recipeTrainFields, {
+    renamed: trainOptionsSchema.renamed,
+  }),
+} satisfies FieldsOf<RecipeFile>;
+
+/** Old recipe keys and their new names. */
+const RECIPE_RENAMED = { eval_data: "evalData", quant: "quantize", lora: "adapter" };
 
 function resolvePath(base: string, p: string): string {
   return p.startsWith("/") ? p : `${base}/${p}`;
@@ -56,29 +130,18 @@ export function parseRecipe(text: string, baseDir: string, file = "recipe"): Rec
     throw new TypeError(`${file}: a recipe must be a YAML mapping with model, data and train`);
   }
   const r = raw as Record<string, unknown>;
-  for (const k of Object.keys(r)) {
-    if (!RECIPE_KEYS.has(k)) {
-      throw new TypeError(`${file}: unknown key "${k}" (known: ${[...RECIPE_KEYS].join(", ")})`);
-    }
-  }
-  for (const k of ["model", "data"]) {
-    if (typeof r[k] !== "string") throw new TypeError(`${file}: "${k}" must be a path string`);
-  }
-  const q = r.quantize ?? false;
-  if (q !== false && q !== "nf4" && q !== "fp4") {
-    throw new RangeError(`${file}: quantize must be false, nf4 or fp4`);
-  }
+  // Validation from the schema, with the file as the "function" in messages; values are kept as
+  // written (train() and loadModel fill their own defaults).
+  defineOptions(file, recipeFields, { renamed: RECIPE_RENAMED }).parse(r);
+  const q = (r.quantize ?? false) as QuantizeOption | false;
   const train = (r.train ?? {}) as Recipe["train"];
-  if (typeof train !== "object" || Array.isArray(train)) {
-    throw new TypeError(`${file}: "train" must be a mapping`);
-  }
   return {
     model: resolvePath(baseDir, r.model as string),
     quantize: q as Recipe["quantize"],
     data: resolvePath(baseDir, r.data as string),
-    evalData: typeof r.eval_data === "string" ? resolvePath(baseDir, r.eval_data) : undefined,
+    evalData: typeof r.evalData === "string" ? resolvePath(baseDir, r.evalData) : undefined,
     output: resolvePath(baseDir, typeof r.output === "string" ? r.output : "out/train"),
-    adapter: r.adapter as Record<string, unknown> | undefined,
+    adapter: r.adapter as RecipeAdapter | undefined,
     train,
   };
 }

@@ -16,7 +16,42 @@ Deno.test("bad recipes are rejected with the file and key named", () => {
   assertThrows(
     () => parseRecipe("model: m\ndata: d\nepochs: 3\n", "/x", "r.yaml"),
     TypeError,
-    'r.yaml: unknown key "epochs"',
+    'r.yaml: unknown option "epochs"',
+  );
+  assertThrows(
+    () => parseRecipe("model: m\ndata: d\neval_data: e\n", "/x", "r.yaml"),
+    TypeError,
+    'r.yaml: option "eval_data" was renamed to "evalData"',
+  );
+  assertThrows(
+    () => parseRecipe("model: m\ndata: d\ntrain: { lr: '1e-3', steps: 3 }\n", "/x", "r.yaml"),
+    TypeError,
+    'r.yaml: option "train.lr" must be a finite number > 0, received the string "1e-3" (a number given as a string',
+  );
+  assertThrows(
+    () => parseRecipe("model: m\ndata: d\ntrain: { tokenize: { maxLength: 0 } }\n", "/x", "r.yaml"),
+    RangeError,
+    'r.yaml: option "train.tokenize.maxLength" must be an integer >= 1, received 0',
+  );
+  assertThrows(
+    () => parseRecipe("model: m\ndata: d\ntrain: { galore: { rank: 8 } }\n", "/x", "r.yaml"),
+    TypeError,
+    'r.yaml: option "train.galore.rank" was renamed to "r"',
+  );
+  assertThrows(
+    () => parseRecipe("model: m\ndata: d\nadapter: { type: dylora, maxRank: 8 }\n", "/x", "r.yaml"),
+    TypeError,
+    'r.yaml: option "adapter.maxRank" was renamed to "r"',
+  );
+  assertThrows(
+    () => parseRecipe("model: m\ndata: d\nadapter: { type: dylora, r: 8, useDora: true }\n", "/x", "r.yaml"),
+    TypeError,
+    'option "adapter.useDora" does not apply to a dylora adapter',
+  );
+  assertThrows(
+    () => parseRecipe("model: m\ndata: d\nquantize: { type: nf4, doubleQuant: yes }\n", "/x", "r.yaml"),
+    TypeError,
+    'r.yaml: option "quantize.doubleQuant" must be true or false, received the string "yes"',
   );
   assertThrows(
     () => parseRecipe("model: m\ndata: d\nquantize: int8\n", "/x", "r.yaml"),
@@ -24,7 +59,11 @@ Deno.test("bad recipes are rejected with the file and key named", () => {
     "quantize",
   );
   assertThrows(() => parseRecipe("model: [1\n", "/x", "r.yaml"), SyntaxError, "r.yaml: invalid YAML");
-  assertThrows(() => parseRecipe("data: d\n", "/x", "r.yaml"), TypeError, '"model"');
+  assertThrows(
+    () => parseRecipe("data: d\n", "/x", "r.yaml"),
+    TypeError,
+    'r.yaml: option "model" is required',
+  );
 });
 
 Deno.test("readJsonl() names the file and line of a malformed record", async () => {
