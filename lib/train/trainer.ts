@@ -23,6 +23,7 @@ import {
   writeTrainingState,
 } from "./training_state.ts";
 import { runStep, type StepMode } from "./step.ts";
+import { autoCheckpointing } from "./auto_checkpoint.ts";
 import { chunk, makeMicroBatch } from "./batching.ts";
 import {
   countTargets,
@@ -203,6 +204,19 @@ export async function train(
     countTargets(e) > 0
   );
   if (examples.length === 0) throw new RangeError("train: no example has target tokens");
+  if (o.mode === "full" && options.gradientCheckpointing === undefined) {
+    // The engine-aware estimate decides whether one tape over the whole model fits the wasm heap.
+    const auto = autoCheckpointing(model, {
+      batchSize: o.batchSize,
+      seqLen: examples.reduce((m, e) => Math.max(m, e.ids.length), 0),
+      gradAccumSteps: o.gradAccumSteps,
+      optimizer: typeof options.optimizer === "string" ? options.optimizer : undefined,
+    });
+    if (auto.on) {
+      o.mode = "checkpointed";
+      console.warn(auto.message);
+    }
+  }
   const evalExamples = options.evalData
     ? tokenizeRecords(options.evalData, tok, options.tokenize)
     : undefined;
