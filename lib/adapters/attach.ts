@@ -69,8 +69,6 @@ const ADAPTER_RENAMED = {
   lora_dropout: "dropout",
   target_modules: "targetModules",
   loraTargets: "targetModules",
-  use_dora: "useDora",
-  use_rslora: "rslora",
 };
 
 const sharedFields = {
@@ -89,7 +87,7 @@ export const loraSchema = defineOptions(
     rslora: boolean("rsLoRA scaling alpha / sqrt(r).", { default: false }),
     useDora: boolean("DoRA (PEFT's use_dora): a trainable magnitude per output row.", { default: false }),
   } satisfies FieldsOf<LoRAConfig>,
-  { renamed: ADAPTER_RENAMED },
+  { renamed: { ...ADAPTER_RENAMED, use_dora: "useDora", use_rslora: "rslora" } },
 );
 
 /** The schema of {@linkcode attachDyLoRA}'s options. */

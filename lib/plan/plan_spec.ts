@@ -87,7 +87,7 @@ export interface PlanSpec {
   targetModules?: string[] | "all-linear";
   /** Adapter parameter count, overriding the count from `r` × targets. */
   adapterParams?: number;
-  /** Optimizer, from `train()`'s list; 8-bit moments with `"adamw8bit"`; galore8bit always stores 8-bit moments. @default "adamw" */
+  /** Optimizer, from `train()`'s list; 8-bit moments with `"adamw8bit"`; galore8bit always stores 8-bit moments. @default adamw (galore / galore8bit: the method's own) */
   optimizer?: OptimizerName;
   /** Page the optimizer state to host memory (counted in `hostOffloaded`, not the device total). @default false */
   paged?: boolean;

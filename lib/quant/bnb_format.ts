@@ -334,7 +334,7 @@ export const bnbQuantizationConfigSchema = defineOptions(
     skipModules: either("Modules left unquantized (llm_int8_skip_modules).", [
       array("Module names.", string("A name.", { nonEmpty: true })),
       oneOf("None.", [null as unknown as string]),
-    ]),
+    ], { default: null as unknown as string[] }),
   } satisfies FieldsOf<BnbQuantizationConfigOptions>,
   { renamed: QUANTIZE_RENAMED },
 );

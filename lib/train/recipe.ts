@@ -73,6 +73,7 @@ const adapterObject = object(
 );
 const adapterField: AnyField = {
   ...adapterObject,
+  example: { type: "lora", r: 8, targetModules: ["q_proj", "v_proj"] },
   check(value: unknown, at: { fn: string; path: string }) {
     adapterObject.check(value, at);
     const v = value as Record<string, unknown>;

@@ -80,7 +80,7 @@ export interface TrainOptions {
   /**
    * Step each block's parameters as soon as its gradients exist during backward
    * (implies block-wise recomputation; needs `gradAccumSteps: 1`; no global-norm
-   * clipping). `galore.layerwise` sets it too. @default {false}
+   * clipping). @default {galore.layerwise, else false}
    */
   layerwise?: boolean;
   /** Measure peak memory of each step with `tf.profile` (small overhead). @default {true} */
