@@ -22,7 +22,7 @@ import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 export interface DivergenceOptions {
   /**
    * Stop when a step's loss exceeds this multiple of the mean loss of the last
-   * `lossSpikeWindow` steps (needs at least 3 earlier steps); 0 turns the check off.
+   * `lossSpikeWindow` steps (from the second step on); 0 turns the check off.
    * @default {4}
    */
   lossSpikeFactor?: number;
@@ -61,7 +61,7 @@ export class DivergenceError extends RangeError {
       `step ${info.step}`,
       info.microBatch ? `micro-batch ${info.microBatch}` : "",
       info.parameter ? `parameter "${info.parameter}"` : "",
-      `lr ${info.lr}`,
+      `lr ${Number(info.lr.toPrecision(6))}`,
     ].filter(Boolean).join(", ");
     super(
       `train diverged at ${where}: ${info.reason}; ${
@@ -192,7 +192,7 @@ export class LossHistory {
             weightsChanged: false,
           });
         }
-        if (o.lossSpikeFactor > 0 && recent.length >= 3) {
+        if (o.lossSpikeFactor > 0 && recent.length >= 1) {
           const mean = recent.reduce((a, b) => a + b, 0) / recent.length;
           if (loss > o.lossSpikeFactor * mean) {
             throw new DivergenceError({

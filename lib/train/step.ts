@@ -90,6 +90,20 @@ export function runStep(
       weightsChanged: updated.length > 0,
     });
   };
+  // Every gradient exactly 0 at a clearly non-zero loss: the model is saturated (its weights
+  // were blown up, e.g. by lr 1e6: the loss then sits at ln(vocab) and nothing can recover).
+  const checkSaturated = (sumSq: number, loss: number) => {
+    if (guard && sumSq === 0 && loss > 1e-3) {
+      throw new DivergenceError({
+        step: guard.step,
+        lr,
+        reason: `every gradient is exactly 0 while the loss is ${
+          loss.toPrecision(4)
+        }: the model is saturated (weights blown up by a too large learning rate?)`,
+        weightsChanged: false,
+      });
+    }
+  };
   const checkWeights = (ps: NamedParam[]) => {
     if (!guard) return;
     const bad = firstNonFinite(ps.map((p) => p.variable));
@@ -112,8 +126,13 @@ export function runStep(
       // Check the loss and every block's gradients before any block is updated; the
       // dropout streams are rewound so the updating pass sees the same masks.
       const rng = snapshotLayerRng(model);
-      blockwiseBackward(model, micro[0], total, (ps, gs) => checkGrads(ps, gs, 0), (l) => checkLoss(l));
+      let pre = 0;
+      const l = blockwiseBackward(model, micro[0], total, (ps, gs) => {
+        checkGrads(ps, gs, 0);
+        pre += sumSquares(gs);
+      }, (l) => checkLoss(l));
       restoreLayerRng(model, rng);
+      checkSaturated(pre, l);
     }
     let sq = 0, peak = 0;
     const updated: string[] = [];
@@ -194,6 +213,12 @@ export function runStep(
   if (!Number.isFinite(clipped.norm)) {
     clipped.grads.forEach((g) => g.dispose());
     throw nonFinite(label, "the gradient norm", clipped.norm);
+  }
+  try {
+    checkSaturated(clipped.norm, loss);
+  } catch (e) {
+    tf.dispose(clipped.grads);
+    throw e;
   }
   withPhase(
     "optimizer",

@@ -150,13 +150,64 @@ export function resolveTrainOptions(options: TrainOptions): ResolvedTrainOptions
   };
 }
 
-/** Runs `fn` in a tfjs scope: tensors it creates and does not keep are freed, also when it throws. */
+/**
+ * Runs `fn` in a tfjs scope: tensors it creates and does not keep are freed, also when it
+ * throws. tfjs keeps the tensors a gradient tape saves for backward (`kept` clones) and only
+ * frees them when the backward pass completes, so after a failure (out of memory in the
+ * middle of a forward pass) the abandoned tape is freed here too.
+ */
 function scoped<T>(fn: () => T): T {
   let out: T | undefined;
-  tf.tidy(() => {
-    out = fn();
-  });
+  try {
+    tf.tidy(() => {
+      out = fn();
+    });
+  } catch (e) {
+    const state = (tf.engine() as unknown as {
+      state: { gradientDepth: number; activeTape: { saved?: tf.Tensor[] }[] | null };
+    }).state;
+    if (state.gradientDepth === 0 && state.activeTape) {
+      for (const node of state.activeTape) for (const t of node.saved ?? []) t.dispose();
+      state.activeTape = null;
+    }
+    throw e;
+  }
   return out as T;
+}
+
+/**
+ * `tf.profile(query)`, with errors passed through. The wasm backend times each kernel in an
+ * async function, so under the profiler a kernel that throws (out of memory) turns into an
+ * unhandled promise rejection plus a TypeError ("Cannot read properties of undefined
+ * (reading 'map')") from the profiler; here the kernel's own error is caught and rethrown.
+ */
+async function profiled<T>(query: () => T): Promise<{ result: T; peakBytes: number }> {
+  const rejected: unknown[] = [];
+  const onRejection = (e: PromiseRejectionEvent) => {
+    rejected.push(e.reason);
+    e.preventDefault();
+  };
+  globalThis.addEventListener("unhandledrejection", onRejection);
+  let result: T | undefined, failed: { error: unknown } | undefined, peakBytes = 0;
+  try {
+    const prof = await tf.profile(() => {
+      try {
+        result = query();
+      } catch (e) {
+        failed = { error: e };
+      }
+      return [] as tf.Tensor[];
+    });
+    peakBytes = prof.peakBytes;
+  } catch (e) {
+    failed ??= { error: e };
+  } finally {
+    if (failed) await new Promise((r) => setTimeout(r, 0)); // let the kernel's rejection surface
+    globalThis.removeEventListener("unhandledrejection", onRejection);
+  }
+  if (rejected.length > 0) throw rejected[0];
+  if (failed) throw failed.error;
+  return { result: result as T, peakBytes };
 }
 
 function shuffled<T>(items: T[], rand: () => number): T[] {
@@ -342,21 +393,7 @@ export async function train(
       let peakBytes = before;
       let result: ReturnType<typeof runStep>;
       if (o.measureMemory) {
-        let r: ReturnType<typeof runStep> | undefined;
-        let failed: unknown;
-        const prof = await tf.profile(() => {
-          // An error must not escape inside tf.profile: it would leave the profiler half
-          // done and surface as "Cannot read properties of undefined (reading 'map')".
-          try {
-            r = run();
-          } catch (e) {
-            failed = e;
-          }
-          return [] as tf.Tensor[];
-        });
-        if (failed !== undefined) throw failed;
-        result = r!;
-        peakBytes = prof.peakBytes;
+        ({ result, peakBytes } = await profiled(run));
       } else {
         result = run();
       }
