@@ -116,8 +116,8 @@ export async function runGaloreBench(options: GaloreBenchOptions = {}): Promise<
     return { first: tFirst, step: t / steps, bytes };
   };
   const adam = timeSteps(createAdamW());
-  const galore = timeSteps(createGaLoreAdamW({ rank, updateProjGap: 200 }));
-  const galore8 = timeSteps(createGaLoreAdamW({ rank, updateProjGap: 200, eightBit: true }));
+  const galore = timeSteps(createGaLoreAdamW({ r: rank, updateProjGap: 200 }));
+  const galore8 = timeSteps(createGaLoreAdamW({ r: rank, updateProjGap: 200, eightBit: true }));
   const amortised = galore.step + Math.max(0, galore.first - galore.step) / 200;
   const amortised8 = galore8.step + Math.max(0, galore8.first - galore8.step) / 200;
   row(`step ${size}x${size}: GaLore r${rank} (amortised, gap 200) vs AdamW`, "s", amortised, adam.step);

@@ -1,54 +1,23 @@
 /**
- * Internal helpers shared by the optimizers: option resolution (unknown keys rejected)
- * and validation of Adam hyperparameters.
+ * Internal helpers shared by the optimizers: the Adam hyperparameter fields of their
+ * option schemas and checks of step arguments.
  * @module
  */
+import { number } from "../options/schema.ts";
 
-/**
- * Merges `given` over `defaults`, rejecting keys that `defaults` does not name, so that a
- * typo (`betta1`) fails loudly instead of being ignored.
- */
-export function resolveOptions<T extends object>(
-  where: string,
-  given: Partial<T> | undefined,
-  defaults: T,
-): T {
-  if (given === undefined || given === null) return { ...defaults };
-  if (typeof given !== "object") {
-    throw new TypeError(`${where}: options must be an object, received ${typeof given}`);
-  }
-  const known = Object.keys(defaults);
-  for (const key of Object.keys(given)) {
-    if (!known.includes(key)) {
-      throw new TypeError(`${where}: unknown option "${key}"; known options are ${known.join(", ")}`);
-    }
-  }
-  const out = { ...defaults } as Record<string, unknown>;
-  for (const [key, value] of Object.entries(given)) if (value !== undefined) out[key] = value;
-  return out as T;
-}
+/** Schema fields of the Adam hyperparameters shared by the AdamW family. */
+export const adamFields = {
+  beta1: number("Decay of the first moment.", { min: 0, below: 1, default: 0.9 }),
+  beta2: number("Decay of the second moment.", { min: 0, below: 1, default: 0.999 }),
+  eps: number("Added to the bias-corrected sqrt(v).", { above: 0, default: 1e-8 }),
+  weightDecay: number("Decoupled weight decay (multiplied by lr).", { min: 0, default: 0 }),
+};
 
 /** Adam moment hyperparameters. */
 export interface AdamHyper {
   beta1: number;
   beta2: number;
   eps: number;
-}
-
-/** Throws a RangeError unless betas are in [0, 1), eps > 0 and weightDecay >= 0. */
-export function checkAdamHyper(where: string, h: AdamHyper & { weightDecay: number }): void {
-  for (const key of ["beta1", "beta2"] as const) {
-    const b = h[key];
-    if (typeof b !== "number" || !(b >= 0 && b < 1)) {
-      throw new RangeError(`${where}: ${key} must be a number in [0, 1), received ${b}`);
-    }
-  }
-  if (typeof h.eps !== "number" || !(h.eps > 0) || !Number.isFinite(h.eps)) {
-    throw new RangeError(`${where}: eps must be a positive finite number, received ${h.eps}`);
-  }
-  if (typeof h.weightDecay !== "number" || !(h.weightDecay >= 0) || !Number.isFinite(h.weightDecay)) {
-    throw new RangeError(`${where}: weightDecay must be a finite number >= 0, received ${h.weightDecay}`);
-  }
 }
 
 /** Throws a RangeError unless `lr` is a finite number >= 0. */

@@ -23,7 +23,8 @@ import {
   stepsFromJson,
   stepsToJson,
 } from "./optimizer_state.ts";
-import { checkAdamHyper, resolveOptions } from "./_options.ts";
+import { adamFields } from "./_options.ts";
+import { defineOptions, type FieldsOf } from "../options/schema.ts";
 import { Fp32Moments } from "./_moments.ts";
 import { adamWStep } from "./_adam_step.ts";
 
@@ -53,15 +54,13 @@ export interface AdamWOptions {
  * ```
  */
 export function resolveAdamWOptions(options: AdamWOptions = {}): Required<AdamWOptions> {
-  const o = resolveOptions<Required<AdamWOptions>>("createAdamW()", options, {
-    beta1: 0.9,
-    beta2: 0.999,
-    eps: 1e-8,
-    weightDecay: 0,
-  });
-  checkAdamHyper("createAdamW()", o);
-  return o;
+  return adamWSchema.parse(options);
 }
+
+/** The schema of {@linkcode createAdamW}'s options. */
+export const adamWSchema = defineOptions("createAdamW", adamFields satisfies FieldsOf<AdamWOptions>, {
+  renamed: { betas: "beta1 and beta2", weight_decay: "weightDecay" },
+});
 
 /**
  * Creates an AdamW optimizer with PyTorch semantics (decoupled weight decay, bias correction).

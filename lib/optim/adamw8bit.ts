@@ -24,7 +24,8 @@ import {
   stepsFromJson,
   stepsToJson,
 } from "./optimizer_state.ts";
-import { checkAdamHyper, resolveOptions } from "./_options.ts";
+import { adamFields } from "./_options.ts";
+import { defineOptions, type FieldsOf, integer } from "../options/schema.ts";
 import { Moments8bit } from "./_moments_8bit.ts";
 import { adamWStep } from "./_adam_step.ts";
 
@@ -58,24 +59,19 @@ export interface AdamW8bitOptions {
  * ```
  */
 export function resolveAdamW8bitOptions(options: AdamW8bitOptions = {}): Required<AdamW8bitOptions> {
-  const where = "createAdamW8bit()";
-  const o = resolveOptions<Required<AdamW8bitOptions>>(where, options, {
-    beta1: 0.9,
-    beta2: 0.999,
-    eps: 1e-8,
-    weightDecay: 0,
-    blocksize: 256,
-    minSize8bit: 4096,
-  });
-  checkAdamHyper(where, o);
-  if (!Number.isInteger(o.blocksize) || o.blocksize < 1) {
-    throw new RangeError(`${where}: blocksize must be a positive integer, received ${o.blocksize}`);
-  }
-  if (!Number.isInteger(o.minSize8bit) || o.minSize8bit < 0) {
-    throw new RangeError(`${where}: minSize8bit must be an integer >= 0, received ${o.minSize8bit}`);
-  }
-  return o;
+  return adamW8bitSchema.parse(options);
 }
+
+/** The schema of {@linkcode createAdamW8bit}'s options. */
+export const adamW8bitSchema = defineOptions(
+  "createAdamW8bit",
+  {
+    ...adamFields,
+    blocksize: integer("Elements per quantization block (one fp32 absmax each).", { min: 1, default: 256 }),
+    minSize8bit: integer("Tensors smaller than this keep fp32 moments.", { min: 0, default: 4096 }),
+  } satisfies FieldsOf<AdamW8bitOptions>,
+  { renamed: { betas: "beta1 and beta2", weight_decay: "weightDecay" } },
+);
 
 /**
  * Creates an 8-bit AdamW optimizer whose states live in host memory.

@@ -27,12 +27,14 @@ import {
   stepsFromJson,
   stepsToJson,
 } from "./optimizer_state.ts";
-import { checkAdamHyper, checkLr, checkUniqueNames, resolveOptions } from "./_options.ts";
+import { adamFields, checkLr, checkUniqueNames } from "./_options.ts";
+import { array, boolean, custom, defineOptions, either, type FieldsOf, string } from "../options/schema.ts";
 import { Fp32Moments, type MomentStore } from "./_moments.ts";
 import { Moments8bit } from "./_moments_8bit.ts";
 import {
   createGaLoreProjector,
   type GaLoreProjector,
+  projectorFields,
   type ProjectorState,
   type ProjType,
   type RefreshMethod,
@@ -43,8 +45,8 @@ export type GaLoreParamSelector = ((name: string, shape: readonly number[]) => b
 
 /** Options for {@linkcode createGaLoreAdamW}. */
 export interface GaLoreAdamWOptions {
-  /** Projection rank. */
-  rank: number;
+  /** Projection rank (`r`, as every rank). */
+  r: number;
   /** Steps between projector refreshes. @default {200} */
   updateProjGap?: number;
   /** Multiplier of the projected-back update (like LoRA's alpha/r). @default {0.25} */
@@ -86,21 +88,29 @@ export interface GaLoreOptimizer extends StatefulOptimizer {
   stateBreakdown(): { moments: number; projectors: number };
 }
 
-const DEFAULTS: Required<GaLoreAdamWOptions> = {
-  rank: NaN,
-  updateProjGap: 200,
-  scale: 0.25,
-  projType: "std",
-  refresh: "randomized",
-  eightBit: false,
-  beta1: 0.9,
-  beta2: 0.999,
-  eps: 1e-8,
-  weightDecay: 0,
-  galoreParams: /attn|mlp/,
-  powerIters: 4,
-  oversample: 8,
-};
+/** The schema of {@linkcode createGaLoreAdamW}'s options. */
+export const galoreAdamWSchema = defineOptions(
+  "createGaLoreAdamW",
+  {
+    ...projectorFields,
+    eightBit: boolean("Keep Adam moments blockwise 8-bit in host memory.", { default: false }),
+    ...adamFields,
+    galoreParams: either(
+      "Which parameters are GaLore'd (2-D only): a predicate, name substrings or a RegExp.",
+      [
+        custom<GaLoreParamSelector>("A predicate.", "a function", (v) => typeof v === "function", {
+          example: () => true,
+        }),
+        array("Name substrings.", string("A substring.")),
+        custom<GaLoreParamSelector>("A RegExp on the name.", "a RegExp", (v) => v instanceof RegExp, {
+          example: /mlp/,
+        }),
+      ],
+      { default: /attn|mlp/ as GaLoreParamSelector },
+    ),
+  } satisfies FieldsOf<GaLoreAdamWOptions>,
+  { renamed: { rank: "r", update_proj_gap: "updateProjGap", proj_type: "projType" } },
+);
 
 /**
  * Fills defaults and validates (TypeError for unknown keys or a bad selector, RangeError for values).
@@ -108,26 +118,12 @@ const DEFAULTS: Required<GaLoreAdamWOptions> = {
  * @example
  * ```ts
  * import { resolveGaLoreAdamWOptions } from "./galore_adamw.ts";
- * const o = resolveGaLoreAdamWOptions({ rank: 8 });
+ * const o = resolveGaLoreAdamWOptions({ r: 8 });
  * if (o.scale !== 0.25 || o.updateProjGap !== 200 || o.refresh !== "randomized") throw new Error("defaults");
  * ```
  */
 export function resolveGaLoreAdamWOptions(options: GaLoreAdamWOptions): Required<GaLoreAdamWOptions> {
-  const where = "createGaLoreAdamW()";
-  const o = resolveOptions<Required<GaLoreAdamWOptions>>(where, options, DEFAULTS);
-  checkAdamHyper(where, o);
-  if (!Number.isInteger(o.rank) || o.rank < 1) {
-    throw new RangeError(`${where}: rank must be an integer >= 1, received ${o.rank}`);
-  }
-  const sel = o.galoreParams;
-  if (
-    !(typeof sel === "function" || sel instanceof RegExp ||
-      (Array.isArray(sel) && sel.every((s) => typeof s === "string")))
-  ) {
-    throw new TypeError(`${where}: galoreParams must be a function, a RegExp or an array of strings`);
-  }
-  if (typeof o.eightBit !== "boolean") throw new TypeError(`${where}: eightBit must be a boolean`);
-  return o;
+  return galoreAdamWSchema.parse(options) as Required<GaLoreAdamWOptions>;
 }
 
 /**
@@ -141,7 +137,7 @@ export function resolveGaLoreAdamWOptions(options: GaLoreAdamWOptions): Required
  * await initEngine({ backend: "cpu" });
  * const w = tf.variable(tf.zeros([16, 8])), b = tf.variable(tf.zeros([8]));
  * const gw = tf.randomNormal([16, 8], 0, 1, "float32", 1), gb = tf.ones([8]);
- * const opt = createGaLoreAdamW({ rank: 2 });
+ * const opt = createGaLoreAdamW({ r: 2 });
  * opt.step([
  *   { name: "layers.0.mlp.up_proj.weight", variable: w, grad: gw },
  *   { name: "layers.0.norm.weight", variable: b, grad: gb },
@@ -182,7 +178,7 @@ export function createGaLoreAdamW(options: GaLoreAdamWOptions): GaLoreOptimizer 
     let p = projectors.get(name);
     if (!p) {
       p = createGaLoreProjector({
-        rank: o.rank,
+        r: o.r,
         updateProjGap: o.updateProjGap,
         scale: o.scale,
         projType: o.projType,
@@ -200,7 +196,7 @@ export function createGaLoreAdamW(options: GaLoreAdamWOptions): GaLoreOptimizer 
     beta1: o.beta1,
     beta2: o.beta2,
     eps: o.eps,
-    rank: o.rank,
+    rank: o.r,
     updateProjGap: o.updateProjGap,
     scale: o.scale,
     projType: o.projType,

@@ -23,7 +23,7 @@
  * @module
  */
 import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
-import { resolveOptions } from "./_options.ts";
+import { custom, defineOptions, type FieldsOf, integer, number, oneOf } from "../options/schema.ts";
 import { f32Entry, type StateTensor } from "./optimizer_state.ts";
 import { orthonormalizeColumns, symmetricEigen } from "./_linalg.ts";
 
@@ -36,8 +36,8 @@ export type Side = "left" | "right";
 
 /** Options for {@linkcode createGaLoreProjector}. */
 export interface GaLoreProjectorOptions {
-  /** Projection rank R (clipped to the projected dimension). */
-  rank: number;
+  /** Projection rank R (`r`, as every rank; clipped to the projected dimension). */
+  r: number;
   /** Calls to `project` between refreshes. @default {200} */
   updateProjGap?: number;
   /** Factor applied by `projectBack`. @default {0.25} */
@@ -60,47 +60,38 @@ export interface GaLoreProjectorOptions {
  * @example
  * ```ts
  * import { resolveGaLoreProjectorOptions } from "./galore_projector.ts";
- * const o = resolveGaLoreProjectorOptions({ rank: 4 });
+ * const o = resolveGaLoreProjectorOptions({ r: 4 });
  * if (o.projType !== "std" || o.refresh !== "randomized" || o.updateProjGap !== 200) throw new Error("defaults");
  * ```
  */
 export function resolveGaLoreProjectorOptions(
   options: GaLoreProjectorOptions,
 ): Required<GaLoreProjectorOptions> {
-  const where = "createGaLoreProjector()";
-  const o = resolveOptions<Required<GaLoreProjectorOptions>>(where, options, {
-    rank: NaN,
-    updateProjGap: 200,
-    scale: 0.25,
-    projType: "std",
-    refresh: "randomized",
-    powerIters: 4,
-    oversample: 8,
-    seed: 0,
-  });
-  const posInt = (k: keyof typeof o, min: number) => {
-    const v = o[k] as number;
-    if (!Number.isInteger(v) || v < min) {
-      throw new RangeError(`${where}: ${k} must be an integer >= ${min}, received ${v}`);
-    }
-  };
-  posInt("rank", 1);
-  posInt("updateProjGap", 1);
-  posInt("powerIters", 0);
-  posInt("oversample", 0);
-  if (typeof o.scale !== "number" || !Number.isFinite(o.scale)) {
-    throw new RangeError(`${where}: scale must be a finite number, received ${o.scale}`);
-  }
-  if (!["std", "reverse_std", "left", "right", "full"].includes(o.projType)) {
-    throw new RangeError(
-      `${where}: projType must be std, reverse_std, left, right or full, received ${o.projType}`,
-    );
-  }
-  if (!["randomized", "exact"].includes(o.refresh)) {
-    throw new RangeError(`${where}: refresh must be "randomized" or "exact", received ${o.refresh}`);
-  }
-  return o;
+  return galoreProjectorSchema.parse(options) as Required<GaLoreProjectorOptions>;
 }
+
+/** Fields shared by the projector and GaLore-AdamW options. */
+export const projectorFields = {
+  r: integer("Projection rank R (clipped to the projected dimension).", { min: 1, required: true }),
+  updateProjGap: integer("Calls to project between refreshes.", { min: 1, default: 200 }),
+  scale: number("Factor applied by projectBack.", { default: 0.25 }),
+  projType: oneOf("Which side to project.", ["std", "reverse_std", "left", "right", "full"] as const, {
+    default: "std",
+  }),
+  refresh: oneOf("Refresh method.", ["randomized", "exact"] as const, { default: "randomized" }),
+  powerIters: integer("Power (subspace) iterations per randomized refresh.", { min: 0, default: 4 }),
+  oversample: integer("Extra columns carried by the randomized refresh.", { min: 0, default: 8 }),
+};
+
+/** The schema of {@linkcode createGaLoreProjector}'s options. */
+export const galoreProjectorSchema = defineOptions(
+  "createGaLoreProjector",
+  {
+    ...projectorFields,
+    seed: integer("Seed of the random start vectors.", { min: 0, default: 0 }),
+  } satisfies FieldsOf<GaLoreProjectorOptions>,
+  { renamed: { rank: "r", update_proj_gap: "updateProjGap", proj_type: "projType" } },
+);
 
 /** Options for {@linkcode topSingularSubspace}. */
 export interface TopSubspaceOptions {
@@ -115,6 +106,23 @@ export interface TopSubspaceOptions {
   /** Seed of the random start columns. @default {0} */
   seed?: number;
 }
+
+/** The schema of {@linkcode topSingularSubspace}'s options. */
+export const topSubspaceSchema = defineOptions(
+  "topSingularSubspace",
+  {
+    method: oneOf("Method.", ["randomized", "exact"] as const, { default: "randomized" }),
+    init: custom<tf.Tensor2D>(
+      "Warm start [dim, <=K] for the randomized method (e.g. the previous projector).",
+      "a 2-D tensor",
+      (v) => v instanceof tf.Tensor && v.rank === 2,
+      { example: undefined },
+    ),
+    powerIters: integer("Power iterations (randomized).", { min: 0, default: 4 }),
+    oversample: integer("Extra columns (randomized).", { min: 0, default: 8 }),
+    seed: integer("Seed of the random start columns.", { min: 0, default: 0 }),
+  } satisfies FieldsOf<TopSubspaceOptions>,
+);
 
 /**
  * Orthonormal basis `[M, R]` (side "left") or `[N, R]` (side "right") of the top-R
@@ -141,13 +149,7 @@ export function topSingularSubspace(
   side: Side,
   options: TopSubspaceOptions = {},
 ): tf.Tensor2D {
-  const o = resolveOptions<TopSubspaceOptions>("topSingularSubspace()", options, {
-    method: "randomized",
-    init: undefined,
-    powerIters: 4,
-    oversample: 8,
-    seed: 0,
-  });
+  const o = topSubspaceSchema.parse(options);
   if (g.rank !== 2) {
     throw new TypeError(`topSingularSubspace(): expected a 2-D gradient, received shape [${g.shape}]`);
   }
@@ -367,7 +369,7 @@ export interface ProjectorState {
  * import { createGaLoreProjector } from "./galore_projector.ts";
  * await initEngine({ backend: "cpu" });
  * const g = tf.matMul(tf.randomNormal([8, 2], 0, 1, "float32", 1), tf.randomNormal([2, 6], 0, 1, "float32", 2));
- * const proj = createGaLoreProjector({ rank: 2, scale: 1 });    // std: 8 ≥ 6 → right [6, 2]
+ * const proj = createGaLoreProjector({ r: 2, scale: 1 });       // std: 8 ≥ 6 → right [6, 2]
  * const r = proj.project(g as tf.Tensor2D);                       // [8, 2]
  * const back = proj.projectBack(r);                               // [8, 6]
  * const err = tf.max(tf.abs(tf.sub(back, g))).dataSync()[0];
@@ -382,7 +384,7 @@ export function createGaLoreProjector(options: GaLoreProjectorOptions): GaLorePr
   let calls = 0, refreshes = 0;
 
   const sub = (g: tf.Tensor2D, side: Side, init: tf.Tensor2D | null) =>
-    topSingularSubspace(g, o.rank, side, {
+    topSingularSubspace(g, o.r, side, {
       method: o.refresh,
       init: init ?? undefined,
       powerIters: o.powerIters,
@@ -416,8 +418,8 @@ export function createGaLoreProjector(options: GaLoreProjectorOptions): GaLorePr
       const sides = projectedSides(o.projType, g.shape[0], g.shape[1]);
       // A side whose dimension is ≤ rank is not compressed: it uses the identity, the one
       // basis of the whole space under which Adam's elementwise normalisation is unchanged.
-      if (g.shape[0] <= o.rank) sides.left = false;
-      if (g.shape[1] <= o.rank) sides.right = false;
+      if (g.shape[0] <= o.r) sides.left = false;
+      if (g.shape[1] <= o.r) sides.right = false;
       let newLeft: tf.Tensor2D | null = null, newRight: tf.Tensor2D | null = null;
       if (sides.left && sides.right) {
         // Both sides: V from the chosen method, U = orth(G V) so that Uᵀ G V is (near) diagonal.

@@ -74,7 +74,7 @@ const galore = (eightBit: boolean) => (ctx: OptimizerContext) =>
       beta1: ctx.beta1 ?? 0.9,
       beta2: ctx.beta2 ?? 0.999,
       eps: ctx.eps ?? 1e-8,
-      rank: ctx.galore.r ?? ctx.galore.defaultRank,
+      r: ctx.galore.r ?? ctx.galore.defaultRank,
       updateProjGap: ctx.galore.updateProjGap ?? 200,
       scale: ctx.galore.scale ?? 0.25,
       projType: ctx.galore.projType ?? "std",

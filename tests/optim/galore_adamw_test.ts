@@ -21,7 +21,7 @@ function grads(step: number, shapes: Record<string, number[]>): Record<string, t
 
 Deno.test("the GaLore update equals scale·P·Adam(PᵀG) computed independently", () => {
   const w = tf.variable(tf.tensor2d(randArray(M * N, 1), [M, N]));
-  const opt = createGaLoreAdamW({ rank: RANK, scale: 0.25, weightDecay: 0.1 });
+  const opt = createGaLoreAdamW({ r: RANK, scale: 0.25, weightDecay: 0.1 });
   const ref = Float64Array.from(w.dataSync());
   const st = refState(RANK * N);
   const lr = 0.05;
@@ -53,7 +53,7 @@ Deno.test('projType "full" with rank ≥ both dimensions and scale 1 reproduces 
   const a = mk(), b = mk();
   const adam = createAdamW({ weightDecay: 0.01 });
   const galore = createGaLoreAdamW({
-    rank: N,
+    r: N,
     projType: "full",
     scale: 1,
     weightDecay: 0.01,
@@ -84,7 +84,7 @@ for (const eightBit of [false, true]) {
         ]),
       );
     const a = mk(), b = mk();
-    const o = { rank: RANK, updateProjGap: 2, eightBit, weightDecay: 0.05 };
+    const o = { r: RANK, updateProjGap: 2, eightBit, weightDecay: 0.05 };
     const all = createGaLoreAdamW(o), layer = createGaLoreAdamW(o);
     for (let s = 0; s < 5; s++) {
       const g = grads(s, shapes);
@@ -111,7 +111,7 @@ Deno.test("GaLore-AdamW leaks no tensors over many steps with refreshes", () => 
   const shapes = { [W]: [M, N], "layers.0.norm.weight": [N] };
   const w = Object.fromEntries(Object.entries(shapes).map(([k, s]) => [k, tf.variable(tf.zeros(s))]));
   const g = grads(0, shapes);
-  const opt = createGaLoreAdamW({ rank: RANK, updateProjGap: 3 });
+  const opt = createGaLoreAdamW({ r: RANK, updateProjGap: 3 });
   const params = Object.keys(shapes).map((k) => ({ name: k, variable: w[k], grad: g[k] }));
   const before = tf.memory().numTensors;
   opt.step(params, 1e-3);
@@ -129,9 +129,9 @@ Deno.test("GaLore state is the low-rank moments plus projectors, smaller still w
   const w = tf.variable(tf.zeros(shape)), g = tf.randomNormal(shape, 0, 1, "float32", 4);
   const sizes: Record<string, number> = {};
   for (
-    const [label, opt] of [["adamw", createAdamW()], ["galore", createGaLoreAdamW({ rank: 32 })], [
+    const [label, opt] of [["adamw", createAdamW()], ["galore", createGaLoreAdamW({ r: 32 })], [
       "galore8bit",
-      createGaLoreAdamW({ rank: 32, eightBit: true }),
+      createGaLoreAdamW({ r: 32, eightBit: true }),
     ]] as const
   ) {
     opt.step([{ name, variable: w, grad: g }], 1e-3);
@@ -146,24 +146,33 @@ Deno.test("GaLore state is the low-rank moments plus projectors, smaller still w
 });
 
 Deno.test("galoreParams accepts a RegExp, substrings or a predicate, and only 2-D weights qualify", () => {
-  const byDefault = createGaLoreAdamW({ rank: 2 });
+  const byDefault = createGaLoreAdamW({ r: 2 });
   assert(byDefault.isGaLore("a.self_attn.q_proj.weight", [4, 4]) && !byDefault.isGaLore("a.mlp.bias", [4]));
   assert(!byDefault.isGaLore("lm_head.weight", [4, 4]));
-  const subs = createGaLoreAdamW({ rank: 2, galoreParams: ["q_proj", "v_proj"] });
+  const subs = createGaLoreAdamW({ r: 2, galoreParams: ["q_proj", "v_proj"] });
   assert(subs.isGaLore("x.q_proj.weight", [4, 4]) && !subs.isGaLore("x.k_proj.weight", [4, 4]));
-  const fn = createGaLoreAdamW({ rank: 2, galoreParams: (n) => n.startsWith("x") });
+  const fn = createGaLoreAdamW({ r: 2, galoreParams: (n) => n.startsWith("x") });
   assert(fn.isGaLore("x.w", [2, 3]));
   assertThrows(() => fn.isGaLore("x.b", [3]), TypeError, "only 2-D");
   assertThrows(
-    () => resolveGaLoreAdamWOptions({ rank: 2, galoreParams: 3 as never }),
+    () => resolveGaLoreAdamWOptions({ r: 2, galoreParams: 3 as never }),
     TypeError,
     "galoreParams",
   );
   assertThrows(
-    () => resolveGaLoreAdamWOptions({ rank: 2, proj_type: "std" } as never),
+    () => resolveGaLoreAdamWOptions({ r: 2, proj_type: "std" } as never),
     TypeError,
-    "proj_type",
+    'option "proj_type" was renamed to "projType"',
   );
-  assertThrows(() => resolveGaLoreAdamWOptions({ rank: 0 }), RangeError, "rank");
-  assertEquals(createGaLoreAdamW({ rank: 2, eightBit: true }).name, "galore8bit");
+  assertThrows(
+    () => resolveGaLoreAdamWOptions({ r: 0 }),
+    RangeError,
+    'createGaLoreAdamW: option "r" must be an integer >= 1, received 0',
+  );
+  assertThrows(
+    () => resolveGaLoreAdamWOptions({ rank: 2 } as never),
+    TypeError,
+    'createGaLoreAdamW: option "rank" was renamed to "r"',
+  );
+  assertEquals(createGaLoreAdamW({ r: 2, eightBit: true }).name, "galore8bit");
 });

@@ -38,7 +38,7 @@ Deno.test("projector columns are orthonormal for every projType and refresh meth
   const g = lowRankPlusNoise(M, N, 8, 0.01);
   for (const refresh of ["randomized", "exact"] as const) {
     for (const projType of TYPES) {
-      const p = createGaLoreProjector({ rank: RANK, projType, refresh });
+      const p = createGaLoreProjector({ r: RANK, projType, refresh });
       const r = p.project(g);
       const sides = projectedSides(projType, M, N);
       assertEquals(!!p.left, sides.left, `${projType} left`);
@@ -68,7 +68,7 @@ Deno.test("projectBack() inverts project() times scale on rank-r gradients", () 
   const g = lowRankPlusNoise(M, N, RANK, 0);
   for (const refresh of ["randomized", "exact"] as const) {
     for (const projType of TYPES) {
-      const p = createGaLoreProjector({ rank: RANK, projType, refresh, scale: 0.5 });
+      const p = createGaLoreProjector({ r: RANK, projType, refresh, scale: 0.5 });
       const back = tf.tidy(() => p.projectBack(p.project(g)));
       const want = tf.mul(g, 0.5);
       assert(maxAbs(back, want) < 1e-4, `${projType}/${refresh}: ${maxAbs(back, want)}`);
@@ -82,7 +82,7 @@ Deno.test("projectBack() inverts project() times scale on rank-r gradients", () 
 Deno.test("projectBack(project(G)) is the orthogonal projection of G: applying it twice changes nothing", () => {
   const g = lowRankPlusNoise(M, N, 10, 0.1);
   for (const projType of TYPES) {
-    const p = createGaLoreProjector({ rank: RANK, projType, scale: 1 });
+    const p = createGaLoreProjector({ r: RANK, projType, scale: 1 });
     const once = tf.tidy(() => p.projectBack(p.project(g)));
     const twice = tf.tidy(() => p.projectBack(p.project(once as tf.Tensor2D)));
     assert(maxAbs(once, twice) < 1e-5, projType);
@@ -96,7 +96,7 @@ Deno.test("projectBack(project(G)) is the orthogonal projection of G: applying i
 });
 
 Deno.test("randomized refresh is the default and agrees with the exact top-r subspace when there is a spectral gap", () => {
-  assertEquals(resolveGaLoreProjectorOptions({ rank: 1 }).refresh, "randomized");
+  assertEquals(resolveGaLoreProjectorOptions({ r: 1 }).refresh, "randomized");
   const g = lowRankPlusNoise(64, 48, 8, 1e-3, 7); // rank 8 + small noise
   for (const side of ["left", "right"] as const) {
     const exact = topSingularSubspace(g, 8, side, { method: "exact" });
@@ -116,7 +116,7 @@ Deno.test("randomized refresh is the default and agrees with the exact top-r sub
 
 Deno.test("the projector refreshes every updateProjGap calls, warm-started, and keeps it in between", () => {
   const g1 = lowRankPlusNoise(M, N, 8, 0.01, 1), g2 = lowRankPlusNoise(M, N, 8, 0.01, 50);
-  const p = createGaLoreProjector({ rank: RANK, updateProjGap: 3 });
+  const p = createGaLoreProjector({ r: RANK, updateProjGap: 3 });
   const rs: tf.Tensor[] = [];
   rs.push(p.project(g1));
   assertEquals(p.refreshes, 1);
@@ -134,7 +134,7 @@ Deno.test("the projector refreshes every updateProjGap calls, warm-started, and 
 
 Deno.test("a side no larger than rank uses the identity, so nothing is compressed", () => {
   const g = lowRankPlusNoise(6, 5, 5, 0.1);
-  const p = createGaLoreProjector({ rank: 8, projType: "full", scale: 1 });
+  const p = createGaLoreProjector({ r: 8, projType: "full", scale: 1 });
   const r = p.project(g);
   assert(p.left === null && p.right === null && maxAbs(r, g) === 0);
   assertEquals(p.stateBytes(), 0);
@@ -144,7 +144,7 @@ Deno.test("a side no larger than rank uses the identity, so nothing is compresse
 
 Deno.test("the projector leaks no tensors over many calls with refreshes", () => {
   const g = lowRankPlusNoise(M, N, 8, 0.01);
-  const p = createGaLoreProjector({ rank: RANK, updateProjGap: 2, projType: "full" });
+  const p = createGaLoreProjector({ r: RANK, updateProjGap: 2, projType: "full" });
   tf.dispose(p.project(g));
   const before = tf.memory().numTensors;
   for (let i = 0; i < 10; i++) tf.dispose(tf.tidy(() => p.projectBack(p.project(g))));
@@ -164,14 +164,23 @@ Deno.test("principalAngles() is 0 for the same span and π/2 for orthogonal span
 });
 
 Deno.test("the projector rejects bad options and shape changes", () => {
-  assertThrows(() => createGaLoreProjector({ rank: 0 }), RangeError, "rank");
   assertThrows(
-    () => createGaLoreProjector({ rank: 2, projType: "diag" as ProjType }),
+    () => createGaLoreProjector({ r: 0 }),
+    RangeError,
+    'createGaLoreProjector: option "r" must be an integer >= 1',
+  );
+  assertThrows(
+    () => createGaLoreProjector({} as never),
+    TypeError,
+    'createGaLoreProjector: option "r" is required',
+  );
+  assertThrows(
+    () => createGaLoreProjector({ r: 2, projType: "diag" as ProjType }),
     RangeError,
     "projType",
   );
-  assertThrows(() => createGaLoreProjector({ rank: 2, gap: 3 } as never), TypeError, 'unknown option "gap"');
-  const p = createGaLoreProjector({ rank: 2 });
+  assertThrows(() => createGaLoreProjector({ r: 2, gap: 3 } as never), TypeError, 'unknown option "gap"');
+  const p = createGaLoreProjector({ r: 2 });
   const g = tf.ones([4, 3]) as tf.Tensor2D, h = tf.ones([3, 4]) as tf.Tensor2D;
   assertThrows(() => p.projectBack(g), TypeError, "project() first");
   tf.dispose(p.project(g));

@@ -82,7 +82,7 @@ function stepWith(mode: StepMode, makeOpt: () => Optimizer, lora = false): Float
 Deno.test("layer-wise stepping produces the same weights as the ordinary step (AdamW, GaLore, LoRA)", () => {
   const cases: [string, () => Optimizer, boolean][] = [
     ["adamw", () => createAdamW({ weightDecay: 0.1 }), false],
-    ["galore", () => createGaLoreAdamW({ rank: 8, updateProjGap: 2, scale: 0.5 }), false],
+    ["galore", () => createGaLoreAdamW({ r: 8, updateProjGap: 2, scale: 0.5 }), false],
     ["adamw+lora", () => createAdamW(), true],
   ];
   for (const [name, make, lora] of cases) {
