@@ -22,6 +22,8 @@ export interface PlanValidationCase {
   quantize?: boolean;
   /** Attach LoRA r 8 on q, v. */
   lora?: boolean;
+  /** Make that adapter DoRA (`useDora`). */
+  dora?: boolean;
 }
 
 const LORA = { method: "lora", r: 8, targetModules: ["q_proj", "v_proj"] };
@@ -59,6 +61,16 @@ export const PLAN_VALIDATION_CASES: PlanValidationCase[] = [
     plan: { optimizer: "galore", galore: { r: 32, layerwise: true } },
     train: { optimizer: "galore", galore: { r: 32, layerwise: true }, maxGradNorm: 0 },
   },
+  { name: "DoRA r8 on q,v", plan: { ...LORA, useDora: true }, train: {}, lora: true, dora: true },
+  {
+    name: "QDoRA (NF4 + DoRA r8 on q,v)",
+    plan: { ...LORA, method: "qlora", useDora: true },
+    train: {},
+    quantize: true,
+    lora: true,
+    dora: true,
+  },
+  { name: "full fine-tuning (Lion)", plan: { optimizer: "lion" }, train: { optimizer: "lion" } },
 ];
 
 /** One measured configuration. */
@@ -113,7 +125,7 @@ export async function measurePlanCases(
     const before = tf.memory().numBytes;
     const model = await loadModel(EMBEDDED_MODEL_DIR, c.quantize ? { quantize: "nf4" } : {});
     try {
-      if (c.lora) attachLoRA(model, { r: 8, targetModules: ["q_proj", "v_proj"] });
+      if (c.lora) attachLoRA(model, { r: 8, targetModules: ["q_proj", "v_proj"], useDora: c.dora ?? false });
       // Tensors alive now that are neither weights nor adapters would be a leak; reported, not hidden.
       let own = 4 * (model.embedTokens.size + (2 * model.layers.length + 1) * model.config.hiddenSize);
       for (const lin of model.linears()) {

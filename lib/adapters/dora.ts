@@ -122,9 +122,14 @@ export class DoRALinear extends LoRALinear {
     ];
   }
 
+  /** The factors and the magnitude (params), plus the cached `‖W_o‖²` `[O]` in the bytes. */
   override storage(): StorageInfo[] {
     const n = this.loraA.size + this.loraB.size + this.magnitude.size;
-    return [...this.base.storage(), { params: n, bytes: n * 4, dtype: "adapter-fp32" }];
+    return [...this.base.storage(), {
+      params: n,
+      bytes: (n + this.baseNormSq.size) * 4,
+      dtype: "adapter-fp32",
+    }];
   }
 
   /** LoRA's tensors plus `lora_magnitude_vector [O]` (PEFT's saved key), with `use_dora: true`. */

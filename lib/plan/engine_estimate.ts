@@ -76,6 +76,7 @@
  */
 
 import type { MemoryBreakdown } from "../engine/memory_parts.ts";
+import { adapterKind } from "../adapters/registry.ts";
 import { findModelFamily } from "../models/families.ts";
 import { QUANT_FORMATS } from "../quant/formats.ts";
 import { optimizerStateBytes, type ParamShape, updateTemporaries } from "./engine_optimizer.ts";
@@ -310,8 +311,11 @@ function stepSetup(spec: ResolvedPlanSpec): StepSetup {
       outF: m.outFeatures,
       quantized: method === "qlora" || method === "qdylora",
       trainable: !adapter,
-      rank: adapter && (targets === "all-linear" || targets.includes(m.name)) ? spec.r : 0,
+      rank: 0,
     };
+    const lin = lins[m.name];
+    lin.rank = adapter && (targets === "all-linear" || targets.includes(m.name)) ? spec.r : 0;
+    lin.magnitude = lin.rank > 0 && spec.adapterKind === "dora";
   }
   return { spec, mode, dm, lins, baseTrainable: !adapter, tied: shape.tieWordEmbeddings, notes: [] };
 }
@@ -320,6 +324,7 @@ function stepSetup(spec: ResolvedPlanSpec): StepSetup {
 function parameterPlan(setup: StepSetup): ParamPlan {
   const { spec, dm: { D, V, L }, lins, baseTrainable, tied, notes } = setup;
   const q = spec.quantize;
+  const kind = adapterKind(spec.adapterKind);
   const blockParams: ParamShape[] = [];
   let weights = V * D * E + D * E + (tied ? 0 : V * D * E) + L * 2 * D * E;
   let host = 0, adapters = 0;
@@ -327,7 +332,8 @@ function parameterPlan(setup: StepSetup): ParamPlan {
     const n = lin.inF * lin.outF;
     if (lin.quantized) host += L * QUANT_FORMATS[q.type].layerBytes(lin.outF, lin.inF, q);
     else weights += L * n * E;
-    if (lin.rank > 0) adapters += L * lin.rank * (lin.inF + lin.outF) * E;
+    if (lin.rank > 0) adapters += L * kind.params(lin.inF, lin.outF, lin.rank) * E;
+    if (lin.magnitude) adapters += L * lin.outF * E; // DoRA's cached ‖W_o‖² of the frozen base
     const prefix = `model.layers.0.${
       ["q_proj", "k_proj", "v_proj", "o_proj"].includes(lin.name) ? "self_attn" : "mlp"
     }.${lin.name}`;
@@ -335,6 +341,7 @@ function parameterPlan(setup: StepSetup): ParamPlan {
     if (lin.rank > 0) {
       blockParams.push({ name: `${prefix}.lora_A.weight`, shape: [lin.rank, lin.inF] });
       blockParams.push({ name: `${prefix}.lora_B.weight`, shape: [lin.outF, lin.rank] });
+      if (lin.magnitude) blockParams.push({ name: `${prefix}.lora_magnitude_vector`, shape: [lin.outF] });
     }
   }
   if (baseTrainable) {

@@ -99,6 +99,8 @@ export interface LinearPlan {
   trainable: boolean;
   /** LoRA rank (0: no adapter). */
   rank: number;
+  /** DoRA: the adapter also rescales each output row by a trained magnitude (`dora.ts`). */
+  magnitude?: boolean;
 }
 
 /** RMSNorm.apply on `x` (`rows` × `width`). */
@@ -129,7 +131,13 @@ export function traceLinear(t: Tape, x2: Sym, lin: LinearPlan, rows: number): Sy
   const low = t.op([x2, t.param(rank * inF, true)], rows * rank, "in");
   const up = t.op([low, t.param(outF * rank, true)], rows * outF, "in");
   const scaled = t.op([up, t.leaf(1)], rows * outF, "in"); // Mul by the scaling (a scalar tensor)
-  return t.op([y, scaled], rows * outF, "in"); // Add
+  const sum = t.op([y, scaled], rows * outF, "in"); // Add
+  if (!lin.magnitude) return sum;
+  // DoRA: (y + scaled) · m / ‖W + s·BA‖. The norm is a customGrad over A and B that saves
+  // nothing and answers zero gradients for both; RealDiv and the row-wise Mul save their inputs.
+  const norm = t.op([t.param(rank * inF, true), t.param(outF * rank, true)], outF, "none");
+  const c = t.op([t.param(outF, true), norm], outF, "in");
+  return t.op([sum, c], rows * outF, "in");
 }
 
 /** RoPE on `x` (q or k after the head reshape). */

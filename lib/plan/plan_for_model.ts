@@ -25,7 +25,7 @@ import { planMemory } from "./plan_memory.ts";
 import type { ModelConfigInput, PlanMethod, PlanSpec } from "./plan_spec.ts";
 import { resolvePlanSpec } from "./plan_spec.ts";
 import { boolean, defineOptions, type FieldsOf, integer, oneOf } from "../options/schema.ts";
-import { OPTIMIZER_NAMES, type OptimizerName } from "../optim/registry.ts";
+import { OPTIMIZER_NAMES, optimizerKind, type OptimizerName } from "../optim/registry.ts";
 import { targetModulesField } from "../options/target_modules.ts";
 import {
   QUANTIZE_RENAMED,
@@ -51,6 +51,8 @@ export interface TrainerPlanOptions extends TrainOptions {
   r?: number;
   /** Adapted modules, as `attachLoRA`'s. @default "all-linear" */
   targetModules?: string[] | "all-linear";
+  /** DoRA adapters for lora/qlora, as `attachLoRA`'s `useDora`. @default false */
+  useDora?: boolean;
   /** Tokens per sequence. @default tokenize.maxLength (512) */
   seqLen?: number;
   /** 4-bit base for qlora/qdylora (`loadModel`'s `quantize`); false plans lora/dylora. @default "nf4" */
@@ -77,6 +79,7 @@ export const trainerPlanSchema = defineOptions(
     ),
     r: integer("LoRA rank (maximum rank for DyLoRA).", { min: 1, default: 8 }),
     targetModules: targetModulesField(),
+    useDora: boolean("DoRA adapters for lora/qlora, as attachLoRA's useDora.", { default: false }),
     seqLen: integer("Tokens per sequence (default: tokenize.maxLength).", { min: 1 }),
     quantize: quantizeField(
       '4-bit base for qlora/qdylora ("nf4", "fp4", { type, doubleQuant, blocksize }); false plans lora.',
@@ -124,7 +127,7 @@ export function planSpecForTrainer(
       `planForModel: cannot plan optimizer "${optimizer}"; name one of ${OPTIMIZER_NAMES.join(", ")}`,
     );
   }
-  const galore = optimizer === "galore" || optimizer === "galore8bit";
+  const galore = optimizerKind(optimizer).cost.galore;
   if (galore && o.method !== "full") {
     throw new RangeError(
       `planForModel: optimizer "${optimizer}" trains full weights; it cannot be combined with method "${o.method}"`,
@@ -147,6 +150,7 @@ export function planSpecForTrainer(
     quantize: quantize === false ? "nf4" : quantize,
     r: o.r,
     targetModules: o.targetModules as string[] | "all-linear",
+    useDora: o.useDora,
     ...(galore ? {} : { optimizer }),
     paged: o.paged,
     galore: { r: o.galore?.r ?? trainerGaloreRank(where) },

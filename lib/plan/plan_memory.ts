@@ -26,6 +26,8 @@ import type { PlanMethod, PlanSpec, ResolvedPlanSpec } from "./plan_spec.ts";
 import { resolvePlanSpec } from "./plan_spec.ts";
 import { quantTensorBytes } from "./quant_bits.ts";
 import type { MemoryBreakdown } from "../engine/memory_parts.ts";
+import { adapterKind } from "../adapters/registry.ts";
+import { optimizerKind } from "../optim/registry.ts";
 
 /** Bytes by part (the trainer's and the planner's one type). `hostOffloaded` is host memory, not in the device total. */
 export type { MemoryBreakdown };
@@ -94,12 +96,13 @@ function adapterCount(s: ResolvedPlanSpec, notes: string[]): { count: number; ra
   const mods = linearModules(s.shape).filter((m) =>
     s.targetModules === "all-linear" || s.targetModules.includes(m.name)
   );
-  const perLayer = mods.reduce((acc, m) => acc + s.r * (m.inFeatures + m.outFeatures), 0);
+  const kind = adapterKind(s.adapterKind);
+  const perLayer = mods.reduce((acc, m) => acc + kind.params(m.inFeatures, m.outFeatures, s.r), 0);
   const what = s.method === "dylora" || s.method === "qdylora" ? "maximum rank" : "rank";
   notes.push(
-    `LoRA ${what} ${s.r} on ${
+    `${s.adapterKind === "dora" ? "DoRA" : "LoRA"} ${what} ${s.r} on ${
       mods.map((m) => m.name).join(", ")
-    } of every layer: A [R, in] + B [out, R] each.`,
+    } of every layer: A [R, in] + B [out, R] each${s.adapterKind === "dora" ? " + a magnitude [out]" : ""}.`,
   );
   return { count: perLayer * s.shape.numHiddenLayers, rankPerLayer: s.r * mods.length };
 }
@@ -171,8 +174,9 @@ function finish(s: ResolvedPlanSpec, b: MemoryBreakdown, trainable: number, note
   };
 }
 
-function momentBytes(elements: number, eightBit: boolean): number {
-  return eightBit ? 2 * elements + 2 * Math.ceil(elements / STATE_BLOCK) * 4 : 8 * elements;
+/** Optimizer state of `elements`: `moments` tensors (the optimizer's registry row), 8-bit or fp32. */
+function momentBytes(elements: number, eightBit: boolean, moments: number): number {
+  return eightBit ? moments * (elements + Math.ceil(elements / STATE_BLOCK) * 4) : 4 * moments * elements;
 }
 
 function detailedPlan(s: ResolvedPlanSpec): MemoryPlan {
@@ -195,6 +199,7 @@ function detailedPlan(s: ResolvedPlanSpec): MemoryPlan {
   const eightBit = s.method === "galore8bit" || s.optimizerState === "8bit" ||
     s.optimizerState === "paged8bit";
   const paged = s.optimizerState === "paged" || s.optimizerState === "paged8bit";
+  const moments = optimizerKind(s.optimizer).cost.moments;
   const b: MemoryBreakdown = {
     weights: 0,
     quantConstants: 0,
@@ -240,7 +245,7 @@ function detailedPlan(s: ResolvedPlanSpec): MemoryPlan {
     rankPerLayer = ad.rankPerLayer;
     b.adapters = trainable * a;
     b.gradients = trainable * a;
-    states = momentBytes(trainable, eightBit);
+    states = momentBytes(trainable, eightBit, moments);
     notes.push(`Adapters and their gradients in ${s.adapterDtype}; the base is frozen (no gradients).`);
   } else if (isGalore(s.method)) {
     if (!parts) throw new RangeError(`planMemory: ${s.method} needs a config (matrix shapes to project)`);
@@ -256,7 +261,8 @@ function detailedPlan(s: ResolvedPlanSpec): MemoryPlan {
         full += lo * hi * L * scale;
       }
     }
-    states = momentBytes(projected, eightBit) + momentBytes(full, eightBit) + projectors * w;
+    states = momentBytes(projected, eightBit, moments) + momentBytes(full, eightBit, moments) +
+      projectors * w;
     notes.push(
       `GaLore rank ${R} on every decoder linear: Adam moments of R × max(out, in), projector min(out, in) × R in ` +
         `${s.weightDtype}; embeddings, norms and lm_head use plain Adam.`,
@@ -272,7 +278,7 @@ function detailedPlan(s: ResolvedPlanSpec): MemoryPlan {
   } else {
     trainable = P;
     b.gradients = P * w;
-    states = momentBytes(P, eightBit);
+    states = momentBytes(P, eightBit, moments);
   }
   if (s.masterWeights && !isAdapter(s.method)) {
     states += trainable * 4;
@@ -280,8 +286,8 @@ function detailedPlan(s: ResolvedPlanSpec): MemoryPlan {
   }
   notes.push(
     eightBit
-      ? `Adam moments in 8 bits (2 B/param + fp32 absmax per ${STATE_BLOCK}-block).`
-      : "Adam moments in fp32 (8 B/param).",
+      ? `${s.optimizer} moments in 8 bits (${moments} B/param + fp32 absmax per ${STATE_BLOCK}-block).`
+      : `${s.optimizer} moments in fp32 (${4 * moments} B/param).`,
   );
   if (paged) {
     b.hostOffloaded = states;

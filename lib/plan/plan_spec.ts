@@ -26,7 +26,8 @@ import {
   type QuantizeOption,
   type ResolvedQuantize,
 } from "../quant/quantize_option.ts";
-import { OPTIMIZER_NAMES, type OptimizerName } from "../optim/registry.ts";
+import { OPTIMIZER_NAMES, optimizerKind, type OptimizerName } from "../optim/registry.ts";
+import type { AdapterKindName } from "../adapters/registry.ts";
 
 export type { FloatDtype } from "./_resolve.ts";
 
@@ -87,6 +88,8 @@ export interface PlanSpec {
   targetModules?: string[] | "all-linear";
   /** Adapter parameter count, overriding the count from `r` × targets. */
   adapterParams?: number;
+  /** DoRA adapters (`attachLoRA`'s `useDora`): LoRA plus one magnitude per output row. @default false */
+  useDora?: boolean;
   /** Optimizer, from `train()`'s list; 8-bit moments with `"adamw8bit"`; galore8bit always stores 8-bit moments. @default adamw (galore / galore8bit: the method's own) */
   optimizer?: OptimizerName;
   /** Page the optimizer state to host memory (counted in `hostOffloaded`, not the device total). @default false */
@@ -119,6 +122,9 @@ export interface ResolvedPlanSpec {
   quantize: ResolvedQuantize;
   r: number;
   targetModules: string[] | "all-linear";
+  useDora: boolean;
+  /** The adapter kind of adapter methods (a key of `ADAPTER_KINDS`: lora, dylora or dora). */
+  adapterKind: AdapterKindName;
   /** The optimizer (the method's own for galore / galore8bit). */
   optimizer: OptimizerName;
   paged: boolean;
@@ -184,6 +190,9 @@ export const planSpecSchema = defineOptions(
     r: integer("LoRA rank (maximum rank for DyLoRA).", { min: 1, default: 8 }),
     targetModules: targetModulesField(),
     adapterParams: number("Adapter parameter count, overriding the count from r x targets.", { min: 0 }),
+    useDora: boolean("DoRA adapters (attachLoRA's useDora): LoRA plus one magnitude per output row.", {
+      default: false,
+    }),
     optimizer: oneOf("Optimizer (train()'s list).", OPTIMIZER_NAMES),
     paged: boolean("Page the optimizer state to host memory.", { default: false }),
     masterWeights: boolean("Keep an fp32 master copy of trainable weights.", { default: false }),
@@ -233,9 +242,7 @@ export function resolvePlanSpec(spec: PlanSpec): ResolvedPlanSpec {
   const o = planSpecSchema.parse(spec);
   const computeDtype = o.computeDtype ?? o.weightDtype;
   const galoreMethod = o.method === "galore" || o.method === "galore8bit";
-  if (
-    o.optimizer !== undefined && (o.optimizer === "galore" || o.optimizer === "galore8bit") !== galoreMethod
-  ) {
+  if (o.optimizer !== undefined && optimizerKind(o.optimizer).cost.galore !== galoreMethod) {
     throw new RangeError(
       galoreMethod
         ? `${where}: method "${o.method}" sets the optimizer; leave optimizer out (received "${o.optimizer}")`
@@ -243,7 +250,12 @@ export function resolvePlanSpec(spec: PlanSpec): ResolvedPlanSpec {
     );
   }
   const optimizer: OptimizerName = galoreMethod ? o.method as OptimizerName : o.optimizer ?? "adamw";
-  const eightBit = optimizer === "adamw8bit" || optimizer === "galore8bit";
+  const eightBit = optimizerKind(optimizer).cost.eightBit;
+  const dylora = o.method === "dylora" || o.method === "qdylora";
+  if (o.useDora && dylora) {
+    throw new RangeError(`${where}: useDora applies to lora/qlora; DyLoRA has no DoRA variant`);
+  }
+  const adapterKind: AdapterKindName = dylora ? "dylora" : o.useDora ? "dora" : "lora";
   const optimizerState: OptimizerStatePrecision = o.paged
     ? (eightBit ? "paged8bit" : "paged")
     : eightBit
@@ -302,6 +314,8 @@ export function resolvePlanSpec(spec: PlanSpec): ResolvedPlanSpec {
     quantize: o.quantize as ResolvedQuantize,
     r: o.r,
     targetModules,
+    useDora: o.useDora,
+    adapterKind,
     optimizer,
     paged: o.paged,
     masterWeights: o.masterWeights,
