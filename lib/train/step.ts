@@ -3,7 +3,7 @@
  * - `"full"`: one tape over the whole model per micro-batch, gradients summed;
  * - `"checkpointed"`: block-wise backward with recomputation, gradients summed;
  * - `"layerwise"`: block-wise backward, each block stepped as soon as its
- *   gradients exist (no accumulation, no global-norm clipping).
+ *   gradients exist (no accumulation; clipping as `layerwiseClip` says, see layerwise_clip.ts).
  * @module
  */
 import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
@@ -16,6 +16,7 @@ import { blockwiseBackward } from "./blockwise.ts";
 import { withPhase } from "../engine/kernel_timer.ts";
 import { DivergenceError, firstNonFinite, type StepGuard } from "./divergence.ts";
 import { restoreLayerRng, snapshotLayerRng } from "./layer_rng.ts";
+import { type LayerwiseClip, layerwiseClipScale, needsNormPrepass } from "./layerwise_clip.ts";
 
 /** How gradients are produced and applied. */
 export type StepMode = "full" | "checkpointed" | "layerwise";
@@ -47,7 +48,17 @@ export function runStep(
   params: NamedParam[],
   micro: MicroBatch[],
   optimizer: Optimizer,
-  options: { lr: number; maxGradNorm: number; mode: StepMode; label: string; guard?: StepGuard },
+  options: {
+    lr: number;
+    maxGradNorm: number;
+    mode: StepMode;
+    label: string;
+    guard?: StepGuard;
+    /** Layer-wise: how to clip (see layerwise_clip.ts). @default {"prepass"} */
+    layerwiseClip?: LayerwiseClip;
+    /** Layer-wise `"previous"` clipping: the last step's global norm (undefined on a run's first step). */
+    previousGradNorm?: number;
+  },
 ): StepResult {
   const { lr, label, guard } = options;
   const total = micro.reduce((s, b) => s + b.numTargets, 0);
@@ -122,9 +133,13 @@ export function runStep(
     if (micro.length !== 1) {
       throw new RangeError(`${label}: layer-wise updates take one micro-batch per step`);
     }
-    if (guard?.layerwiseCheck === "prepass") {
-      // Check the loss and every block's gradients before any block is updated; the
-      // dropout streams are rewound so the updating pass sees the same masks.
+    const clip = options.layerwiseClip ?? "prepass";
+    const { maxGradNorm, previousGradNorm } = options;
+    let globalNorm: number | undefined;
+    if (guard?.layerwiseCheck === "prepass" || needsNormPrepass(clip, maxGradNorm, previousGradNorm)) {
+      // Check the loss and every block's gradients before any block is updated, and sum their
+      // squared norms for clipping (each block's gradients are freed at once); the dropout
+      // streams are rewound so the updating pass sees the same masks.
       const rng = snapshotLayerRng(model);
       let pre = 0;
       const l = blockwiseBackward(model, micro[0], total, (ps, gs) => {
@@ -133,17 +148,32 @@ export function runStep(
       }, (l) => checkLoss(l));
       restoreLayerRng(model, rng);
       checkSaturated(pre, l);
+      globalNorm = Math.sqrt(pre);
     }
+    const totalSize = params.reduce((s, p) => s + p.variable.size, 0);
     let sq = 0, peak = 0;
     const updated: string[] = [];
     const loss = blockwiseBackward(model, micro[0], total, (ps, gs) => {
       checkGrads(ps, gs, 0, updated);
-      sq += sumSquares(gs);
+      const blockSquares = sumSquares(gs);
+      sq += blockSquares;
       peak = Math.max(peak, bytes(gs));
-      withPhase(
-        "optimizer",
-        () => optimizer.step(ps.map((p, i) => ({ name: p.name, variable: p.variable, grad: gs[i] })), lr),
-      );
+      const c = layerwiseClipScale(clip, {
+        maxGradNorm,
+        globalNorm,
+        previousNorm: previousGradNorm,
+        blockSquares,
+        blockSize: ps.reduce((s, p) => s + p.variable.size, 0),
+        totalSize,
+      });
+      withPhase("optimizer", () => {
+        const clipped = c < 1 ? gs.map((g) => tf.mul(g, c)) : gs;
+        try {
+          optimizer.step(ps.map((p, i) => ({ name: p.name, variable: p.variable, grad: clipped[i] })), lr);
+        } finally {
+          if (clipped !== gs) tf.dispose(clipped);
+        }
+      });
       updated.push(ps[0].name.match(/^model\.layers\.\d+/)?.[0] ?? ps[0].name);
       checkWeights(ps);
     }, (l) => checkLoss(l));

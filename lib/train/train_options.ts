@@ -23,6 +23,7 @@ import type { Tokenizer } from "../io/tokenizer.ts";
 import type { Optimizer } from "../optim/optimizer.ts";
 import type { TokenizeOptions, TrainingRecord } from "./data.ts";
 import { type GaLoreTrainOptions, OPTIMIZER_NAMES } from "./optimizers.ts";
+import { LAYERWISE_CLIPS } from "./layerwise_clip.ts";
 import type { TrainOptions } from "./trainer.ts";
 import type { StepRecord } from "./types.ts";
 
@@ -108,7 +109,12 @@ export const trainFields = {
     default: false,
   }),
   layerwise: boolean(
-    "Step each block's parameters during backward (needs gradAccumSteps 1; no clipping). galore.layerwise sets it too.",
+    "Step each block's parameters during backward (needs gradAccumSteps 1; clips as layerwiseClip says). galore.layerwise sets it too.",
+  ),
+  layerwiseClip: oneOf(
+    "Layer-wise clipping to maxGradNorm: exact norm from a norm-only prepass, the previous step's norm, or per block.",
+    LAYERWISE_CLIPS,
+    { default: "prepass" },
   ),
   measureMemory: boolean("Measure the peak memory of each step with tf.profile.", { default: true }),
   saveEvery: integer("Save every N steps (and at the end) into outputDir/step-N; 0 = never.", {

@@ -23,6 +23,7 @@ import {
   writeTrainingState,
 } from "./training_state.ts";
 import { runStep, type StepMode } from "./step.ts";
+import type { LayerwiseClip } from "./layerwise_clip.ts";
 import { autoCheckpointing } from "./auto_checkpoint.ts";
 import { chunk, makeMicroBatch } from "./batching.ts";
 import {
@@ -79,10 +80,17 @@ export interface TrainOptions {
   gradientCheckpointing?: boolean;
   /**
    * Step each block's parameters as soon as its gradients exist during backward
-   * (implies block-wise recomputation; needs `gradAccumSteps: 1`; no global-norm
-   * clipping). @default {galore.layerwise, else false}
+   * (implies block-wise recomputation; needs `gradAccumSteps: 1`; clipping as
+   * `layerwiseClip` says). @default {galore.layerwise, else false}
    */
   layerwise?: boolean;
+  /**
+   * How layer-wise updates clip to `maxGradNorm`: `"prepass"` (exact global norm from a
+   * norm-only backward pass, shared with the divergence guard's prepass), `"previous"` (the
+   * previous step's norm × 1.1, no extra pass) or `"per-block"` (each block to its share).
+   * See `lib/train/layerwise_clip.ts`. @default {"prepass"}
+   */
+  layerwiseClip?: LayerwiseClip;
   /** Measure peak memory of each step with `tf.profile` (small overhead). @default {true} */
   measureMemory?: boolean;
   /**
@@ -119,6 +127,7 @@ export interface ResolvedTrainOptions {
   evalEvery: number;
   shuffleSeed: number | false;
   mode: StepMode;
+  layerwiseClip: LayerwiseClip;
   measureMemory: boolean;
   saveEvery: number;
   outputDir: string;
@@ -136,16 +145,11 @@ export function resolveTrainOptions(options: TrainOptions): ResolvedTrainOptions
         "use gradAccumSteps: 1 with layerwise, or turn layerwise off to accumulate.",
     );
   }
-  if (layerwise && options.maxGradNorm !== undefined && options.maxGradNorm > 0) {
-    throw new RangeError(
-      "train: global-norm clipping needs every gradient at once, which layer-wise updates never hold; set maxGradNorm: 0",
-    );
-  }
   const mode: StepMode = layerwise ? "layerwise" : options.gradientCheckpointing ? "checkpointed" : "full";
   return {
     ...o,
     mode,
-    maxGradNorm: layerwise ? 0 : o.maxGradNorm,
+    layerwiseClip: options.layerwiseClip ?? "prepass",
     measureMemory: options.measureMemory ?? true,
   };
 }
@@ -314,6 +318,7 @@ export async function train(
     maxGradNorm: o.maxGradNorm,
     shuffleSeed: o.shuffleSeed,
     mode: o.mode,
+    ...(o.mode === "layerwise" ? { layerwiseClip: o.layerwiseClip } : {}),
     optimizer: optimizer.name,
     trainable: params.map((p) => p.name).join(","),
     data: dataFingerprint(examples),
@@ -387,6 +392,8 @@ export async function train(
             mode: o.mode,
             label,
             guard,
+            layerwiseClip: o.layerwiseClip,
+            previousGradNorm: history.at(-1)?.gradNorm,
           })
         );
       const before = tf.memory().numBytes;
