@@ -29,7 +29,7 @@ export async function saveOnce(kind: string, dir: string, i: number, input?: str
   switch (kind) {
     case "adapter": {
       const m = initModel(CHILD_CONFIG, { seed: 1 });
-      attachLoRA(m, { r: i % 2 ? 8 : 4, alpha: 8 });
+      attachLoRA(m, { r: i % 2 ? 8 : 4, alpha: 8, targetModules: ["q_proj", "v_proj"] });
       await saveAdapter(m, dir);
       m.dispose();
       return;

@@ -33,8 +33,8 @@ function run(opt: Optimizer, vars: tf.Variable[], from: number, to: number): voi
 const MAKERS: [string, () => Optimizer][] = [
   ["adamw", () => createAdamW({ weightDecay: 0.01 })],
   ["adamw8bit", () => createAdamW8bit()],
-  ["galore", () => createGaLoreAdamW({ rank: 4, updateProjGap: 3 })],
-  ["galore8bit", () => createGaLoreAdamW({ rank: 4, updateProjGap: 3, eightBit: true })],
+  ["galore", () => createGaLoreAdamW({ r: 4, updateProjGap: 3 })],
+  ["galore8bit", () => createGaLoreAdamW({ r: 4, updateProjGap: 3, eightBit: true })],
   ["lion", () => createLion()],
 ];
 
@@ -63,7 +63,7 @@ for (const [name, make] of MAKERS) {
 }
 
 Deno.test("loading another optimizer's state, or one with other settings, is refused", () => {
-  const a = createAdamW(), b = createGaLoreAdamW({ rank: 4 });
+  const a = createAdamW(), b = createGaLoreAdamW({ r: 4 });
   const w = tf.variable(tf.ones([4])), g = tf.ones([4]);
   a.step([{ name: "w", variable: w, grad: g }], 0.1);
   assertThrows(() => importOptimizerState(b, exportOptimizerState(a)!), TypeError, '"adamw"');
