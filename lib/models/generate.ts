@@ -7,6 +7,7 @@ import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 import type { Tokenizer } from "../io/tokenizer.ts";
 import { createCache, disposeCache, type LlamaForCausalLM } from "./llama.ts";
 import { mulberry32 } from "../engine/random.ts";
+import { array, boolean, defineOptions, type FieldsOf, integer, number, string } from "../options/schema.ts";
 
 /** Options for {@linkcode generate}. */
 export interface GenerateOptions {
@@ -24,7 +25,32 @@ export interface GenerateOptions {
   addBos?: boolean;
 }
 
-const GEN_KEYS = new Set(["maxNewTokens", "temperature", "topK", "seed", "stop", "addBos"]);
+/** The schema of {@linkcode generate}'s options. */
+export const generateSchema = defineOptions(
+  "generate",
+  {
+    maxNewTokens: integer("Most tokens to produce.", { min: 1, default: 64 }),
+    temperature: number("0 = greedy; otherwise softmax temperature for sampling.", { min: 0, default: 0 }),
+    topK: integer("Sample only among the k most likely tokens (0 = all).", { min: 0, default: 0 }),
+    seed: integer("Seed for sampling.", { min: 0, default: 0 }),
+    stop: array(
+      "Stop when the completion contains one of these strings (it is cut there).",
+      string("A stop string.", {
+        nonEmpty: true,
+      }),
+      { default: [] },
+    ),
+    addBos: boolean("Prepend the bos token to the prompt.", { default: true }),
+  } satisfies FieldsOf<GenerateOptions>,
+  {
+    renamed: {
+      maxTokens: "maxNewTokens",
+      max_new_tokens: "maxNewTokens",
+      top_k: "topK",
+      stopStrings: "stop",
+    },
+  },
+);
 
 /** Picks the next token id from last-position logits. */
 export function pickToken(
@@ -72,17 +98,13 @@ export function generate(
   prompt: string,
   options: GenerateOptions = {},
 ): string {
-  for (const k of Object.keys(options)) {
-    if (!GEN_KEYS.has(k)) {
-      throw new TypeError(`generate: unknown option "${k}" (known: ${[...GEN_KEYS].join(", ")})`);
-    }
-  }
-  const maxNew = options.maxNewTokens ?? 64;
+  const o = generateSchema.parse(options);
+  const maxNew = o.maxNewTokens;
   requireSyncReads("generate()");
-  const temperature = options.temperature ?? 0;
-  const rand = mulberry32(options.seed ?? 0);
-  const stop = options.stop ?? [];
-  const bos = (options.addBos ?? true) && tokenizer.bosId !== undefined ? [tokenizer.bosId] : [];
+  const temperature = o.temperature;
+  const rand = mulberry32(o.seed);
+  const stop = o.stop;
+  const bos = o.addBos && tokenizer.bosId !== undefined ? [tokenizer.bosId] : [];
   const promptIds = [...bos, ...tokenizer.encode(prompt, { addSpecialTokens: false })];
   const maxPos = model.config.maxPositionEmbeddings;
   const eos = new Set(tokenizer.eosIds);
@@ -96,7 +118,7 @@ export function generate(
         const T = logits.shape[1];
         return tf.slice(logits, [0, T - 1, 0], [1, 1, -1]).dataSync() as Float32Array;
       });
-      const id = pickToken(last, temperature, options.topK ?? 0, rand);
+      const id = pickToken(last, temperature, o.topK, rand);
       if (eos.has(id)) break;
       out.push(id);
       if (stop.length && stop.some((s) => tokenizer.decode(out).includes(s))) break;

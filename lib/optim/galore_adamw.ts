@@ -57,11 +57,11 @@ export interface GaLoreAdamWOptions {
   refresh?: RefreshMethod;
   /** Keep Adam moments blockwise 8-bit in host memory. @default {false} */
   eightBit?: boolean;
-  /** @default {0.9} */
+  /** Decay of the first moment. @default {0.9} */
   beta1?: number;
-  /** @default {0.999} */
+  /** Decay of the second moment. @default {0.999} */
   beta2?: number;
-  /** @default {1e-8} */
+  /** Added to the bias-corrected √v. @default {1e-8} */
   eps?: number;
   /** Decoupled weight decay. @default {0} */
   weightDecay?: number;

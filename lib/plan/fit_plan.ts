@@ -18,7 +18,7 @@
  */
 
 import { formatGB, parseBytes } from "./bytes.ts";
-import { checkInt, resolveKeys } from "./_resolve.ts";
+import { array, defineOptions, type FieldsOf, integer, oneOf } from "../options/schema.ts";
 import type { MemoryPlan } from "./plan_memory.ts";
 import { planMemory } from "./plan_memory.ts";
 import type { OptimizerStatePrecision, PlanMethod, PlanSpec, ResolvedPlanSpec } from "./plan_spec.ts";
@@ -28,9 +28,22 @@ import { PLAN_METHODS, resolvePlanSpec } from "./plan_spec.ts";
 export interface FitPlanOptions {
   /** Most suggestions returned. @default 5 */
   limit?: number;
-  /** Methods to try. @default ["full", "galore8bit", "lora", "qlora"] plus the requested one; ["dylora", "qdylora"] for DyLoRA requests */
+  /** Methods to try. @default full, galore8bit, lora and qlora plus the requested one; dylora and qdylora for DyLoRA requests */
   methods?: PlanMethod[];
 }
+
+/** The schema of {@linkcode fitPlan}'s options. */
+export const fitPlanSchema = defineOptions(
+  "fitPlan",
+  {
+    limit: integer("Most suggestions returned.", { min: 1, default: 5 }),
+    methods: array(
+      "Methods to try (default: full, galore8bit, lora, qlora plus the requested one; dylora, qdylora for DyLoRA).",
+      oneOf("A method.", PLAN_METHODS),
+      { minLength: 1 },
+    ),
+  } satisfies FieldsOf<FitPlanOptions>,
+);
 
 /** One way to fit the budget. */
 export interface FitSuggestion {
@@ -158,8 +171,7 @@ export function planLabel(plan: MemoryPlan): string {
 export function fitPlan(spec: PlanSpec, budget: number | string, options?: FitPlanOptions): FitSuggestion[] {
   const bytes = parseBytes(budget);
   const req = resolvePlanSpec(spec);
-  const o = resolveKeys("fitPlan", options, { limit: 5, methods: undefined as PlanMethod[] | undefined });
-  checkInt("fitPlan", "limit", o.limit);
+  const o = fitPlanSchema.parse(options);
   const family = req.method === "dylora" || req.method === "qdylora"
     ? ["dylora", "qdylora"] as PlanMethod[]
     : ["full", "galore8bit", "lora", "qlora"] as PlanMethod[];

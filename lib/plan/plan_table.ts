@@ -7,7 +7,7 @@
 import { parseBytes } from "./bytes.ts";
 import { planLabel } from "./fit_plan.ts";
 import type { MemoryBreakdown, MemoryPlan } from "./plan_memory.ts";
-import { resolveKeys } from "./_resolve.ts";
+import { defineOptions, either, type FieldsOf, number, string } from "../options/schema.ts";
 import { MEMORY_PART_LABELS } from "../engine/memory_parts.ts";
 
 /** Device parts, in the order tables and stacked bars show them. */
@@ -47,6 +47,20 @@ export interface PlanTableOptions {
   budget?: number | string;
 }
 
+/** The schema of {@linkcode PlanTableOptions} (`planTable`, `planChartSpec`). */
+export const planTableSchema = defineOptions(
+  "planTable",
+  {
+    budget: either(
+      'Device budget (bytes or a size such as "24GB"); adds fits to rows and a line to charts.',
+      [
+        number("Bytes.", { above: 0 }),
+        string("A size with a unit.", { nonEmpty: true }),
+      ],
+    ),
+  } satisfies FieldsOf<PlanTableOptions>,
+);
+
 /**
  * Turns plans into display rows (GB).
  *
@@ -62,7 +76,7 @@ export interface PlanTableOptions {
  * ```
  */
 export function planTable(plans: MemoryPlan[], options?: PlanTableOptions): PlanRow[] {
-  const o = resolveKeys("planTable", options, { budget: undefined as number | string | undefined });
+  const o = planTableSchema.parse(options);
   const budget = o.budget === undefined ? undefined : parseBytes(o.budget);
   return plans.map((p) => {
     const row: PlanRow = {

@@ -42,7 +42,17 @@ Deno.test("generate() stops at a stop string and cuts it off; sampling is reprod
   assertThrows(
     () => generate(model, tok, "x", { maxTokens: 3 } as never),
     TypeError,
-    'unknown option "maxTokens"',
+    'generate: option "maxTokens" was renamed to "maxNewTokens"',
+  );
+  assertThrows(
+    () => generate(model, tok, "x", { maxNewTokns: 3 } as never),
+    TypeError,
+    'unknown option "maxNewTokns"',
+  );
+  assertThrows(
+    () => generate(model, tok, "x", { temperature: -1 }),
+    RangeError,
+    'option "temperature" must be',
   );
   model.dispose();
 });
