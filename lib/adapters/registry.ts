@@ -42,13 +42,16 @@ export interface AdapterKind {
   create(base: Linear, options: AdapterLayerOptions): AdapterLayer;
 }
 
-const loraShapes = (I: number, O: number, r: number) => ({
+const loraShapes = (I: number, O: number, r: number): Record<string, number[]> => ({
   "lora_A.weight": [r, I],
   "lora_B.weight": [O, r],
 });
 
+/** An adapter kind's name. */
+export type AdapterKindName = "lora" | "dylora" | "dora";
+
 /** Every adapter kind by name. */
-export const ADAPTER_KINDS = {
+export const ADAPTER_KINDS: Readonly<Record<AdapterKindName, AdapterKind>> = {
   lora: {
     name: "lora",
     doc: "LoRA: y = base(x) + (alpha/r)·x Aᵀ Bᵀ (Hu et al. 2021); on a 4-bit base, QLoRA",
@@ -73,10 +76,7 @@ export const ADAPTER_KINDS = {
     useDora: true,
     create: (base, o) => new DoRALinear(base, o),
   },
-} as const satisfies Record<string, AdapterKind>;
-
-/** An adapter kind's name. */
-export type AdapterKindName = keyof typeof ADAPTER_KINDS;
+};
 
 /**
  * The kind called `name`, or a RangeError listing the known ones.

@@ -57,7 +57,7 @@ const llamaLike = {
 } as const;
 
 /** Every model family by `model_type`. */
-export const MODEL_FAMILIES = {
+export const MODEL_FAMILIES: Readonly<Record<"llama" | "mistral" | "qwen2" | "falcon", ModelFamily>> = {
   llama: {
     ...llamaLike,
     modelType: "llama",
@@ -93,7 +93,7 @@ export const MODEL_FAMILIES = {
     tieWordEmbeddings: true,
     linearNames: { attention: ["query_key_value", "dense"], mlp: ["dense_h_to_4h", "dense_4h_to_h"] },
   },
-} as const satisfies Record<string, ModelFamily>;
+};
 
 /**
  * The family of `modelType` (a key of {@linkcode MODEL_FAMILIES} or one of its aliases),

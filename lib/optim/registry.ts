@@ -89,8 +89,11 @@ const adamHyper = (ctx: OptimizerContext) => ({
   eps: ctx.eps ?? 1e-8,
 });
 
+/** An optimizer's name. */
+export type OptimizerName = "adamw" | "adamw8bit" | "galore" | "galore8bit" | "lion";
+
 /** Every optimizer `train()` accepts by name. */
-export const OPTIMIZERS = {
+export const OPTIMIZERS: Readonly<Record<OptimizerName, OptimizerKind>> = {
   adamw: {
     name: "adamw",
     doc: "AdamW, PyTorch semantics (two fp32 moments)",
@@ -122,10 +125,7 @@ export const OPTIMIZERS = {
     cost: { moments: 1, eightBit: false, galore: false, updateTemporaries: (n) => 9 * n },
     create: (ctx) => createLion({ weightDecay: ctx.weightDecay, beta1: ctx.beta1, beta2: ctx.beta2 }),
   },
-} as const satisfies Record<string, OptimizerKind>;
-
-/** An optimizer's name. */
-export type OptimizerName = keyof typeof OPTIMIZERS;
+};
 
 /** The names, in registry order. */
 export const OPTIMIZER_NAMES = Object.keys(OPTIMIZERS) as OptimizerName[];

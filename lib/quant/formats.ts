@@ -82,8 +82,11 @@ function gptqMatrixBytes(O: number, I: number, s: QuantSizeSettings = {}): Quant
   return { codes: Math.ceil((O * I) / 2), constants: (groups * O) / 2 + 2 * groups * O + 4 * I };
 }
 
+/** A quantized format's name. */
+export type QuantFormatName = "nf4" | "fp4" | "gptq";
+
 /** Every quantized weight format by name. */
-export const QUANT_FORMATS = {
+export const QUANT_FORMATS: Readonly<Record<QuantFormatName, QuantFormat>> = {
   nf4: bnb4("nf4", "4-bit NormalFloat (QLoRA), bitsandbytes blockwise absmax"),
   fp4: bnb4("fp4", "4-bit float (e2m1), bitsandbytes blockwise absmax"),
   gptq: {
@@ -97,10 +100,7 @@ export const QUANT_FORMATS = {
       return b.codes + b.constants;
     },
   },
-} as const satisfies Record<string, QuantFormat>;
-
-/** A quantized format's name. */
-export type QuantFormatName = keyof typeof QUANT_FORMATS;
+};
 
 /**
  * The format called `name`, or a RangeError listing the known ones.
