@@ -119,7 +119,10 @@ Deno.test("DoRA on a 4-bit base equals DoRA on the dequantized weight (forward a
   const before = tf.memory().numTensors;
   const O = 8, I = 64;
   const w = new Float32Array(O * I).map((_, i) => Math.sin(i * 0.37) * 0.3);
-  const state = quantize4bit(w, { shape: [O, I], quantize: { type: "nf4", blocksize: 64, doubleQuant: false } });
+  const state = quantize4bit(w, {
+    shape: [O, I],
+    quantize: { type: "nf4", blocksize: 64, doubleQuant: false },
+  });
   const q = new DoRALinear(fourBitLinear("q.proj", state), { r: 3, alpha: 6, seed: 5 });
   const dequant = q.base.denseWeight();
   const d = new DoRALinear(new DenseLinear("d.proj", dequant, { trainable: false }), {
