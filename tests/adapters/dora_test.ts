@@ -261,3 +261,19 @@ Deno.test("useDora must be a boolean; a DoRA file without its magnitude is rejec
   }
   model.dispose();
 });
+
+Deno.test("QDoRA trains end to end: NF4 base, train() updates A, B and the magnitude, loss falls", async () => {
+  const { loadModel } = await import("../../lib/models/load_model.ts");
+  const { EMBEDDED_MODEL_DIR } = await import("../../lib/models/embedded.ts");
+  const { train } = await import("../../lib/train/trainer.ts");
+  const model = await loadModel(EMBEDDED_MODEL_DIR, { quantize: "nf4" });
+  attachLoRA(model, { r: 4, alpha: 8, targetModules: ["q_proj", "v_proj"], useDora: true });
+  const layer = adapterLayers(model)[0] as DoRALinear;
+  const m0 = layer.magnitude.dataSync().slice();
+  const data = [{ ids: [5, 9, 13, 17, 21, 25, 29, 33] }, { ids: [6, 10, 14, 18, 22, 26, 30, 34] }];
+  const history = await train(model, data, { steps: 12, lr: 1e-2, batchSize: 2, measureMemory: false });
+  assert(history[11].loss < history[0].loss, `loss ${history[0].loss} -> ${history[11].loss}`);
+  const m1 = layer.magnitude.dataSync();
+  assert(m1.some((v, i) => Math.abs(v - m0[i]) > 1e-6), "the magnitude vector was trained");
+  model.dispose();
+});
