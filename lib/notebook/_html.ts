@@ -30,12 +30,3 @@ export function scriptJson(value: unknown): string {
 export function uniqueId(prefix: string): string {
   return `${prefix}-${crypto.randomUUID().slice(0, 8)}`;
 }
-
-/** Rejects option keys that an options interface does not declare (a typo must not be ignored). */
-export function rejectUnknownKeys(fn: string, options: object, known: readonly string[]): void {
-  for (const key of Object.keys(options)) {
-    if (!known.includes(key)) {
-      throw new TypeError(`Unknown ${fn}() option "${key}": expected one of ${known.join(", ")}`);
-    }
-  }
-}

@@ -9,7 +9,7 @@ import type { StepRecord } from "../train/types.ts";
 import { memoryPartLabel } from "../engine/memory_parts.ts";
 import type { RichObject } from "./display.ts";
 import { plotlyChart, type PlotlyFigure } from "./plotly.ts";
-import { rejectUnknownKeys } from "./_html.ts";
+import { defineOptions, type FieldsOf, number, string } from "../options/schema.ts";
 
 /** Options for {@linkcode lossChart}, {@linkcode memoryChart} and {@linkcode trainingChart}. */
 export interface ChartOptions {
@@ -34,11 +34,19 @@ const MEMORY_COLORS = [
   "#bcbd22",
 ];
 
+/** The schema of a chart's options (lossChart, memoryChart, trainingChart), with its defaults. */
+export function chartSchema(fn: string, title: string, height: number) {
+  return defineOptions(
+    fn,
+    {
+      title: string("Figure title.", { default: title }),
+      height: number("Figure height in pixels.", { above: 0, default: height }),
+    } satisfies FieldsOf<ChartOptions>,
+  );
+}
+
 function resolveChartOptions(fn: string, options: ChartOptions, title: string, height: number) {
-  rejectUnknownKeys(fn, options, ["title", "height"]);
-  const resolved = { title: options.title ?? title, height: options.height ?? height };
-  if (!(resolved.height > 0)) throw new RangeError(`${fn}() height must be positive; got ${resolved.height}`);
-  return resolved;
+  return chartSchema(fn, title, height).parse(options);
 }
 
 interface Axes {

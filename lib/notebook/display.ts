@@ -5,7 +5,8 @@
  * @module
  */
 
-import { plainText, rejectUnknownKeys } from "./_html.ts";
+import { plainText } from "./_html.ts";
+import { boolean, defineOptions, type FieldsOf, string } from "../options/schema.ts";
 
 /** A Jupyter MIME bundle: MIME type → data (strings, or JSON objects for `application/*+json`). */
 export type MimeBundle = Record<string, string | object>;
@@ -33,9 +34,21 @@ export interface DisplayOptions {
   update?: boolean;
 }
 
+/** The schema of {@linkcode display}'s options. */
+export const displaySchema = defineOptions(
+  "display",
+  {
+    id: string("Jupyter display id; give the same id with update: true to replace the output.", {
+      nonEmpty: true,
+    }),
+    update: boolean("Replace the output that holds id instead of adding a new one (requires id).", {
+      default: false,
+    }),
+  } satisfies FieldsOf<DisplayOptions>,
+);
+
 function resolveDisplayOptions(options: DisplayOptions): { id?: string; update: boolean } {
-  rejectUnknownKeys("display", options, ["id", "update"]);
-  const update = options.update ?? false;
+  const { update } = displaySchema.parse(options);
   if (update && !options.id) throw new TypeError("display() with update: true needs an id; got none");
   return { id: options.id, update };
 }

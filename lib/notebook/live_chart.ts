@@ -13,7 +13,8 @@ import { trainingChart } from "./charts.ts";
 import { ensurePlotlySetup, plotlyBundle, type PlotlyFigure } from "./plotly.ts";
 import { formatBytes } from "./tables.ts";
 import { formatDuration } from "./progress.ts";
-import { rejectUnknownKeys, uniqueId } from "./_html.ts";
+import { uniqueId } from "./_html.ts";
+import { defineOptions, type FieldsOf, integer, number, string } from "../options/schema.ts";
 
 /** Options for {@linkcode liveTrainingChart}. */
 export interface LiveTrainingChartOptions {
@@ -53,13 +54,18 @@ export interface LiveChartMeta {
   finished: boolean;
 }
 
+/** The schema of {@linkcode liveTrainingChart}'s options. */
+export const liveTrainingChartSchema = defineOptions(
+  "liveTrainingChart",
+  {
+    every: integer("Redraw (or print a line) every this many steps.", { min: 1, default: 5 }),
+    title: string("Chart title.", { default: "Training" }),
+    height: number("Chart height in pixels.", { above: 0, default: 560 }),
+  } satisfies FieldsOf<LiveTrainingChartOptions>,
+);
+
 function resolveLiveOptions(options: LiveTrainingChartOptions) {
-  rejectUnknownKeys("liveTrainingChart", options, ["every", "title", "height"]);
-  const every = options.every ?? 5;
-  if (!Number.isInteger(every) || every < 1) {
-    throw new RangeError(`every must be an integer ≥ 1; got ${every}`);
-  }
-  return { every, title: options.title ?? "Training", height: options.height ?? 560 };
+  return liveTrainingChartSchema.parse(options);
 }
 
 /**

@@ -12,7 +12,7 @@ import { DEVICE_PARTS, planChartSpec, planTable } from "../plan/plan_table.ts";
 import type { RichObject } from "./display.ts";
 import { plotlyChart } from "./plotly.ts";
 import { table } from "./tables.ts";
-import { rejectUnknownKeys } from "./_html.ts";
+import { array, defineOptions, either, type FieldsOf, number, oneOf, string } from "../options/schema.ts";
 
 /** Units of plan charts and tables (decimal, like the planner's GB). */
 export type PlanUnit = "auto" | "GB" | "MB";
@@ -51,6 +51,40 @@ export interface PlanTableDisplayOptions {
    * @default "auto" */
   unit?: PlanUnit;
 }
+
+const planDisplayFields = {
+  title: string("Figure title or caption."),
+  labels: array("One label per plan (default: each plan's recipe label).", string("A label.")),
+  budget: either('Device budget (bytes or a size such as "24GB").', [
+    number("Bytes.", { above: 0 }),
+    string("A size with a unit.", { nonEmpty: true }),
+  ]),
+  unit: oneOf(
+    '"GB" (1e9 B), "MB" (1e6 B), or "auto": MB when every plan is under 1 GB.',
+    ["auto", "GB", "MB"] as const,
+    {
+      default: "auto",
+    },
+  ),
+};
+
+/** The schema of {@linkcode plotPlans}'s options. */
+export const plotPlansSchema = defineOptions(
+  "plotPlans",
+  {
+    ...planDisplayFields,
+    title: string("Figure title.", { default: "Peak memory by part" }),
+    height: number("Figure height in pixels.", { above: 0, default: 420 }),
+  } satisfies FieldsOf<PlotPlansOptions>,
+);
+
+/** The schema of {@linkcode showPlanTable}'s options. */
+export const showPlanTableSchema = defineOptions(
+  "showPlanTable",
+  planDisplayFields satisfies FieldsOf<
+    PlanTableDisplayOptions
+  >,
+);
 
 function checkPlans(fn: string, plans: MemoryPlan[]): void {
   if (!Array.isArray(plans) || plans.length === 0) {
@@ -108,10 +142,8 @@ function unitFor(
  * ```
  */
 export function plotPlans(plans: MemoryPlan[], options: PlotPlansOptions = {}): RichObject {
-  rejectUnknownKeys("plotPlans", options, ["title", "labels", "budget", "unit", "height"]);
+  const { height } = plotPlansSchema.parse(options);
   checkPlans("plotPlans", plans);
-  const height = options.height ?? 420;
-  if (!(height > 0)) throw new RangeError(`plotPlans() height must be positive; got ${height}`);
   const labels = labelsFor("plotPlans", plans, options.labels);
   const unit = unitFor("plotPlans", plans, options.unit);
   const spec = planChartSpec(plans, options.budget === undefined ? {} : { budget: options.budget });
@@ -162,7 +194,7 @@ export function plotPlans(plans: MemoryPlan[], options: PlotPlansOptions = {}): 
  * ```
  */
 export function showPlanTable(plans: MemoryPlan[], options: PlanTableDisplayOptions = {}): RichObject {
-  rejectUnknownKeys("showPlanTable", options, ["title", "labels", "budget", "unit"]);
+  showPlanTableSchema.parse(options);
   checkPlans("showPlanTable", plans);
   const labels = labelsFor("showPlanTable", plans, options.labels);
   const unit = unitFor("showPlanTable", plans, options.unit);

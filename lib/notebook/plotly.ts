@@ -11,8 +11,9 @@
  */
 
 import { display, isJupyter, type MimeBundle, type RichObject, richObject, toBundle } from "./display.ts";
-import { escapeHtml, rejectUnknownKeys, scriptJson, uniqueId } from "./_html.ts";
+import { escapeHtml, scriptJson, uniqueId } from "./_html.ts";
 import { plotlyJs } from "./_plotly_source.ts";
+import { defineOptions, type FieldsOf, oneOf, string } from "../options/schema.ts";
 
 /** A Plotly figure (see https://plotly.com/javascript/reference/). */
 export interface PlotlyFigure {
@@ -34,6 +35,23 @@ export interface PlotlyBundleOptions {
    * @default "auto" */
   library?: "auto" | "inline" | "none";
 }
+
+/** The schema of {@linkcode plotlyBundle}'s and {@linkcode plotlyChart}'s options. */
+export const plotlyBundleSchema = defineOptions(
+  "plotlyBundle",
+  {
+    divId: string("DOM id of the chart <div> (default: a fresh random id).", { nonEmpty: true }),
+    library: oneOf(
+      'Whether the html part carries plotly.js ("auto": only for the first chart of a kernel).',
+      [
+        "auto",
+        "inline",
+        "none",
+      ] as const,
+      { default: "auto" },
+    ),
+  } satisfies FieldsOf<PlotlyBundleOptions>,
+);
 
 const SHOWN = Symbol.for("nbtune.notebook.plotlyShown");
 const DEFAULT_HEIGHT = 420;
@@ -154,7 +172,7 @@ function chartHtml(figure: PlotlyFigure, divId: string): string {
  * ```
  */
 export function plotlyBundle(figure: PlotlyFigure, options: PlotlyBundleOptions = {}): MimeBundle {
-  rejectUnknownKeys("plotlyBundle", options, ["divId", "library"]);
+  plotlyBundleSchema.parse(options);
   if (!Array.isArray(figure?.data)) throw new TypeError("plotlyBundle() needs a figure with a data array");
   const library = options.library ?? "auto";
   if (!["auto", "inline", "none"].includes(library)) {
@@ -184,7 +202,7 @@ export function plotlyBundle(figure: PlotlyFigure, options: PlotlyBundleOptions 
  * ```
  */
 export function plotlyChart(figure: PlotlyFigure, options: PlotlyBundleOptions = {}): RichObject {
-  rejectUnknownKeys("plotlyChart", options, ["divId", "library"]);
+  defineOptions("plotlyChart", plotlyBundleSchema.fields).parse(options);
   return richObject(() => plotlyBundle(figure, options));
 }
 
@@ -194,6 +212,14 @@ export interface WriteHtmlOptions {
    * @default "nbtune" */
   title?: string;
 }
+
+/** The schema of {@linkcode writeHtml}'s options. */
+export const writeHtmlSchema = defineOptions(
+  "writeHtml",
+  {
+    title: string("Page title.", { default: "nbtune" }),
+  } satisfies FieldsOf<WriteHtmlOptions>,
+);
 
 function isFigure(value: unknown): value is PlotlyFigure {
   return typeof value === "object" && value !== null && Array.isArray((value as PlotlyFigure).data);
@@ -217,8 +243,7 @@ export async function writeHtml(
   items: PlotlyFigure | MimeBundle | RichObject | (PlotlyFigure | MimeBundle | RichObject)[],
   options: WriteHtmlOptions = {},
 ): Promise<void> {
-  rejectUnknownKeys("writeHtml", options, ["title"]);
-  const title = options.title ?? "nbtune";
+  const { title } = writeHtmlSchema.parse(options);
   const list = Array.isArray(items) ? items : [items];
   const parts = list.map((item, i) => {
     const divId = `nbtune-plot-${i}`;

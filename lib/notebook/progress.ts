@@ -6,7 +6,8 @@
  */
 
 import { display, isJupyter } from "./display.ts";
-import { escapeHtml, rejectUnknownKeys, uniqueId } from "./_html.ts";
+import { escapeHtml, uniqueId } from "./_html.ts";
+import { defineOptions, type FieldsOf, string } from "../options/schema.ts";
 
 /** Options for {@linkcode progress}. */
 export interface ProgressOptions {
@@ -14,6 +15,14 @@ export interface ProgressOptions {
    * @default "" */
   label?: string;
 }
+
+/** The schema of {@linkcode progress}'s options. */
+export const progressSchema = defineOptions(
+  "progress",
+  {
+    label: string("Text before the bar.", { default: "" }),
+  } satisfies FieldsOf<ProgressOptions>,
+);
 
 /** A running progress bar. */
 export interface Progress {
@@ -120,11 +129,10 @@ function progressHtml(label: string, count: number, total: number, line: string)
  * ```
  */
 export function progress(total: number, options: ProgressOptions = {}): Progress {
-  rejectUnknownKeys("progress", options, ["label"]);
+  const { label } = progressSchema.parse(options);
   if (!Number.isFinite(total) || total < 0) {
     throw new RangeError(`progress() total must be ≥ 0; got ${total}`);
   }
-  const label = options.label ?? "";
   const mode = currentMode();
   const id = uniqueId("nbtune-progress");
   const started = performance.now();

@@ -5,7 +5,7 @@
  */
 
 import type { StepRecord } from "../train/types.ts";
-import { rejectUnknownKeys } from "./_html.ts";
+import { defineOptions, type FieldsOf, integer } from "../options/schema.ts";
 
 /** Options for {@linkcode syntheticHistory}. */
 export interface SyntheticHistoryOptions {
@@ -16,6 +16,15 @@ export interface SyntheticHistoryOptions {
    * @default 1 */
   seed?: number;
 }
+
+/** The schema of {@linkcode syntheticHistory}'s options. */
+export const syntheticHistorySchema = defineOptions(
+  "syntheticHistory",
+  {
+    evalEvery: integer("Add an eval loss every this many steps (0 for none).", { min: 0, default: 0 }),
+    seed: integer("Seed of the noise on the loss.", { min: 0, default: 1 }),
+  } satisfies FieldsOf<SyntheticHistoryOptions>,
+);
 
 /**
  * `steps` plausible StepRecords: loss decaying from about 3 with noise, warmup + cosine lr, and a memory
@@ -30,13 +39,9 @@ export interface SyntheticHistoryOptions {
  * ```
  */
 export function syntheticHistory(steps: number, options: SyntheticHistoryOptions = {}): StepRecord[] {
-  rejectUnknownKeys("syntheticHistory", options, ["evalEvery", "seed"]);
-  const evalEvery = options.evalEvery ?? 0;
+  const { evalEvery } = syntheticHistorySchema.parse(options);
   if (!Number.isInteger(steps) || steps < 0) {
     throw new RangeError(`steps must be an integer ≥ 0; got ${steps}`);
-  }
-  if (!Number.isInteger(evalEvery) || evalEvery < 0) {
-    throw new RangeError(`evalEvery must be an integer ≥ 0; got ${evalEvery}`);
   }
   let state = (options.seed ?? 1) >>> 0 || 1;
   const noise = () => {

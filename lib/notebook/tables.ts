@@ -7,7 +7,8 @@
 import type { MemoryRecord, StepRecord } from "../train/types.ts";
 import { memoryPartLabel } from "../engine/memory_parts.ts";
 import { type RichObject, richObject } from "./display.ts";
-import { escapeHtml, rejectUnknownKeys } from "./_html.ts";
+import { escapeHtml } from "./_html.ts";
+import { array, defineOptions, type FieldsOf, string } from "../options/schema.ts";
 
 /** Options for {@linkcode table}. */
 export interface TableOptions {
@@ -67,8 +68,17 @@ export function formatCell(value: unknown): string {
   return String(value);
 }
 
+/** The schema of {@linkcode table}'s options. */
+export const tableSchema = defineOptions(
+  "table",
+  {
+    columns: array("Columns to show, in order (default: the keys of all rows).", string("A column.")),
+    title: string("Caption above the table."),
+  } satisfies FieldsOf<TableOptions>,
+);
+
 function resolveTableOptions(rows: Record<string, unknown>[], options: TableOptions) {
-  rejectUnknownKeys("table", options, ["columns", "title"]);
+  tableSchema.parse(options);
   if (!Array.isArray(rows)) throw new TypeError(`table() needs an array of row objects; got ${typeof rows}`);
   const columns = options.columns ?? [...new Set(rows.flatMap((row) => Object.keys(row)))];
   return { columns, title: options.title };

@@ -12,6 +12,14 @@ import { adamW8bitSchema } from "../../lib/optim/adamw8bit.ts";
 import { galoreAdamWSchema } from "../../lib/optim/galore_adamw.ts";
 import { galoreProjectorSchema, topSubspaceSchema } from "../../lib/optim/galore_projector.ts";
 import { lionSchema } from "../../lib/optim/lion.ts";
+import { liveTrainingChartSchema } from "../../lib/notebook/live_chart.ts";
+import { tableSchema } from "../../lib/notebook/tables.ts";
+import { displaySchema } from "../../lib/notebook/display.ts";
+import { chartSchema } from "../../lib/notebook/charts.ts";
+import { plotPlansSchema, showPlanTableSchema } from "../../lib/notebook/plan_chart.ts";
+import { syntheticHistorySchema } from "../../lib/notebook/synthetic.ts";
+import { plotlyBundleSchema, writeHtmlSchema } from "../../lib/notebook/plotly.ts";
+import { progressSchema } from "../../lib/notebook/progress.ts";
 
 /** A schema and where its options are documented. */
 export interface DocumentedSchema {
@@ -36,4 +44,18 @@ export const EXTRA_SCHEMAS: DocumentedSchema[] = [
   { schema: galoreProjectorSchema, file: "lib/optim/galore_projector.ts", iface: "GaLoreProjectorOptions" },
   { schema: topSubspaceSchema, file: "lib/optim/galore_projector.ts", iface: "TopSubspaceOptions" },
   { schema: lionSchema, file: "lib/optim/lion.ts", iface: "LionOptions" },
+  { schema: liveTrainingChartSchema, file: "lib/notebook/live_chart.ts", iface: "LiveTrainingChartOptions" },
+  { schema: tableSchema, file: "lib/notebook/tables.ts", iface: "TableOptions" },
+  { schema: displaySchema, file: "lib/notebook/display.ts", iface: "DisplayOptions" },
+  {
+    schema: chartSchema("lossChart", "Training loss", 420),
+    file: "lib/notebook/charts.ts",
+    iface: "ChartOptions",
+  },
+  { schema: plotPlansSchema, file: "lib/notebook/plan_chart.ts", iface: "PlotPlansOptions" },
+  { schema: showPlanTableSchema, file: "lib/notebook/plan_chart.ts", iface: "PlanTableDisplayOptions" },
+  { schema: syntheticHistorySchema, file: "lib/notebook/synthetic.ts", iface: "SyntheticHistoryOptions" },
+  { schema: plotlyBundleSchema, file: "lib/notebook/plotly.ts", iface: "PlotlyBundleOptions" },
+  { schema: writeHtmlSchema, file: "lib/notebook/plotly.ts", iface: "WriteHtmlOptions" },
+  { schema: progressSchema, file: "lib/notebook/progress.ts", iface: "ProgressOptions" },
 ];
