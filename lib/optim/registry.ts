@@ -44,6 +44,8 @@ export interface OptimizerCost {
 /** One optimizer. */
 export interface OptimizerKind {
   readonly name: string;
+  /** Short human name for plan labels and tables ("AdamW", "Lion"). */
+  readonly label: string;
   /** One line for docs and help. */
   readonly doc: string;
   readonly cost: OptimizerCost;
@@ -96,30 +98,35 @@ export type OptimizerName = "adamw" | "adamw8bit" | "galore" | "galore8bit" | "l
 export const OPTIMIZERS: Readonly<Record<OptimizerName, OptimizerKind>> = {
   adamw: {
     name: "adamw",
+    label: "AdamW",
     doc: "AdamW, PyTorch semantics (two fp32 moments)",
     cost: { moments: 2, eightBit: false, galore: false, updateTemporaries: adamTemps },
     create: (ctx) => createAdamW(adamHyper(ctx)),
   },
   adamw8bit: {
     name: "adamw8bit",
+    label: "8-bit AdamW",
     doc: "8-bit AdamW (bitsandbytes blockwise dynamic quantization of both moments)",
     cost: { moments: 2, eightBit: true, galore: false, updateTemporaries: adam8Temps },
     create: (ctx) => createAdamW8bit(adamHyper(ctx)),
   },
   galore: {
     name: "galore",
+    label: "GaLore",
     doc: "GaLore-AdamW: full-parameter training with rank-r projected moments",
     cost: { moments: 2, eightBit: false, galore: true, updateTemporaries: galoreTemps(false) },
     create: galore(false),
   },
   galore8bit: {
     name: "galore8bit",
+    label: "GaLore 8-bit",
     doc: "GaLore with 8-bit AdamW moments",
     cost: { moments: 2, eightBit: true, galore: true, updateTemporaries: galoreTemps(true) },
     create: galore(true),
   },
   lion: {
     name: "lion",
+    label: "Lion",
     doc: "Lion (Chen et al. 2023): sign of interpolated momentum, one fp32 moment; use a 3–10× smaller lr",
     // m·β1, g·(1−β1), add, sign, ·lr, sub; m·β2, g·(1−β2), add → 9 (10 with weight decay)
     cost: { moments: 1, eightBit: false, galore: false, updateTemporaries: (n) => 9 * n },

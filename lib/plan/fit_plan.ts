@@ -23,6 +23,7 @@ import type { MemoryPlan } from "./plan_memory.ts";
 import { planMemory } from "./plan_memory.ts";
 import type { OptimizerStatePrecision, PlanMethod, PlanSpec, ResolvedPlanSpec } from "./plan_spec.ts";
 import { PLAN_METHODS, resolvePlanSpec } from "./plan_spec.ts";
+import { optimizerKind } from "../optim/registry.ts";
 
 /** Options of {@linkcode fitPlan}. */
 export interface FitPlanOptions {
@@ -144,7 +145,10 @@ export function planLabel(plan: MemoryPlan): string {
   }
   const parts = [head];
   const st = s.optimizerState;
-  if (s.method !== "galore8bit" && (st === "8bit" || st === "paged8bit")) {
+  // Optimizers outside the AdamW family (Lion, …) are named by their registry label.
+  const adamFamily = ["adamw", "adamw8bit", "galore", "galore8bit"].includes(s.optimizer);
+  if (!adamFamily) parts.push(`${st === "paged" ? "paged " : ""}${optimizerKind(s.optimizer).label}`);
+  else if (s.method !== "galore8bit" && (st === "8bit" || st === "paged8bit")) {
     parts.push(st === "8bit" ? "8-bit Adam" : "paged 8-bit Adam");
   } else if (st === "paged") parts.push("paged Adam");
   else if (s.method === "galore8bit" && st === "paged8bit") parts.push("paged states");
@@ -204,7 +208,14 @@ export function fitPlan(spec: PlanSpec, budget: number | string, options?: FitPl
             const cand: PlanSpec = {
               ...spec,
               method,
-              optimizer: galoreMethod ? undefined : eightBit ? "adamw8bit" : "adamw",
+              // the requested optimizer where it has this state precision (Lion: fp32), else AdamW's
+              optimizer: galoreMethod
+                ? undefined
+                : eightBit
+                ? "adamw8bit"
+                : optimizerKind(req.optimizer).cost.galore || optimizerKind(req.optimizer).cost.eightBit
+                ? "adamw"
+                : req.optimizer,
               paged: optimizerState === "paged" || optimizerState === "paged8bit",
               r,
               gradientCheckpointing,

@@ -94,3 +94,11 @@ Deno.test("model families: qwen2 plans (with q/k/v biases) but the engine estima
     "query_key_value",
   );
 });
+
+Deno.test("plan labels name a non-Adam optimizer by its registry label, and fitPlan keeps it", async () => {
+  const { fitPlan, planLabel } = await import("../../lib/plan/fit_plan.ts");
+  const plan = planMemory({ config: CFG, method: "full", optimizer: "lion", weightDtype: "fp32" });
+  assertEquals(planLabel(plan), "Full fine-tuning (fp32) + Lion");
+  const fits = fitPlan({ config: CFG, method: "full", optimizer: "lion", weightDtype: "fp32" }, "1GB");
+  assert(fits.some((f) => f.plan.spec.optimizer === "lion"), fits.map((f) => f.sentence).join("\n"));
+});
