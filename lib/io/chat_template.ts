@@ -9,6 +9,7 @@
  */
 
 import { Template } from "npm:@huggingface/jinja@0.5.11";
+import { boolean, custom, defineOptions, type FieldsOf, record, string } from "../options/schema.ts";
 
 /** One turn of a conversation. */
 export interface ChatMessage {
@@ -49,7 +50,25 @@ export type CompiledChatTemplate = (
   options?: RenderChatTemplateOptions,
 ) => string;
 
-const OPTION_KEYS = new Set(["addGenerationPrompt", "bosToken", "eosToken", "variables"]);
+/** The schema of the chat template renderer's options. */
+export const renderChatTemplateSchema = defineOptions(
+  "renderChatTemplate",
+  {
+    addGenerationPrompt: boolean("Append the header that opens the assistant's turn.", { default: false }),
+    bosToken: string("Value of bos_token inside the template.", { default: "" }),
+    eosToken: string("Value of eos_token inside the template.", { default: "" }),
+    variables: record(
+      "Extra variables for the template (not messages, add_generation_prompt, bos_token, eos_token).",
+      custom(
+        "Any value.",
+        "any value",
+        () => true,
+        { example: 1 },
+      ),
+      { default: {} },
+    ),
+  } satisfies FieldsOf<RenderChatTemplateOptions>,
+);
 const RESERVED = new Set(["messages", "add_generation_prompt", "bos_token", "eos_token"]);
 
 /**
@@ -172,28 +191,14 @@ export function renderChatTemplate(
 }
 
 function resolveRenderOptions(options: RenderChatTemplateOptions): Required<RenderChatTemplateOptions> {
-  if (typeof options !== "object" || options === null) {
-    throw new TypeError(`Chat template options must be an object, received ${options}`);
-  }
-  for (const key of Object.keys(options)) {
-    if (!OPTION_KEYS.has(key)) {
-      throw new TypeError(
-        `Unknown chat template option ${JSON.stringify(key)}; expected one of ${[...OPTION_KEYS].join(", ")}`,
-      );
-    }
-  }
-  const variables = options.variables ?? {};
+  const o = renderChatTemplateSchema.parse(options) as Required<RenderChatTemplateOptions>;
+  const variables = o.variables;
   for (const key of Object.keys(variables)) {
     if (RESERVED.has(key)) {
       throw new RangeError(`Chat template variable ${JSON.stringify(key)} is set by the renderer; remove it`);
     }
   }
-  return {
-    addGenerationPrompt: options.addGenerationPrompt ?? false,
-    bosToken: options.bosToken ?? "",
-    eosToken: options.eosToken ?? "",
-    variables,
-  };
+  return o;
 }
 
 function checkMessages(messages: readonly ChatMessage[]): void {

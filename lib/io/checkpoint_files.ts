@@ -16,6 +16,7 @@ import {
 } from "./safetensors_reader.ts";
 import { type SafetensorsEntry, writeSafetensors } from "./safetensors_writer.ts";
 import { refuseInterruptedSave } from "./atomic_dir.ts";
+import { defineOptions, type FieldsOf, integer, record, string } from "../options/schema.ts";
 
 /** File name of a single-file checkpoint. */
 export const SINGLE_FILE_NAME = "model.safetensors";
@@ -277,7 +278,16 @@ export interface WriteShardedResult {
   totalSize: number;
 }
 
-const SHARD_KEYS = new Set(["maxShardBytes", "metadata"]);
+/** The schema of {@linkcode writeShardedSafetensors}'s options. */
+export const writeShardedSchema = defineOptions(
+  "writeShardedSafetensors",
+  {
+    maxShardBytes: integer("Largest data size of one shard in bytes.", { min: 1, default: 5_000_000_000 }),
+    metadata: record("__metadata__ written into every shard.", string("A value."), {
+      default: { format: "pt" },
+    }),
+  } satisfies FieldsOf<WriteShardedOptions>,
+);
 
 /**
  * Writes a checkpoint directory as transformers `save_pretrained` does: a single
@@ -305,16 +315,10 @@ export async function writeShardedSafetensors(
   tensors: Iterable<SafetensorsEntry> | AsyncIterable<SafetensorsEntry>,
   options: WriteShardedOptions = {},
 ): Promise<WriteShardedResult> {
-  for (const key of Object.keys(options)) {
-    if (!SHARD_KEYS.has(key)) {
-      throw new TypeError(`Unknown option "${key}"; known options: ${[...SHARD_KEYS].join(", ")}`);
-    }
-  }
-  const maxShardBytes = options.maxShardBytes ?? 5_000_000_000;
-  if (!Number.isSafeInteger(maxShardBytes) || maxShardBytes <= 0) {
-    throw new RangeError(`maxShardBytes must be a positive integer, got ${maxShardBytes}`);
-  }
-  const metadata = options.metadata ?? { format: "pt" };
+  const { maxShardBytes, metadata } = writeShardedSchema.parse(options) as {
+    maxShardBytes: number;
+    metadata: Record<string, string>;
+  };
   const entries: SafetensorsEntry[] = [];
   for await (const entry of tensors) entries.push(entry);
 

@@ -9,6 +9,7 @@
  * @module
  */
 import { parseDtype, type SafetensorsDtype, tensorByteLength } from "./dtypes.ts";
+import { defineOptions, type FieldsOf, record, string } from "../options/schema.ts";
 
 /** Raw tensor contents: any typed array (or DataView) whose bytes are the little-endian data. */
 export type TensorData = ArrayBufferView;
@@ -44,30 +45,20 @@ export interface WriteSafetensorsResult {
   tensorBytes: number;
 }
 
-const OPTION_KEYS = new Set(["metadata"]);
+/** The schema of {@linkcode writeSafetensors}'s options. */
+export const writeSafetensorsSchema = defineOptions(
+  "writeSafetensors",
+  {
+    metadata: record(
+      "String map stored as __metadata__ (safetensors allows only strings).",
+      string("A value."),
+    ),
+  } satisfies FieldsOf<WriteSafetensorsOptions>,
+);
 
 function resolveWriteOptions(options: WriteSafetensorsOptions): { metadata?: Record<string, string> } {
-  if (typeof options !== "object" || options === null) {
-    throw new TypeError(`Options must be an object, got ${options}`);
-  }
-  for (const key of Object.keys(options)) {
-    if (!OPTION_KEYS.has(key)) {
-      throw new TypeError(`Unknown option "${key}"; known options: ${[...OPTION_KEYS].join(", ")}`);
-    }
-  }
-  const { metadata } = options;
-  if (metadata === undefined) return {};
-  if (typeof metadata !== "object" || metadata === null || Array.isArray(metadata)) {
-    throw new TypeError(`options.metadata must be an object of strings, got ${JSON.stringify(metadata)}`);
-  }
-  for (const [k, v] of Object.entries(metadata)) {
-    if (typeof v !== "string") {
-      throw new TypeError(
-        `options.metadata.${k} must be a string (safetensors allows only strings), got ${JSON.stringify(v)}`,
-      );
-    }
-  }
-  return { metadata };
+  const { metadata } = writeSafetensorsSchema.parse(options);
+  return metadata === undefined ? {} : { metadata: metadata as Record<string, string> };
 }
 
 /** Bytes of a tensor's data, checked against the size its header entry promises. */

@@ -18,6 +18,7 @@ import {
   resolveChatTemplate,
 } from "./chat_template.ts";
 import { FormatError } from "./format_error.ts";
+import { boolean, defineOptions, type FieldsOf, string } from "../options/schema.ts";
 
 /** Options of {@linkcode Tokenizer.encode}. */
 export interface EncodeOptions {
@@ -106,7 +107,42 @@ export interface Tokenizer {
   applyChatTemplate(messages: readonly ChatMessage[], options?: ApplyChatTemplateOptions): string;
 }
 
-const LOAD_KEYS = ["chatTemplate", "chatTemplateName"];
+/** The schema of {@linkcode loadTokenizer}'s and {@linkcode createTokenizer}'s options. */
+export const loadTokenizerSchema = defineOptions(
+  "loadTokenizer",
+  {
+    chatTemplate: string("Chat template source to use instead of the one shipped with the tokenizer."),
+    chatTemplateName: string("Which template to take when chat_template is a list of named templates.", {
+      default: "default",
+    }),
+  } satisfies FieldsOf<LoadTokenizerOptions>,
+);
+
+/** The schema of `Tokenizer.encode`'s options. */
+export const encodeSchema = defineOptions(
+  "encode",
+  {
+    addSpecialTokens: boolean("Add the special tokens of the tokenizer's post-processor (e.g. bos).", {
+      default: true,
+    }),
+  } satisfies FieldsOf<EncodeOptions>,
+);
+
+/** The schema of `Tokenizer.decode`'s options. */
+export const decodeSchema = defineOptions(
+  "decode",
+  {
+    skipSpecialTokens: boolean("Drop special tokens (bos, eos, pad, ...) from the text.", { default: false }),
+  } satisfies FieldsOf<DecodeOptions>,
+);
+
+/** The schema of `Tokenizer.applyChatTemplate`'s options. */
+export const applyChatTemplateSchema = defineOptions(
+  "applyChatTemplate",
+  {
+    addGenerationPrompt: boolean("Append the header that opens the assistant's turn.", { default: false }),
+  } satisfies FieldsOf<ApplyChatTemplateOptions>,
+);
 
 /**
  * Reads a tokenizer directory (as saved by transformers' `save_pretrained`).
@@ -268,19 +304,19 @@ function createTokenizerFrom(
     chatTemplate,
     encode(text, encodeOptions = {}) {
       if (typeof text !== "string") throw new TypeError(`encode() needs a string, received ${typeof text}`);
-      checkKeys(encodeOptions, ["addSpecialTokens"], "encode()");
-      return hf.encode(text, { add_special_tokens: encodeOptions.addSpecialTokens ?? true }).ids;
+      const { addSpecialTokens } = encodeSchema.parse(encodeOptions);
+      return hf.encode(text, { add_special_tokens: addSpecialTokens }).ids;
     },
     decode(ids, decodeOptions = {}) {
       if (!Array.isArray(ids)) throw new TypeError(`decode() needs an array of ids, received ${typeof ids}`);
-      checkKeys(decodeOptions, ["skipSpecialTokens"], "decode()");
+      const { skipSpecialTokens } = decodeSchema.parse(decodeOptions);
       for (const id of ids) {
         if (!Number.isInteger(id) || id < 0 || id >= vocabSize) {
           throw new RangeError(`decode() got token id ${id}; ids must be integers in [0, ${vocabSize})`);
         }
       }
       if (ids.length === 0) return "";
-      return hf.decode(ids as number[], { skip_special_tokens: decodeOptions.skipSpecialTokens ?? false });
+      return hf.decode(ids as number[], { skip_special_tokens: skipSpecialTokens });
     },
     tokenToId,
     idToToken(id) {
@@ -288,7 +324,7 @@ function createTokenizerFrom(
       return hf.id_to_token(id);
     },
     applyChatTemplate(messages, templateOptions = {}) {
-      checkKeys(templateOptions, ["addGenerationPrompt"], "applyChatTemplate()");
+      const { addGenerationPrompt } = applyChatTemplateSchema.parse(templateOptions);
       if (chatTemplate === undefined) {
         throw new Error(
           `${file}: this tokenizer has no chat template (no chat_template in tokenizer_config.json ` +
@@ -297,7 +333,7 @@ function createTokenizerFrom(
       }
       compiled ??= compileChatTemplate(chatTemplate);
       return compiled(messages, {
-        addGenerationPrompt: templateOptions.addGenerationPrompt ?? false,
+        addGenerationPrompt,
         bosToken: bos.text ?? "",
         eosToken: eos.text ?? "",
       });
@@ -323,27 +359,8 @@ function idList(value: unknown): number[] {
   return [];
 }
 
-function checkKeys(options: object, allowed: string[], where: string): void {
-  if (typeof options !== "object" || options === null) {
-    throw new TypeError(`${where} options must be an object, received ${options}`);
-  }
-  for (const key of Object.keys(options)) {
-    if (!allowed.includes(key)) {
-      throw new TypeError(
-        `Unknown ${where} option ${JSON.stringify(key)}; expected one of ${allowed.join(", ")}`,
-      );
-    }
-  }
-}
-
 function checkLoadOptions(options: LoadTokenizerOptions): void {
-  checkKeys(options, LOAD_KEYS, "loadTokenizer()");
-  for (const key of LOAD_KEYS) {
-    const value = (options as Record<string, unknown>)[key];
-    if (value !== undefined && typeof value !== "string") {
-      throw new TypeError(`loadTokenizer() option ${key} must be a string, received ${typeof value}`);
-    }
-  }
+  loadTokenizerSchema.parse(options);
 }
 
 function parseJsonObject(text: string, file: string): Record<string, unknown> {

@@ -461,6 +461,26 @@ export function object(doc: string, fields: Record<string, AnyField>, spec: Obje
   return { ...field, hasDefault: true, defaultValue: defaultsOf(fields) };
 }
 
+/**
+ * An object with any keys whose every value passes `value` (a string map, for example).
+ * @example
+ * ```ts
+ * import { throws } from "node:assert/strict";
+ * import { defineOptions, record, string } from "./schema.ts";
+ * const s = defineOptions("writeSafetensors", { metadata: record("String map.", string("A value.")) });
+ * throws(() => s.parse({ metadata: { format: 1 } }), (e: Error) => e.message.includes('"metadata.format" must be a string'));
+ * ```
+ */
+export function record<T>(doc: string, value: Field<T>, spec: Base<Record<string, T>> = {}): AnyField {
+  const type = `an object of ${value.type}`;
+  return make(type, doc, spec, { key: value.example }, (v, at) => {
+    if (!isPlainObject(v)) return typeError(at, type, v);
+    const out: Record<string, T> = {};
+    for (const [k, x] of Object.entries(v)) out[k] = value.check(x, { fn: at.fn, path: `${at.path}.${k}` });
+    return out;
+  });
+}
+
 /** Settings of {@linkcode array}. */
 export interface ArraySpec<T> extends Base<T[]> {
   /** Fewest items allowed. */

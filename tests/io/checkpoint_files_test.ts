@@ -8,8 +8,7 @@ import {
 import { FormatError } from "../../lib/io/format_error.ts";
 import type { SafetensorsEntry } from "../../lib/io/safetensors_writer.ts";
 
-const FIXTURE_DIR =
-  new URL("../fixtures/external/tiny-random-llama-2", import.meta.url).pathname;
+const FIXTURE_DIR = new URL("../fixtures/external/tiny-random-llama-2", import.meta.url).pathname;
 const HAS_FIXTURE = (() => {
   try {
     return Deno.statSync(`${FIXTURE_DIR}/model.safetensors`).isFile;
@@ -138,7 +137,7 @@ Deno.test("writeShardedSafetensors() rejects unknown options, bad sizes and dupl
   await withDir(async (dir) => {
     await rejects(
       writeShardedSafetensors(dir, ENTRIES, { maxShard: 1 } as never),
-      /Unknown option "maxShard"/,
+      /writeShardedSafetensors: unknown option "maxShard"/,
     );
     await rejects(writeShardedSafetensors(dir, ENTRIES, { maxShardBytes: 0 }), RangeError);
     await rejects(

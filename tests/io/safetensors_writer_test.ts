@@ -7,9 +7,8 @@ import {
   writeSafetensors,
 } from "../../lib/io/safetensors_writer.ts";
 
-const FIXTURE =
-  new URL("../fixtures/external/tiny-random-llama-2/model.safetensors", import.meta.url)
-    .pathname;
+const FIXTURE = new URL("../fixtures/external/tiny-random-llama-2/model.safetensors", import.meta.url)
+  .pathname;
 const HAS_FIXTURE = (() => {
   try {
     return Deno.statSync(FIXTURE).isFile;
@@ -198,7 +197,10 @@ Deno.test("invalid entries and options are rejected before anything is written",
     );
     await rejects(writeSafetensors(path, [{ ...a, name: "__metadata__" }]), TypeError);
     await rejects(writeSafetensors(path, [{ ...a, data: [1, 2] as unknown as Float32Array }]), TypeError);
-    await rejects(writeSafetensors(path, [a], { metdata: {} } as never), /Unknown option "metdata"/);
+    await rejects(
+      writeSafetensors(path, [a], { metdata: {} } as never),
+      /writeSafetensors: unknown option "metdata" \(did you mean "metadata"\?\)/,
+    );
     await rejects(writeSafetensors(path, [a], { metadata: { n: 1 } } as never), TypeError);
     deepStrictEqual([...Deno.readDirSync(dir)], []);
     throws(

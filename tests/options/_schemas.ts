@@ -20,6 +20,15 @@ import { plotPlansSchema, showPlanTableSchema } from "../../lib/notebook/plan_ch
 import { syntheticHistorySchema } from "../../lib/notebook/synthetic.ts";
 import { plotlyBundleSchema, writeHtmlSchema } from "../../lib/notebook/plotly.ts";
 import { progressSchema } from "../../lib/notebook/progress.ts";
+import { writeSafetensorsSchema } from "../../lib/io/safetensors_writer.ts";
+import { writeShardedSchema } from "../../lib/io/checkpoint_files.ts";
+import { renderChatTemplateSchema } from "../../lib/io/chat_template.ts";
+import {
+  applyChatTemplateSchema,
+  decodeSchema,
+  encodeSchema,
+  loadTokenizerSchema,
+} from "../../lib/io/tokenizer.ts";
 
 /** A schema and where its options are documented. */
 export interface DocumentedSchema {
@@ -58,4 +67,11 @@ export const EXTRA_SCHEMAS: DocumentedSchema[] = [
   { schema: plotlyBundleSchema, file: "lib/notebook/plotly.ts", iface: "PlotlyBundleOptions" },
   { schema: writeHtmlSchema, file: "lib/notebook/plotly.ts", iface: "WriteHtmlOptions" },
   { schema: progressSchema, file: "lib/notebook/progress.ts", iface: "ProgressOptions" },
+  { schema: writeSafetensorsSchema, file: "lib/io/safetensors_writer.ts", iface: "WriteSafetensorsOptions" },
+  { schema: writeShardedSchema, file: "lib/io/checkpoint_files.ts", iface: "WriteShardedOptions" },
+  { schema: renderChatTemplateSchema, file: "lib/io/chat_template.ts", iface: "RenderChatTemplateOptions" },
+  { schema: loadTokenizerSchema, file: "lib/io/tokenizer.ts", iface: "LoadTokenizerOptions" },
+  { schema: encodeSchema, file: "lib/io/tokenizer.ts", iface: "EncodeOptions" },
+  { schema: decodeSchema, file: "lib/io/tokenizer.ts", iface: "DecodeOptions" },
+  { schema: applyChatTemplateSchema, file: "lib/io/tokenizer.ts", iface: "ApplyChatTemplateOptions" },
 ];
