@@ -381,6 +381,8 @@ export function failureLine<O extends Record<string, CliOption>>(spec: CliSpec<O
       )
       .replace(new RegExp(`\\b${api}: "?([^\\s,;")]+)"?`, "g"), `--${name} $1`)
       .replace(new RegExp(`["\`']${api}["\`']`, "g"), `--${name}`);
+    // A bare API name is unambiguous when it is camelCase or dotted ("resumeFrom /x was saved with ...").
+    if (/[A-Z.]/.test(o.api)) text = text.replace(new RegExp(`\\b${api}\\b`, "g"), `--${name}`);
   }
   return `${spec.name}: ${spec.rewrite ? spec.rewrite(text) : text}`;
 }

@@ -157,4 +157,12 @@ Deno.test("failureLine() folds lines, drops the API function prefix and writes A
     "demo: bad --blocksize; --blocksize 100 is not allowed; --no-overwrite",
   );
   assertEquals(failureLine(SPEC, "plain text"), "demo: plain text");
+  const resume = defineCli({
+    ...SPEC,
+    options: { resume: { type: "string", api: "resumeFrom", description: "", example: "--resume DIR" } },
+  });
+  assertEquals(
+    failureLine(resume, new Error("train: resumeFrom out/a was saved with lr = 0.1")),
+    "demo: --resume out/a was saved with lr = 0.1",
+  );
 });
