@@ -1,30 +1,10 @@
 /**
- * Private helpers shared by the `lib/quant` modules: option-key checks and float32 rounding.
+ * Private helpers shared by the `lib/quant` modules: value descriptions for messages and float32 rounding.
  * @module
  */
 
 /** Rounds a number to the nearest float32 (ties to even), as CUDA `float` arithmetic does. */
 export const f32: (x: number) => number = Math.fround;
-
-/**
- * Throws a TypeError if `options` is not a plain object or has a key outside `allowed`.
- * A typo such as `blockSize` must not be silently ignored.
- */
-export function rejectUnknownKeys(options: unknown, allowed: readonly string[], fn: string): void {
-  if (options === undefined) return;
-  if (options === null || typeof options !== "object" || Array.isArray(options)) {
-    throw new TypeError(`${fn}: options must be an object, received ${describe(options)}.`);
-  }
-  for (const key of Object.keys(options)) {
-    if (!allowed.includes(key)) {
-      throw new TypeError(
-        `${fn}: unknown option "${key}"; the accepted options are ${
-          allowed.map((k) => `"${k}"`).join(", ")
-        }.`,
-      );
-    }
-  }
-}
 
 /** A short description of a received value for error messages. */
 export function describe(value: unknown): string {

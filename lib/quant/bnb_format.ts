@@ -27,7 +27,7 @@ import { QUANT_TYPES_4BIT, type QuantType4bit } from "./codebooks.ts";
 import { doubleDequantize, type DoubleQuantState } from "./double_quant.ts";
 import { FormatError } from "../io/format_error.ts";
 import { pyFloatRepr } from "./_py_json.ts";
-import { describe, rejectUnknownKeys } from "./_options.ts";
+import { describe } from "./_options.ts";
 import { array, defineOptions, either, type FieldsOf, oneOf, string } from "../options/schema.ts";
 import {
   QUANTIZE_RENAMED,
@@ -143,6 +143,14 @@ export interface ParseBnbOptions {
   file?: string;
 }
 
+/** The schema of {@linkcode parseBnbWeight}'s options. */
+export const parseBnbSchema = defineOptions(
+  "parseBnbWeight",
+  {
+    file: string("File name used in error messages.", { default: "<checkpoint>" }),
+  } satisfies FieldsOf<ParseBnbOptions>,
+);
+
 function bytesOf(view: ArrayBufferView): Uint8Array {
   return view instanceof Uint8Array ? view : new Uint8Array(view.buffer, view.byteOffset, view.byteLength);
 }
@@ -175,7 +183,7 @@ export function parseBnbWeight(
   get: (name: string) => TensorEntry | undefined,
   options: ParseBnbOptions = {},
 ): Quant4bitState {
-  rejectUnknownKeys(options, ["file"], "parseBnbWeight");
+  parseBnbSchema.parse(options);
   const file = options.file ?? "<checkpoint>";
   const fail = (tensor: string, detail: string): never => {
     throw new FormatError(detail, { file, tensor });

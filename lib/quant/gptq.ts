@@ -12,7 +12,8 @@
  * @module
  */
 
-import { describe, f32, rejectUnknownKeys } from "./_options.ts";
+import { describe, f32 } from "./_options.ts";
+import { boolean, custom, defineOptions, either, type FieldsOf, integer, oneOf } from "../options/schema.ts";
 
 /** On-disk zero-point convention: v1 (`"gptq"`, stored zero − 1) or `"gptq_v2"` (stored as is). */
 export type GptqFormat = "gptq" | "gptq_v2";
@@ -43,22 +44,18 @@ export interface DequantizeGptqOptions {
 
 const FORMATS: readonly GptqFormat[] = ["gptq", "gptq_v2"];
 
-function checkBits(bits: unknown, fn: string): void {
-  if (bits !== 4) {
-    throw new RangeError(
-      `${fn}: only 4-bit GPTQ is supported, received bits ${
-        describe(bits)
-      }; convert the checkpoint to 4-bit.`,
-    );
-  }
-}
+const bitsField = oneOf("Bits per weight; only 4 is supported.", [4] as const, { default: 4 });
 
-function checkFormat(format: unknown, fn: string): GptqFormat {
-  if (!FORMATS.includes(format as GptqFormat)) {
-    throw new RangeError(`${fn}: format must be "gptq" or "gptq_v2", received ${describe(format)}.`);
-  }
-  return format as GptqFormat;
-}
+/** The schema of {@linkcode dequantizeGptq}'s options. */
+export const dequantizeGptqSchema = defineOptions(
+  "dequantizeGptq",
+  {
+    bits: bitsField,
+    format: oneOf("Zero-point convention (checkpoint_format; missing means v1).", FORMATS, {
+      default: "gptq",
+    }),
+  } satisfies FieldsOf<DequantizeGptqOptions>,
+);
 
 /** Real zero point from a stored 4-bit nibble. */
 function realZero(stored: number, format: GptqFormat): number {
@@ -97,9 +94,7 @@ function realZero(stored: number, format: GptqFormat): number {
  */
 export function dequantizeGptq(layer: GptqLayer, options: DequantizeGptqOptions = {}): Float32Array {
   const fn = "dequantizeGptq";
-  rejectUnknownKeys(options, ["bits", "format"], fn);
-  checkBits(options.bits ?? 4, fn);
-  const format = checkFormat(options.format ?? "gptq", fn);
+  const { format } = dequantizeGptqSchema.parse(options);
   const { inFeatures: I, outFeatures: O, qweight, qzeros, scales, gIdx } = layer;
   if (
     !Number.isSafeInteger(I) || !Number.isSafeInteger(O) || I <= 0 || O <= 0 || I % 8 !== 0 || O % 8 !== 0
@@ -163,6 +158,28 @@ export interface PackGptqOptions {
   gIdx?: Int32Array;
 }
 
+/** The schema of {@linkcode packGptq}'s options. */
+export const packGptqSchema = defineOptions(
+  "packGptq",
+  {
+    bits: bitsField,
+    groupSize: either("Input channels per group, or -1 for one group over all inputs.", [
+      integer("Channels per group.", { min: 1 }),
+      oneOf("One group.", [-1] as const),
+    ], { default: 128 }),
+    sym: boolean("Symmetric quantization (zero point 8).", { default: true }),
+    format: oneOf("Zero-point convention to write.", FORMATS, { default: "gptq" }),
+    gIdx: custom<Int32Array>(
+      "Group of each input channel (act-order).",
+      "an Int32Array",
+      (v) => v instanceof Int32Array,
+      {
+        example: undefined,
+      },
+    ),
+  } satisfies FieldsOf<PackGptqOptions>,
+);
+
 /** `torch.round`: half to even. */
 function roundHalfEven(x: number): number {
   const r = Math.round(x);
@@ -195,9 +212,7 @@ export function packGptq(
   options: PackGptqOptions = {},
 ): GptqLayer {
   const fn = "packGptq";
-  rejectUnknownKeys(options, ["bits", "groupSize", "sym", "format", "gIdx"], fn);
-  checkBits(options.bits ?? 4, fn);
-  const format = checkFormat(options.format ?? "gptq", fn);
+  const { format } = packGptqSchema.parse(options);
   const [O, I] = shape;
   if (
     !Number.isSafeInteger(I) || !Number.isSafeInteger(O) || I <= 0 || O <= 0 || I % 8 !== 0 || O % 8 !== 0

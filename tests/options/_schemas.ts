@@ -29,6 +29,8 @@ import {
   encodeSchema,
   loadTokenizerSchema,
 } from "../../lib/io/tokenizer.ts";
+import { dequantizeGptqSchema, packGptqSchema } from "../../lib/quant/gptq.ts";
+import { parseBnbSchema } from "../../lib/quant/bnb_format.ts";
 
 /** A schema and where its options are documented. */
 export interface DocumentedSchema {
@@ -74,4 +76,7 @@ export const EXTRA_SCHEMAS: DocumentedSchema[] = [
   { schema: encodeSchema, file: "lib/io/tokenizer.ts", iface: "EncodeOptions" },
   { schema: decodeSchema, file: "lib/io/tokenizer.ts", iface: "DecodeOptions" },
   { schema: applyChatTemplateSchema, file: "lib/io/tokenizer.ts", iface: "ApplyChatTemplateOptions" },
+  { schema: dequantizeGptqSchema, file: "lib/quant/gptq.ts", iface: "DequantizeGptqOptions" },
+  { schema: packGptqSchema, file: "lib/quant/gptq.ts", iface: "PackGptqOptions" },
+  { schema: parseBnbSchema, file: "lib/quant/bnb_format.ts", iface: "ParseBnbOptions" },
 ];

@@ -62,7 +62,11 @@ Deno.test("dequantizeGptq() reads v1 zeros as stored + 1 and v2 zeros as stored"
 
 Deno.test("dequantizeGptq() rejects other bit widths, bad g_idx and wrong lengths with clear errors", () => {
   const layer = packGptq(new Float32Array(64).fill(0.1), [8, 8], { groupSize: -1 });
-  assertThrows(() => dequantizeGptq(layer, { bits: 3 }), RangeError, "only 4-bit");
+  assertThrows(
+    () => dequantizeGptq(layer, { bits: 3 }),
+    RangeError,
+    'dequantizeGptq: option "bits" must be one of 4, received 3',
+  );
   assertThrows(
     () => dequantizeGptq({ ...layer, gIdx: new Int32Array(8).fill(1) }),
     RangeError,
