@@ -277,3 +277,41 @@ Deno.test("QDoRA trains end to end: NF4 base, train() updates A, B and the magni
   assert(m1.some((v, i) => Math.abs(v - m0[i]) > 1e-6), "the magnitude vector was trained");
   model.dispose();
 });
+
+Deno.test("DoRA with dropout while training follows PEFT: x Wᵀ + (c − 1)·x̃ Wᵀ + c·s·x̃ Aᵀ Bᵀ", () => {
+  const before = tf.memory().numTensors;
+  const base = new DenseLinear("ref.proj", tf.tensor2d(REF.inputs.W), { trainable: false });
+  const dora = new DoRALinear(base, { r: REF.r, alpha: REF.lora_alpha, dropout: 0.5, seed: 0 });
+  tf.tidy(() => {
+    dora.loraA.assign(tf.tensor2d(REF.inputs.lora_A));
+    dora.loraB.assign(tf.tensor2d(REF.inputs.lora_B));
+    dora.magnitude.assign(tf.tensor1d(REF.inputs.magnitude));
+  });
+  dora.training = true;
+  const [got, want] = tf.tidy(() => {
+    const x = tf.tensor2d(REF.inputs.x);
+    const y = dora.apply(x).dataSync();
+    // the layer's first dropout mask uses seed 0·7919 + 1 (see LoRALinear)
+    const xd = tf.dropout(x, 0.5, undefined, 1) as tf.Tensor2D;
+    const c = tf.tensor1d(REF.expected.weight_norm.map((n, i) => REF.inputs.magnitude[i] / n));
+    const w = tf.tensor2d(REF.inputs.W);
+    const lora = tf.mul(
+      tf.matMul(
+        tf.matMul(xd, tf.tensor2d(REF.inputs.lora_A), false, true),
+        tf.tensor2d(REF.inputs.lora_B),
+        false,
+        true,
+      ),
+      REF.scaling,
+    );
+    const expected = tf.add(
+      tf.matMul(x, w, false, true),
+      tf.add(tf.mul(tf.matMul(xd, w, false, true), tf.sub(c, 1)), tf.mul(lora, c)),
+    );
+    return [y, expected.dataSync()];
+  });
+  assert(maxErr(got, [...want]) < 1e-5, `dropout forward err ${maxErr(got, [...want])}`);
+  assert(maxErr(got, REF.expected.y.flat()) > 1e-3, "dropout must change the training output");
+  dora.dispose();
+  assertEquals(tf.memory().numTensors, before, "tensors leaked");
+});
