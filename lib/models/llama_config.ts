@@ -53,6 +53,15 @@ function positiveInt(raw: Record<string, unknown>, key: string, source: string):
   return v;
 }
 
+/** A finite number > 0 (`rms_norm_eps: -1` or `rope_theta: 0` would make every logit NaN). */
+function positive(raw: Record<string, unknown>, key: string, source: string): number {
+  const v = need(raw, key, source);
+  if (!(v > 0)) {
+    throw new RangeError(`${source}: "${key}" must be a number > 0, got ${v} (every logit would be NaN)`);
+  }
+  return v;
+}
+
 function parseRopeScaling(v: unknown, source: string): RopeScaling | null {
   if (v === null || v === undefined) return null;
   if (typeof v !== "object") throw new TypeError(`${source}: "rope_scaling" must be an object or null`);
@@ -130,8 +139,8 @@ export function parseLlamaConfig(raw: Record<string, unknown>, source = "config.
     numAttentionHeads,
     numKeyValueHeads,
     headDim,
-    rmsNormEps: raw.rms_norm_eps == null ? 1e-6 : need(raw, "rms_norm_eps", source),
-    ropeTheta: raw.rope_theta == null ? 10000 : need(raw, "rope_theta", source),
+    rmsNormEps: raw.rms_norm_eps == null ? 1e-6 : positive(raw, "rms_norm_eps", source),
+    ropeTheta: raw.rope_theta == null ? 10000 : positive(raw, "rope_theta", source),
     ropeScaling: parseRopeScaling(raw.rope_scaling, source),
     maxPositionEmbeddings: raw.max_position_embeddings == null
       ? 2048

@@ -242,8 +242,68 @@ export async function loadModel(dir: string, options: LoadModelOptions = {}): Pr
   const reader = await openCheckpoint(dir);
   try {
     const factory = await chooseLinearFactory(dir, config, options);
-    return await buildModel(config, reader, factory);
+    const read = new Set<string>();
+    const model = await buildModel(config, trackReads(reader, read), factory);
+    try {
+      refuseUnusedTensors(dir, reader, read, config);
+    } catch (e) {
+      model.dispose();
+      throw e;
+    }
+    return model;
   } finally {
     reader.close();
   }
+}
+
+/** `reader`, recording in `read` every tensor name asked about. */
+function trackReads(reader: TensorReader, read: Set<string>): TensorReader {
+  return new Proxy(reader, {
+    get(target, key, receiver) {
+      const v = Reflect.get(target, key, receiver);
+      if (typeof v !== "function") return v;
+      if (["has", "info", "readBytes", "readFloat32", "readTyped"].includes(key as string)) {
+        return (name: string, ...rest: unknown[]) => {
+          read.add(name);
+          return v.call(target, name, ...rest);
+        };
+      }
+      return v.bind(target);
+    },
+  });
+}
+
+/**
+ * Refuses a checkpoint holding tensors the model did not use (a config with fewer layers
+ * than the checkpoint, another architecture's extra weights), naming them. Companion
+ * tensors of a module that was read (a quantized weight's absmax, scales, zeros, state)
+ * count as used, as do RoPE caches and a tied model's redundant `lm_head.weight`.
+ */
+function refuseUnusedTensors(
+  dir: string,
+  reader: TensorReader,
+  read: Set<string>,
+  config: LlamaConfig,
+): void {
+  const modules = new Set([...read].map((n) => n.slice(0, n.lastIndexOf("."))));
+  const unused = reader.names().filter((n) => {
+    if (read.has(n) || /(^|\.)rotary_emb\.inv_freq$/.test(n)) return false;
+    if (config.tieWordEmbeddings && n === "lm_head.weight") return false;
+    const mod = n.slice(0, n.lastIndexOf("."));
+    return !modules.has(mod) && ![...read].some((r) => n.startsWith(r + "."));
+  });
+  if (unused.length === 0) return;
+  const layers = unused.map((n) => n.match(/^model\.layers\.(\d+)\./)?.[1]).filter((x) => x !== undefined);
+  const extraLayers = [...new Set(layers.map(Number))].filter((i) => i >= config.numHiddenLayers);
+  throw new RangeError(
+    `loadModel: ${dir} holds ${unused.length} tensor(s) the model did not use: ${
+      unused.slice(0, 5).join(", ")
+    }${unused.length > 5 ? ", …" : ""}${
+      extraLayers.length
+        ? `; config.json says num_hidden_layers ${config.numHiddenLayers} but the checkpoint has layer(s) ${
+          extraLayers.sort((a, b) => a - b).join(", ")
+        }`
+        : ""
+    }. Use the config.json that belongs to these weights.`,
+  );
 }

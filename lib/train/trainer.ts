@@ -29,6 +29,7 @@ import { chunk, makeMicroBatch } from "./batching.ts";
 import {
   countTargets,
   type Example,
+  IGNORE_INDEX,
   type TokenizeOptions,
   tokenizeRecords,
   type TrainingRecord,
@@ -155,6 +156,55 @@ export function resolveTrainOptions(options: TrainOptions): ResolvedTrainOptions
 }
 
 /**
+ * Refuses token or label ids outside the vocabulary (they would index garbage or give a NaN
+ * loss), and cuts sequences longer than the model's `max_position_embeddings` (on the
+ * tokenizer's truncation side), warning how many were cut.
+ */
+function checkExamples(
+  examples: Example[],
+  model: LlamaForCausalLM,
+  side: "left" | "right",
+  where: string,
+): void {
+  const V = model.config.vocabSize, P = model.config.maxPositionEmbeddings;
+  examples.forEach((e, i) => {
+    const bad = e.ids.findIndex((x) => !Number.isInteger(x) || x < 0 || x >= V);
+    if (bad >= 0) {
+      throw new RangeError(
+        `${where}: record ${i}: token id ${
+          e.ids[bad]
+        } at position ${bad} is outside the vocabulary [0, ${V})`,
+      );
+    }
+    const badLabel = e.labels.findIndex((y) =>
+      y !== IGNORE_INDEX && (!Number.isInteger(y) || y < 0 || y >= V)
+    );
+    if (badLabel >= 0) {
+      throw new RangeError(
+        `${where}: record ${i}: label ${
+          e.labels[badLabel]
+        } at position ${badLabel} is outside the vocabulary [0, ${V}) ` +
+          `(use ${IGNORE_INDEX} to ignore a position)`,
+      );
+    }
+  });
+  let cut = 0;
+  for (const e of examples) {
+    if (e.ids.length <= P) continue;
+    cut++;
+    const keep = side === "left" ? (a: number[]) => a.slice(-P) : (a: number[]) => a.slice(0, P);
+    e.ids = keep(e.ids);
+    e.labels = keep(e.labels);
+  }
+  if (cut > 0) {
+    console.warn(
+      `${where}: ${cut} of ${examples.length} examples are longer than the model's max_position_embeddings (${P}) ` +
+        `and were cut to ${P} tokens (${side} side); set tokenize.maxLength to ${P} or less to silence this.`,
+    );
+  }
+}
+
+/**
  * Runs `fn` in a tfjs scope: tensors it creates and does not keep are freed, also when it
  * throws. tfjs keeps the tensors a gradient tape saves for backward (`kept` clones) and only
  * frees them when the backward pass completes, so after a failure (out of memory in the
@@ -255,9 +305,9 @@ export async function train(
   const o = resolveTrainOptions(options);
   requireSyncReads("train()");
   const tok = options.tokenizer;
-  const examples = tokenizeRecords(await collect(data), tok, options.tokenize).filter((e) =>
-    countTargets(e) > 0
-  );
+  const tokenized = tokenizeRecords(await collect(data), tok, options.tokenize);
+  checkExamples(tokenized, model, options.tokenize?.truncation ?? "left", "train");
+  const examples = tokenized.filter((e) => countTargets(e) > 0);
   if (examples.length === 0) throw new RangeError("train: no example has target tokens");
   if (o.mode === "full" && options.gradientCheckpointing === undefined) {
     // The engine-aware estimate decides whether one tape over the whole model fits the wasm heap.
@@ -275,6 +325,9 @@ export async function train(
   const evalExamples = options.evalData
     ? tokenizeRecords(options.evalData, tok, options.tokenize)
     : undefined;
+  if (evalExamples) {
+    checkExamples(evalExamples, model, options.tokenize?.truncation ?? "left", "train: evalData");
+  }
   const padId = tok?.padId ?? 0;
   const perStep = o.batchSize * o.gradAccumSteps;
   const stepsPerEpoch = Math.max(1, Math.floor(examples.length / perStep));

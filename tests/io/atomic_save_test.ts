@@ -43,6 +43,7 @@ async function loadWhole(kind: string, dir: string): Promise<string> {
     }
     case "checkpoint":
     case "quantize": {
+      (await loadModel(dir)).dispose(); // first: a save killed between its renames is restored here
       const config = JSON.parse(await Deno.readTextFile(`${dir}/config.json`));
       {
         using ckpt = await openCheckpoint(dir);
@@ -61,7 +62,6 @@ async function loadWhole(kind: string, dir: string): Promise<string> {
           );
         }
       }
-      (await loadModel(dir)).dispose();
       return kind === "checkpoint" ? config.torch_dtype : config.quantization_config.bnb_4bit_quant_type;
     }
   }
@@ -182,6 +182,18 @@ Deno.test("saveCheckpoint() refuses non-finite weights, naming the tensor, and l
   const w = m.norm.weight;
   tf.tidy(() => w.assign(tf.mul(w, NaN)));
   await assertRejects(() => saveCheckpoint(m, `${root}/save`), RangeError, `"model.norm.weight" holds NaN`);
+  (await loadModel(`${root}/save`)).dispose();
+  await assertNoLeftovers(`${root}/save`);
+  m.dispose();
+  await Deno.remove(root, { recursive: true });
+});
+
+Deno.test("a save killed between its two renames (only <dir>.old-* left) is restored by the next load", async () => {
+  const root = await Deno.makeTempDir();
+  const m = initModel(CHILD_CONFIG, { seed: 2 });
+  await saveCheckpoint(m, `${root}/save`);
+  await Deno.rename(`${root}/save`, `${root}/save.old-1234abcd`); // as a kill right after the first rename
+  await Deno.mkdir(`${root}/save.tmp-1234abcd`); // the new save, complete or not, is discarded
   (await loadModel(`${root}/save`)).dispose();
   await assertNoLeftovers(`${root}/save`);
   m.dispose();
