@@ -28,24 +28,32 @@ const TRAIN_CLI = defineCli({
       defaultText: "the recipe's output",
       example: "--output out/run2",
     },
+    "save-every": {
+      type: "integer",
+      min: 0,
+      api: "saveEvery",
+      description:
+        "save a training state every N steps into <output>/checkpoints/step-N (for --resume); 0 = never",
+      defaultText: "the recipe's train.saveEvery, else 0",
+      example: "--save-every 10",
+    },
     resume: {
       type: "string",
       placeholder: "DIR",
       api: "resumeFrom",
-      description: "continue a run from the training state saved in DIR (passed to train() as resumeFrom)",
+      description: "continue an interrupted run with the same recipe and options: DIR is its --output " +
+        "(its latest save in checkpoints/ is used), a checkpoints folder, or one step-N folder",
       defaultText: "none (a fresh start)",
       example: "--resume out/run1",
     },
   },
-  // Until the trainer takes resumeFrom, train() rejects it as an unknown option: say so in CLI terms.
-  rewrite: (m) =>
-    /unknown option --resume\b/.test(m)
-      ? "--resume: this trainer cannot resume yet (train() has no resumeFrom option)"
-      : m,
+  // The trainer's messages name its outputDir: here it is <output>/checkpoints unless the recipe sets one.
+  rewrite: (m) => m.replace(/\boutputDir\b/g, "checkpoints folder"),
   examples: [
     "deno task train notebooks/recipes/qlora_herald.yaml",
     "deno task train notebooks/recipes/qlora_herald.yaml --steps 20 --output out/short",
-    "deno task train notebooks/recipes/qlora_herald.yaml --resume out/short --steps 60",
+    "deno task train notebooks/recipes/qlora_herald.yaml --output out/run1 --save-every 10",
+    "deno task train notebooks/recipes/qlora_herald.yaml --output out/run1 --save-every 10 --resume out/run1",
   ],
 });
 
@@ -55,7 +63,7 @@ if (import.meta.main) {
 
 async function trainFromRecipe(
   path: string,
-  overrides: { steps?: number; output?: string; resume?: string },
+  overrides: { steps?: number; output?: string; resume?: string; "save-every"?: number },
 ): Promise<void> {
   // Loaded after parsing, so --help and usage errors answer without loading tfjs.
   const { initEngine } = await import("../lib/engine/backend.ts");
@@ -100,11 +108,18 @@ async function trainFromRecipe(
   const data = await readJsonl(recipe.data);
   const evalData = recipe.evalData ? await readJsonl(recipe.evalData) : undefined;
   let bar: ReturnType<typeof progress> | undefined;
-  // resumeFrom is the trainer's resume option (train() rejects it with a clear message where unsupported).
+  // A run's --output holds its training states in checkpoints/ (unless the recipe names train.outputDir).
+  const resumeFrom = overrides.resume === undefined
+    ? undefined
+    : await isDir(`${overrides.resume}/checkpoints`)
+    ? `${overrides.resume}/checkpoints`
+    : overrides.resume;
   const options = {
     ...recipe.train,
     ...(overrides.steps !== undefined ? { steps: overrides.steps } : {}),
-    ...(overrides.resume !== undefined ? { resumeFrom: overrides.resume } : {}),
+    ...(overrides["save-every"] !== undefined ? { saveEvery: overrides["save-every"] } : {}),
+    outputDir: recipe.train.outputDir ?? `${output}/checkpoints`,
+    ...(resumeFrom !== undefined ? { resumeFrom } : {}),
     tokenizer,
     evalData,
     onStep: (r) => {
@@ -124,4 +139,8 @@ async function trainFromRecipe(
   const last = history[history.length - 1];
   console.log(`done: ${history.length} steps, final loss ${last.loss.toFixed(4)}; saved to ${output}`);
   model.dispose();
+}
+
+async function isDir(path: string): Promise<boolean> {
+  return await Deno.stat(path).then((s) => s.isDirectory, () => false);
 }
