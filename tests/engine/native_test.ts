@@ -61,3 +61,28 @@ Deno.test("TypeScript cross-entropy: uniform logits give ln V per counted row, g
   assert(Math.abs(grad[1] - (0.25 - 1)) < 1e-7 && Math.abs(grad[7] - 2 * (0.25 - 1)) < 1e-7, `${grad}`);
   assert(Math.abs(grad.reduce((a, b) => a + b, 0)) < 1e-6);
 });
+
+Deno.test("without the compiled library everything runs on the TypeScript kernels and says so once", async () => {
+  const code = `
+    import { nativeKernels } from "${new URL("../../lib/engine/native.ts", import.meta.url).href}";
+    import { dequantize4bit, quantize4bit } from "${
+    new URL("../../lib/quant/blockwise_4bit.ts", import.meta.url).href
+  }";
+    const q = quantize4bit(Float32Array.from({ length: 100 }, (_, i) => Math.cos(i)));
+    const a = dequantize4bit(q), b = dequantize4bit(q);
+    console.log(JSON.stringify({ kind: nativeKernels().kind, same: a.join() === b.join(), v: a[3] }));
+  `;
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--quiet", code],
+    env: { NBTUNE_NATIVE_LIB: "/nonexistent/libnbtune_kernels.so" },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const stderr = new TextDecoder().decode(out.stderr);
+  assert(out.success, stderr);
+  const r = JSON.parse(new TextDecoder().decode(out.stdout).trim());
+  assertEquals([r.kind, r.same], ["typescript", true]);
+  assert(Math.abs(r.v - Math.cos(3)) < 0.1, `dequantized ${r.v}`);
+  assertEquals(stderr.match(/native kernels unavailable/g)?.length, 1, stderr);
+  assert(/scripts\/setup\.sh/.test(stderr), stderr);
+});
