@@ -113,7 +113,21 @@ async function isFile(path: string): Promise<boolean> {
   }
 }
 
-/** The `step-N` folders of `outputDir` holding a complete training state, oldest first. */
+/**
+ * The `step-N` folders of `outputDir` holding a complete training state, oldest first
+ * (a save killed between its two renames is restored first; unfinished ones are skipped).
+ *
+ * @example
+ * ```ts
+ * import { listSaves } from "./training_state.ts";
+ * const out = await Deno.makeTempDir();
+ * await Deno.mkdir(`${out}/step-10`);
+ * await Deno.writeTextFile(`${out}/step-10/trainer_state.json`, "{}");
+ * await Deno.mkdir(`${out}/step-20.tmp-1a2b3c4d`); // an interrupted save
+ * const saves = await listSaves(out);
+ * if (saves.length !== 1 || saves[0].step !== 10) throw new Error(JSON.stringify(saves));
+ * ```
+ */
 export async function listSaves(outputDir: string): Promise<{ step: number; dir: string }[]> {
   const out: { step: number; dir: string }[] = [];
   const names: string[] = [];
