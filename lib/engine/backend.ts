@@ -18,6 +18,7 @@ import { ensureGradients } from "./gradients.ts";
 import { installHeapGuard } from "./heap_guard.ts";
 import { registerMatmulKernels } from "./matmul_kernels.ts";
 import { registerMissingKernels } from "./missing_kernels.ts";
+import { boolean, defineOptions, type FieldsOf, integer, oneOf } from "../options/schema.ts";
 
 /** Backends the toolkit knows how to start. */
 export type BackendName = "auto" | "wasm" | "cpu" | "webgpu" | "tensorflow";
@@ -43,7 +44,15 @@ export interface EngineOptions {
 }
 
 const BACKENDS: readonly BackendName[] = ["auto", "wasm", "cpu", "webgpu", "tensorflow"];
-const OPTION_KEYS = ["backend", "verbose", "blasThreads"];
+/** The schema of {@linkcode initEngine}'s options. */
+export const engineSchema = defineOptions(
+  "initEngine",
+  {
+    backend: oneOf("Which backend to use.", BACKENDS, { default: "auto" }),
+    verbose: boolean("Print the one-line notice about the chosen backend.", { default: false }),
+    blasThreads: integer("OpenBLAS threads (default: the library default, all cores).", { min: 1 }),
+  } satisfies FieldsOf<EngineOptions>,
+);
 
 let current: EngineInfo | undefined;
 let requested: BackendName | undefined;
@@ -190,15 +199,7 @@ async function startTensorflow(): Promise<EngineInfo> {
  * ```
  */
 export async function initEngine(options: EngineOptions = {}): Promise<EngineInfo> {
-  for (const key of Object.keys(options)) {
-    if (!OPTION_KEYS.includes(key)) {
-      throw new TypeError(`initEngine(): unknown option "${key}"; expected one of ${OPTION_KEYS.join(", ")}`);
-    }
-  }
-  const want = options.backend ?? "auto";
-  if (!BACKENDS.includes(want)) {
-    throw new RangeError(`initEngine(): backend must be one of ${BACKENDS.join(", ")}, received "${want}"`);
-  }
+  const want = engineSchema.parse(options).backend;
   if (current && (want === "auto" || want === requested || want === current.backend)) {
     if (tf.getBackend() === current.backend) return current;
   }

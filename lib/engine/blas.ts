@@ -10,6 +10,7 @@
  * tries that library first.
  * @module
  */
+import { array, defineOptions, type FieldsOf, integer, string } from "../options/schema.ts";
 
 /** CBLAS constants (cblas.h). */
 export const CBLAS_ROW_MAJOR = 101;
@@ -54,6 +55,17 @@ export interface BlasOptions {
   /** Threads for OpenBLAS (`undefined` keeps the library default: all cores). @default {undefined} */
   threads?: number;
 }
+
+/** The schema of {@linkcode loadBlas}'s options. */
+export const blasSchema = defineOptions(
+  "loadBlas",
+  {
+    paths: array("Paths tried before the built-in list.", string("A library path.", { nonEmpty: true }), {
+      default: [],
+    }),
+    threads: integer("Threads for OpenBLAS (default: the library default, all cores).", { min: 1 }),
+  } satisfies FieldsOf<BlasOptions>,
+);
 
 /** Library paths tried in order after `NBTUNE_BLAS_LIB` and `options.paths`. */
 export const BLAS_SEARCH_PATHS: readonly string[] = [
@@ -167,11 +179,7 @@ let cached: Blas | null | undefined;
  * ```
  */
 export function loadBlas(options: BlasOptions = {}): Blas | null {
-  for (const key of Object.keys(options)) {
-    if (key !== "paths" && key !== "threads") {
-      throw new TypeError(`loadBlas(): unknown option "${key}"; expected "paths" or "threads"`);
-    }
-  }
+  blasSchema.parse(options);
   if (cached === undefined) {
     cached = null;
     const mode = envGet("NBTUNE_BLAS")?.toLowerCase();
@@ -185,9 +193,6 @@ export function loadBlas(options: BlasOptions = {}): Blas | null {
     }
   }
   if (cached && options.threads !== undefined) {
-    if (!Number.isInteger(options.threads) || options.threads < 1) {
-      throw new RangeError(`loadBlas(): threads must be a positive integer, received ${options.threads}`);
-    }
     cached.setThreads(options.threads);
   }
   return cached;

@@ -15,12 +15,26 @@ import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 import "npm:@tensorflow/tfjs-backend-wasm@4.22.0";
 import type { Blas } from "./blas.ts";
 import { type KernelArgs, sizeOf, type TensorInfo, type WasmBackend } from "./_wasm_backend.ts";
+import { custom, defineOptions, type FieldsOf } from "../options/schema.ts";
 
 /** Options for {@linkcode registerMatmulKernels}. */
 export interface MatmulKernelOptions {
   /** BLAS to run the matmuls (`null`: stock wasm with explicit transposes). @default {null} */
   blas?: Blas | null;
 }
+
+/** The schema of {@linkcode registerMatmulKernels}'s options. */
+export const matmulKernelsSchema = defineOptions(
+  "registerMatmulKernels",
+  {
+    blas: custom<Blas | null>(
+      "BLAS to run the matmuls (null: stock wasm with explicit transposes).",
+      "a Blas from loadBlas() or null",
+      (v) => v === null || (typeof v === "object" && typeof (v as Blas).sgemm === "function"),
+      { example: null, default: null },
+    ),
+  } satisfies FieldsOf<MatmulKernelOptions>,
+);
 
 type KernelFunc = (args: KernelArgs) => TensorInfo | TensorInfo[];
 const NAMES = ["BatchMatMul", "_FusedMatMul"] as const;
@@ -336,11 +350,7 @@ function makeFusedMatMul(blas: Blas | null): KernelFunc {
  * ```
  */
 export function registerMatmulKernels(options: MatmulKernelOptions = {}): void {
-  for (const key of Object.keys(options)) {
-    if (key !== "blas") {
-      throw new TypeError(`registerMatmulKernels(): unknown option "${key}"; expected "blas"`);
-    }
-  }
+  matmulKernelsSchema.parse(options);
   const blas = options.blas ?? null;
   if (originals.size === 0) {
     for (const name of NAMES) {

@@ -31,6 +31,9 @@ import {
 } from "../../lib/io/tokenizer.ts";
 import { dequantizeGptqSchema, packGptqSchema } from "../../lib/quant/gptq.ts";
 import { parseBnbSchema } from "../../lib/quant/bnb_format.ts";
+import { engineSchema } from "../../lib/engine/backend.ts";
+import { blasSchema } from "../../lib/engine/blas.ts";
+import { matmulKernelsSchema } from "../../lib/engine/matmul_kernels.ts";
 
 /** A schema and where its options are documented. */
 export interface DocumentedSchema {
@@ -79,4 +82,7 @@ export const EXTRA_SCHEMAS: DocumentedSchema[] = [
   { schema: dequantizeGptqSchema, file: "lib/quant/gptq.ts", iface: "DequantizeGptqOptions" },
   { schema: packGptqSchema, file: "lib/quant/gptq.ts", iface: "PackGptqOptions" },
   { schema: parseBnbSchema, file: "lib/quant/bnb_format.ts", iface: "ParseBnbOptions" },
+  { schema: engineSchema, file: "lib/engine/backend.ts", iface: "EngineOptions" },
+  { schema: blasSchema, file: "lib/engine/blas.ts", iface: "BlasOptions" },
+  { schema: matmulKernelsSchema, file: "lib/engine/matmul_kernels.ts", iface: "MatmulKernelOptions" },
 ];
