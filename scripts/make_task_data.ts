@@ -114,7 +114,8 @@ export function heraldTask(text: string, sizes = { train: 1600, eval: 200 }) {
  * ```ts
  * import { writeHeraldTask } from "./make_task_data.ts";
  * const dir = await Deno.makeTempDir();
- * const lines = await writeHeraldTask("notebooks/data/tinyshakespeare.txt", dir);
+ * const corpus = new URL("../notebooks/data/tinyshakespeare.txt", import.meta.url).pathname;
+ * const lines = await writeHeraldTask(corpus, dir);
  * if (lines.length !== 2 || !lines[0].includes("1600 records")) throw new Error(lines.join("; "));
  * await Deno.remove(dir, { recursive: true });
  * ```
