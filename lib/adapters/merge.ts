@@ -7,6 +7,7 @@ import { BLOCK_LINEAR_NAMES, type BlockLinears } from "../models/llama_block.ts"
 import { DenseLinear } from "../models/linear.ts";
 import { isAdapterLayer } from "./adapter_layer.ts";
 import { adapterLayers } from "./attach.ts";
+import { boolean, defineOptions, type FieldsOf } from "../options/schema.ts";
 
 /** Options for {@linkcode mergeAdapter}. */
 export interface MergeOptions {
@@ -17,6 +18,19 @@ export interface MergeOptions {
    */
   dequantize?: boolean;
 }
+
+/** The schema of {@linkcode mergeAdapter}'s options. */
+export const mergeSchema = defineOptions(
+  "mergeAdapter",
+  {
+    dequantize: boolean(
+      "For 4-bit (or DyLoRA) layers, replace the layer by a dense fp32 copy of dequant(W) + dW.",
+      {
+        default: false,
+      },
+    ),
+  } satisfies FieldsOf<MergeOptions>,
+);
 
 /**
  * Folds every LoRA update into its dense base weight (`W ← W + scaling·BA`);
@@ -43,6 +57,7 @@ export interface MergeOptions {
  * ```
  */
 export function mergeAdapter(model: LlamaForCausalLM, options: MergeOptions = {}): void {
+  const { dequantize } = mergeSchema.parse(options);
   const layers = adapterLayers(model);
   if (layers.length === 0) throw new Error("mergeAdapter: the model has no adapter");
   for (const block of model.layers) {
@@ -52,7 +67,7 @@ export function mergeAdapter(model: LlamaForCausalLM, options: MergeOptions = {}
       const dense = lin.base instanceof DenseLinear;
       if (lin.mergeable) {
         lin.merge();
-      } else if (options.dequantize) {
+      } else if (dequantize) {
         // Dequantized copy: the layer becomes a plain fp32 DenseLinear, frozen like the base.
         const merged = new DenseLinear(lin.name, lin.denseWeight(), { trainable: false });
         lin.dispose();

@@ -15,6 +15,7 @@ import type { LlamaForCausalLM } from "../models/llama.ts";
 import type { PeftLayerConfig, PeftTensor } from "./adapter_layer.ts";
 import { adapterLayers, attachLoRA, detachAdapter } from "./attach.ts";
 import { adapterKind } from "./registry.ts";
+import { defineOptions, type FieldsOf, integer, string } from "../options/schema.ts";
 
 /** PEFT key of a module's factor. */
 export function peftKey(module: string, factor: "A" | "B"): string {
@@ -54,9 +55,21 @@ function exportFactors(
 export interface SaveAdapterOptions {
   /** `base_model_name_or_path` written to the config. @default {the model's `_name_or_path` or ""} */
   baseModelNameOrPath?: string;
-  /** For DyLoRA: the rank to export (default: the serving rank set by `setRank`, else maxRank). */
-  rank?: number;
+  /** For DyLoRA: the rank `r` to export. @default {the serving rank set by `setRank`, else the largest} */
+  r?: number;
 }
+
+/** The schema of {@linkcode saveAdapter}'s options. */
+export const saveAdapterSchema = defineOptions(
+  "saveAdapter",
+  {
+    baseModelNameOrPath: string(
+      "base_model_name_or_path written to the config (default: the model's _name_or_path).",
+    ),
+    r: integer("For DyLoRA: the rank to export (default: the serving rank, else the largest).", { min: 1 }),
+  } satisfies FieldsOf<SaveAdapterOptions>,
+  { renamed: { rank: "r", base_model_name_or_path: "baseModelNameOrPath" } },
+);
 
 /** Files a PEFT adapter save consists of (everything else in the folder is carried over). */
 const ADAPTER_FILES = new Set(["adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"]);
@@ -103,7 +116,8 @@ export async function writeAdapterFiles(
   dir: string,
   options: SaveAdapterOptions = {},
 ): Promise<void> {
-  const { rows, config: { r, alpha, rslora, dropout, useDora } } = exportFactors(model, options.rank);
+  const o = saveAdapterSchema.parse(options);
+  const { rows, config: { r, alpha, rslora, dropout, useDora } } = exportFactors(model, o.r);
   refuseNonFinite(rows);
   await Deno.mkdir(dir, { recursive: true });
   const entries = rows.flatMap((row) =>
@@ -122,7 +136,7 @@ export async function writeAdapterFiles(
     alpha_pattern: {},
     arrow_config: null,
     auto_mapping: null,
-    base_model_name_or_path: options.baseModelNameOrPath ?? String(model.config.raw._name_or_path ?? ""),
+    base_model_name_or_path: o.baseModelNameOrPath ?? String(model.config.raw._name_or_path ?? ""),
     bias: "none",
     corda_config: null,
     ensure_weight_tying: false,
@@ -166,7 +180,7 @@ export async function exportRank(model: LlamaForCausalLM, b: number, dir: string
   if (!layers.some((l) => l.kind === "dylora")) {
     throw new Error("exportRank: the model has no DyLoRA adapter");
   }
-  await saveAdapter(model, dir, { rank: b });
+  await saveAdapter(model, dir, { r: b });
 }
 
 /**

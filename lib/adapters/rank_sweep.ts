@@ -9,6 +9,7 @@ import { tokenizeRecords, type TrainingRecord } from "../train/data.ts";
 import { evaluateLoss } from "../train/evaluate.ts";
 import { adapterLayers, setRank } from "./attach.ts";
 import type { DyLoRALinear } from "./dylora.ts";
+import { custom, defineOptions, type FieldsOf, integer } from "../options/schema.ts";
 
 /** One row of the sweep. */
 export interface RankSweepRow {
@@ -25,8 +26,29 @@ export interface RankSweepOptions {
   tokenizer?: Tokenizer;
   /** Returns a task score (higher is better) for the model at the current rank. */
   scorer?: (model: LlamaForCausalLM) => number;
+  /** Examples per eval batch. @default {8} */
   batchSize?: number;
 }
+
+/** The schema of {@linkcode rankSweep}'s options. */
+export const rankSweepSchema = defineOptions(
+  "rankSweep",
+  {
+    tokenizer: custom<Tokenizer>(
+      "Needed for text / prompt records.",
+      "a Tokenizer (from loadTokenizer)",
+      (v) => typeof v === "object" && v !== null && typeof (v as Tokenizer).encode === "function",
+      { example: { encode: () => [] } },
+    ),
+    scorer: custom<(model: LlamaForCausalLM) => number>(
+      "Returns a task score (higher is better) for the model at the current rank.",
+      "a function",
+      (v) => typeof v === "function",
+      { example: () => 0 },
+    ),
+    batchSize: integer("Examples per eval batch.", { min: 1, default: 8 }),
+  } satisfies FieldsOf<RankSweepOptions>,
+);
 
 /** Result of {@linkcode rankSweep}: table rows and the best rank (draw it with `rankSweepChart` from `lib/notebook/`). */
 export interface RankSweepResult {
@@ -45,6 +67,7 @@ export function rankSweep(
   ranks?: number[],
   options: RankSweepOptions = {},
 ): RankSweepResult {
+  const o = rankSweepSchema.parse(options);
   const dy = adapterLayers(model).filter((l) => l.kind === "dylora") as DyLoRALinear[];
   if (dy.length === 0) throw new Error("rankSweep: the model has no DyLoRA adapter (attachDyLoRA first)");
   const max = dy[0].maxRank;
@@ -56,7 +79,7 @@ export function rankSweep(
     for (const r of list) {
       setRank(model, r);
       const loss = evaluateLoss(model, examples, {
-        batchSize: options.batchSize ?? 8,
+        batchSize: o.batchSize,
         padId: options.tokenizer?.padId ?? 0,
       }).loss;
       rows.push(options.scorer ? { rank: r, loss, score: options.scorer(model) } : { rank: r, loss });

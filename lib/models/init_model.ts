@@ -10,6 +10,7 @@ import { DenseLinear } from "./linear.ts";
 import { LlamaForCausalLM } from "./llama.ts";
 import { linearShape } from "./load_model.ts";
 import { RMSNorm } from "./rms_norm.ts";
+import { defineOptions, type FieldsOf, integer, number } from "../options/schema.ts";
 
 /** Options for {@linkcode initModel}. */
 export interface InitModelOptions {
@@ -18,6 +19,18 @@ export interface InitModelOptions {
   /** Standard deviation of the normal init (HF `initializer_range`). @default {0.02} */
   std?: number;
 }
+
+/** The schema of {@linkcode initModel}'s options. */
+export const initModelSchema = defineOptions(
+  "initModel",
+  {
+    seed: integer("RNG seed (weights are a deterministic function of config and seed).", {
+      min: 0,
+      default: 0,
+    }),
+    std: number("Standard deviation of the normal init (HF initializer_range).", { min: 0, default: 0.02 }),
+  } satisfies FieldsOf<InitModelOptions>,
+);
 
 /**
  * A new model with HF's initialisation (normal(0, std) weights, unit norms).
@@ -40,8 +53,9 @@ export function initModel(
 ): LlamaForCausalLM {
   requireEngine("initModel()");
   const c: LlamaConfig = "hiddenSize" in config ? config as LlamaConfig : parseLlamaConfig(config);
-  const std = options.std ?? 0.02;
-  let seed = options.seed ?? 0;
+  const o = initModelSchema.parse(options);
+  const std = o.std;
+  let seed = o.seed;
   const normal = (shape: number[]) => tf.randomNormal(shape, 0, std, "float32", seed++);
   const D = c.hiddenSize, V = c.vocabSize;
   const embedInit = normal([V, D]);

@@ -7,6 +7,7 @@ import { writeSafetensors } from "../io/safetensors_writer.ts";
 import { writeDirAtomic } from "../io/atomic_dir.ts";
 import type { LlamaForCausalLM } from "./llama.ts";
 import { BLOCK_LINEAR_NAMES } from "./llama_block.ts";
+import { defineOptions, type FieldsOf, oneOf, record, string } from "../options/schema.ts";
 
 /** Options for {@linkcode saveCheckpoint}. */
 export interface SaveCheckpointOptions {
@@ -15,6 +16,15 @@ export interface SaveCheckpointOptions {
   /** Extra `__metadata__` entries. */
   metadata?: Record<string, string>;
 }
+
+/** The schema of {@linkcode saveCheckpoint}'s options. */
+export const saveCheckpointSchema = defineOptions(
+  "saveCheckpoint",
+  {
+    dtype: oneOf("Storage dtype of the weights.", ["F32", "F16", "BF16"] as const, { default: "F32" }),
+    metadata: record("Extra __metadata__ entries.", string("A value.")),
+  } satisfies FieldsOf<SaveCheckpointOptions>,
+);
 
 /** The model's weights as `[name, tensor-producing function]` in HF names (dense copies). */
 export function stateDict(
@@ -71,6 +81,7 @@ export async function saveCheckpoint(
   dir: string,
   options: SaveCheckpointOptions = {},
 ): Promise<void> {
+  saveCheckpointSchema.parse(options);
   await writeDirAtomic(dir, (tmp) => writeCheckpointFiles(model, tmp, options), {
     carry: (name) => !CHECKPOINT_FILE.test(name),
   });
@@ -85,7 +96,7 @@ export async function writeCheckpointFiles(
   dir: string,
   options: SaveCheckpointOptions = {},
 ): Promise<void> {
-  const dtype = options.dtype ?? "F32";
+  const dtype = saveCheckpointSchema.parse(options).dtype;
   await Deno.mkdir(dir, { recursive: true });
   const torchDtype = dtype === "F32" ? "float32" : dtype === "F16" ? "float16" : "bfloat16";
   const tensors = stateDict(model).map((t) => ({

@@ -8,8 +8,26 @@ import type { LlamaForCausalLM } from "../models/llama.ts";
 import { chunk, makeMicroBatch } from "./batching.ts";
 import type { Example } from "./data.ts";
 import { microBatchLossSum } from "./loss.ts";
+import { defineOptions, type FieldsOf, integer } from "../options/schema.ts";
 
-/** Result of {@linkcode evaluateLoss}. */
+/** Options of {@linkcode evaluateLoss}. */
+export interface EvaluateOptions {
+  /** Examples per eval batch. @default {8} */
+  batchSize?: number;
+  /** Token id used to pad a batch (its positions carry no loss). @default {0} */
+  padId?: number;
+}
+
+/** The schema of {@linkcode evaluateLoss}'s options. */
+export const evaluateSchema = defineOptions(
+  "evaluateLoss",
+  {
+    batchSize: integer("Examples per eval batch.", { min: 1, default: 8 }),
+    padId: integer("Token id used to pad a batch.", { min: 0, default: 0 }),
+  } satisfies FieldsOf<EvaluateOptions>,
+);
+
+/** What {@linkcode evaluateLoss} returns. */
 export interface EvalResult {
   /** Mean loss per target token. */
   loss: number;
@@ -41,12 +59,13 @@ export interface EvalResult {
 export function evaluateLoss(
   model: LlamaForCausalLM,
   examples: Example[],
-  options: { batchSize?: number; padId?: number } = {},
+  options: EvaluateOptions = {},
 ): EvalResult {
+  const o = evaluateSchema.parse(options);
   let sum = 0, tokens = 0;
   requireSyncReads("evaluateLoss()");
-  for (const group of chunk(examples, options.batchSize ?? 8)) {
-    const mb = makeMicroBatch(group, options.padId ?? 0);
+  for (const group of chunk(examples, o.batchSize)) {
+    const mb = makeMicroBatch(group, o.padId);
     if (mb.numTargets === 0) continue;
     sum += tf.tidy(() => microBatchLossSum(model, mb).dataSync()[0]);
     tokens += mb.numTargets;

@@ -34,6 +34,12 @@ import { parseBnbSchema } from "../../lib/quant/bnb_format.ts";
 import { engineSchema } from "../../lib/engine/backend.ts";
 import { blasSchema } from "../../lib/engine/blas.ts";
 import { matmulKernelsSchema } from "../../lib/engine/matmul_kernels.ts";
+import { mergeSchema } from "../../lib/adapters/merge.ts";
+import { saveAdapterSchema } from "../../lib/adapters/peft_format.ts";
+import { rankSweepSchema } from "../../lib/adapters/rank_sweep.ts";
+import { initModelSchema } from "../../lib/models/init_model.ts";
+import { saveCheckpointSchema } from "../../lib/models/save_model.ts";
+import { evaluateSchema } from "../../lib/train/evaluate.ts";
 
 /** A schema and where its options are documented. */
 export interface DocumentedSchema {
@@ -85,4 +91,10 @@ export const EXTRA_SCHEMAS: DocumentedSchema[] = [
   { schema: engineSchema, file: "lib/engine/backend.ts", iface: "EngineOptions" },
   { schema: blasSchema, file: "lib/engine/blas.ts", iface: "BlasOptions" },
   { schema: matmulKernelsSchema, file: "lib/engine/matmul_kernels.ts", iface: "MatmulKernelOptions" },
+  { schema: mergeSchema, file: "lib/adapters/merge.ts", iface: "MergeOptions" },
+  { schema: saveAdapterSchema, file: "lib/adapters/peft_format.ts", iface: "SaveAdapterOptions" },
+  { schema: rankSweepSchema, file: "lib/adapters/rank_sweep.ts", iface: "RankSweepOptions" },
+  { schema: initModelSchema, file: "lib/models/init_model.ts", iface: "InitModelOptions" },
+  { schema: saveCheckpointSchema, file: "lib/models/save_model.ts", iface: "SaveCheckpointOptions" },
+  { schema: evaluateSchema, file: "lib/train/evaluate.ts", iface: "EvaluateOptions" },
 ];
