@@ -5,12 +5,21 @@
  */
 import type { RankSweepRow } from "../adapters/rank_sweep.ts";
 import type { PlotlyFigure } from "./plotly.ts";
+import { defineOptions, type FieldsOf, string } from "../options/schema.ts";
 
 /** Options for {@linkcode rankSweepChart}. */
 export interface RankSweepChartOptions {
   /** Figure title. @default "Rank sweep (one DyLoRA run)" */
   title?: string;
 }
+
+/** The schema of {@linkcode rankSweepChart}'s options. */
+export const rankSweepChartSchema = defineOptions(
+  "rankSweepChart",
+  {
+    title: string("Figure title.", { default: "Rank sweep (one DyLoRA run)" }),
+  } satisfies FieldsOf<RankSweepChartOptions>,
+);
 
 /**
  * Plotly figure of a rank sweep: eval loss by rank, plus the score (right axis) when the rows have one.
@@ -27,6 +36,7 @@ export function rankSweepChart(
   sweep: { rows: readonly RankSweepRow[] },
   options: RankSweepChartOptions = {},
 ): PlotlyFigure {
+  const { title } = rankSweepChartSchema.parse(options);
   const rows = sweep.rows;
   if (!Array.isArray(rows) || rows.length === 0) {
     throw new TypeError("rankSweepChart: the sweep has no rows (pass the result of rankSweep)");
@@ -44,7 +54,7 @@ export function rankSweepChart(
   return {
     data,
     layout: {
-      title: { text: options.title ?? "Rank sweep (one DyLoRA run)" },
+      title: { text: title },
       xaxis: { title: { text: "rank" }, dtick: 1 },
       yaxis: { title: { text: "eval loss" } },
       ...(scored ? { yaxis2: { title: { text: "score" }, overlaying: "y", side: "right" } } : {}),

@@ -8,6 +8,10 @@
  */
 import type { ChatMessage } from "../io/chat_template.ts";
 import type { Tokenizer } from "../io/tokenizer.ts";
+import { sourceOf } from "../io/jsonl.ts";
+import { checkRecord } from "./record_check.ts";
+import { defineOptions } from "../options/schema.ts";
+import { tokenizeFields } from "./train_options.ts";
 
 /** Label value that excludes a position from the loss (Transformers' convention). */
 export const IGNORE_INDEX = -100;
@@ -121,15 +125,20 @@ export function tokenizeRecords(
   tokenizer: Tokenizer | undefined,
   options: TokenizeOptions = {},
 ): Example[] {
+  const o = tokenizeSchema.parse(options);
   return records.map((r, i) => {
     try {
-      return tokenizeRecord(r, tokenizer, options);
+      return tokenizeRecord(r, tokenizer, o);
     } catch (e) {
-      (e as Error).message = `record ${i}: ${(e as Error).message}`;
+      const src = sourceOf(r); // file:line when the record came from readJsonl
+      (e as Error).message = `record ${i}${src ? ` (${src})` : ""}: ${(e as Error).message}`;
       throw e;
     }
   });
 }
+
+/** The schema of `tokenize` options (train's `tokenize`, {@linkcode tokenizeRecords}). */
+const tokenizeSchema = defineOptions("tokenize", tokenizeFields);
 
 /** Number of positions that contribute to the loss (labels shifted by one, −100 excluded). */
 export function countTargets(ex: Example): number {

@@ -40,6 +40,7 @@ import { rankSweepSchema } from "../../lib/adapters/rank_sweep.ts";
 import { initModelSchema } from "../../lib/models/init_model.ts";
 import { saveCheckpointSchema } from "../../lib/models/save_model.ts";
 import { evaluateSchema } from "../../lib/train/evaluate.ts";
+import { rankSweepChartSchema } from "../../lib/notebook/rank_sweep_chart.ts";
 
 /** A schema and where its options are documented. */
 export interface DocumentedSchema {
@@ -97,4 +98,5 @@ export const EXTRA_SCHEMAS: DocumentedSchema[] = [
   { schema: initModelSchema, file: "lib/models/init_model.ts", iface: "InitModelOptions" },
   { schema: saveCheckpointSchema, file: "lib/models/save_model.ts", iface: "SaveCheckpointOptions" },
   { schema: evaluateSchema, file: "lib/train/evaluate.ts", iface: "EvaluateOptions" },
+  { schema: rankSweepChartSchema, file: "lib/notebook/rank_sweep_chart.ts", iface: "RankSweepChartOptions" },
 ];
