@@ -7,6 +7,7 @@ import { assert, assertEquals } from "./_assert.ts";
 
 /** Runtime exports (functions, classes, constants), sorted. */
 const VALUES = [
+  "DivergenceError",
   "EMBEDDED_DATA_DIR",
   "EMBEDDED_MODEL_DIR",
   "HeapOutOfMemoryError",
@@ -36,6 +37,7 @@ const VALUES = [
   "initEngine",
   "initModel",
   "learningRateAt",
+  "listSaves",
   "liveTrainingChart",
   "loadAdapter",
   "loadModel",
@@ -81,6 +83,8 @@ const TYPES = [
   "BackendName",
   "ChartOptions",
   "ChatMessage",
+  "DivergenceInfo",
+  "DivergenceOptions",
   "DyLoRAConfig",
   "EngineEstimate",
   "EngineInfo",

@@ -3,6 +3,26 @@
  * @module
  */
 
+/** Where each object read by {@linkcode readJsonl} came from (`file:line`). */
+const SOURCES = new WeakMap<object, string>();
+
+/**
+ * The `file:line` an object was read from by {@linkcode readJsonl} (for error messages
+ * about records found bad later, e.g. while tokenizing), or undefined.
+ *
+ * @example
+ * ```ts
+ * import { readJsonl, sourceOf } from "./jsonl.ts";
+ * const path = await Deno.makeTempFile({ suffix: ".jsonl" });
+ * await Deno.writeTextFile(path, '{"text": "a"}\n\n{"text": 3}\n');
+ * const rows = await readJsonl(path);
+ * if (sourceOf(rows[1]) !== `${path}:3`) throw new Error(String(sourceOf(rows[1])));
+ * ```
+ */
+export function sourceOf(value: unknown): string | undefined {
+  return typeof value === "object" && value !== null ? SOURCES.get(value) : undefined;
+}
+
 /**
  * Reads a JSON-lines file, naming the file and line of a bad record. The type parameter
  * states the record shape you expect (nothing is checked beyond valid JSON).
@@ -25,11 +45,14 @@ export async function readJsonl<T = Record<string, unknown>>(path: string): Prom
   const out: T[] = [];
   text.split("\n").forEach((line, i) => {
     if (!line.trim()) return;
+    let value: unknown;
     try {
-      out.push(JSON.parse(line));
+      value = JSON.parse(line);
     } catch (e) {
       throw new SyntaxError(`${path}:${i + 1}: not valid JSON: ${(e as Error).message}`);
     }
+    if (typeof value === "object" && value !== null) SOURCES.set(value, `${path}:${i + 1}`);
+    out.push(value as T);
   });
   return out;
 }

@@ -64,6 +64,7 @@ export function tokenizeRecord(
   const maxLength = options.maxLength ?? 512;
   const side = options.truncation ?? "left";
   const addEos = options.addEos ?? true;
+  checkRecord(record); // names the field at fault
   if ("ids" in record) {
     const labels = record.labels ?? record.ids;
     if (labels.length !== record.ids.length) {

@@ -55,3 +55,23 @@ Deno.test("sequences longer than max_position_embeddings are cut with a warning 
   );
   m.dispose();
 });
+
+Deno.test("a bad record read from a JSONL file names the file, the line and the field", async () => {
+  const { readJsonl } = await import("../../lib/train/recipe.ts");
+  const path = await Deno.makeTempFile({ suffix: ".jsonl" });
+  await Deno.writeTextFile(path, '{"ids": [1, 2, 3]}\n\n{"ids": [1, "2", 3]}\n');
+  const m = initModel(CONFIG, { seed: 1 });
+  await assertRejects(
+    () => readJsonl(path).then((d) => train(m, d, O)),
+    TypeError,
+    `record 1 (${path}:3): field "ids[1]"`,
+  );
+  await Deno.writeTextFile(path, '{"prompt": "a"}\n');
+  await assertRejects(
+    () => readJsonl(path).then((d) => train(m, d, O)),
+    TypeError,
+    `record 0 (${path}:1): field "completion" must be a string, received undefined`,
+  );
+  m.dispose();
+  await Deno.remove(path);
+});
