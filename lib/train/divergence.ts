@@ -17,6 +17,7 @@
  * @module
  */
 import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
+import { defineOptions, either, type FieldsOf, integer, number, object, oneOf } from "../options/schema.ts";
 
 /** Settings of the divergence guard (`train({ divergence })`). */
 export interface DivergenceOptions {
@@ -31,6 +32,25 @@ export interface DivergenceOptions {
   /** Layer-wise mode: check everything before any update ("prepass") or each block before its own ("per-block"). @default {"prepass"} */
   layerwiseCheck?: "prepass" | "per-block";
 }
+
+/** Schema fields of `train()`'s `divergence` option. */
+export const divergenceFields = {
+  lossSpikeFactor: either("Stop when a loss exceeds this multiple of the recent mean; 0 = off.", [
+    number("A factor.", { above: 1 }),
+    oneOf("Off.", [0] as const),
+  ], { default: 4 }),
+  lossSpikeWindow: integer("Steps in the recent mean.", { min: 1, default: 16 }),
+  layerwiseCheck: oneOf(
+    "Layer-wise: check all gradients before any update (prepass) or each block before its own.",
+    ["prepass", "per-block"] as const,
+    { default: "prepass" },
+  ),
+} satisfies FieldsOf<DivergenceOptions>;
+
+/** Messages name the option as `train()` sees it: `divergence.lossSpikeWindow`. */
+const divergenceSchema = defineOptions("train", {
+  divergence: object("The divergence guard.", divergenceFields, { filled: true }),
+});
 
 /** Resolved guard settings. */
 export type ResolvedDivergence = Required<DivergenceOptions>;
@@ -111,29 +131,7 @@ export function firstNonFinite(tensors: tf.Tensor[]): number {
  * ```
  */
 export function resolveDivergence(options: DivergenceOptions = {}): ResolvedDivergence {
-  const known = ["lossSpikeFactor", "lossSpikeWindow", "layerwiseCheck"];
-  for (const k of Object.keys(options)) {
-    if (!known.includes(k)) {
-      throw new TypeError(`train: unknown option "divergence.${k}" (known: ${known.join(", ")})`);
-    }
-  }
-  const o = { lossSpikeFactor: 4, lossSpikeWindow: 16, layerwiseCheck: "prepass" as const, ...options };
-  if (typeof o.lossSpikeFactor !== "number" || !(o.lossSpikeFactor === 0 || o.lossSpikeFactor > 1)) {
-    throw new RangeError(
-      `train: divergence.lossSpikeFactor must be 0 (off) or a number > 1, received ${o.lossSpikeFactor}`,
-    );
-  }
-  if (!Number.isInteger(o.lossSpikeWindow) || o.lossSpikeWindow < 1) {
-    throw new RangeError(
-      `train: divergence.lossSpikeWindow must be an integer >= 1, received ${o.lossSpikeWindow}`,
-    );
-  }
-  if (o.layerwiseCheck !== "prepass" && o.layerwiseCheck !== "per-block") {
-    throw new RangeError(
-      `train: divergence.layerwiseCheck must be "prepass" or "per-block", received ${o.layerwiseCheck}`,
-    );
-  }
-  return o;
+  return divergenceSchema.parse({ divergence: options }).divergence as ResolvedDivergence;
 }
 
 /** What a step needs to check itself: where it is, and the recent losses. */

@@ -26,6 +26,7 @@ import { type GaLoreTrainOptions, OPTIMIZER_NAMES } from "./optimizers.ts";
 import { LAYERWISE_CLIPS } from "./layerwise_clip.ts";
 import type { TrainOptions } from "./trainer.ts";
 import type { StepRecord } from "./types.ts";
+import { divergenceFields } from "./divergence.ts";
 
 /** Schedules after warmup. */
 export const SCHEDULES = ["cosine", "linear", "constant"] as const;
@@ -129,18 +130,7 @@ export const trainFields = {
   resumeFrom: string("Continue from a step-N training state, or from outputDir's latest.", {
     nonEmpty: true,
   }),
-  divergence: object("The divergence guard.", {
-    lossSpikeFactor: number("Stop when a loss exceeds this multiple of the recent mean; 0 = off.", {
-      min: 0,
-      default: 4,
-    }),
-    lossSpikeWindow: integer("Steps in the recent mean.", { min: 1, default: 16 }),
-    layerwiseCheck: oneOf(
-      "Layer-wise: check all gradients before any update (prepass) or each block before its own.",
-      ["prepass", "per-block"] as const,
-      { default: "prepass" },
-    ),
-  }),
+  divergence: object("The divergence guard (non-finite loss or gradients, loss spikes).", divergenceFields),
   onStep: custom<(record: StepRecord) => void | Promise<void>>(
     "Called after every optimizer step.",
     "a function",
