@@ -90,7 +90,8 @@ export function parseProfileArgs(args: string[]): ProfileArgs {
 
 /** Kernel family of a kernel name (phase decides cross-entropy and optimizer). */
 export function kernelFamily(name: string, phase: string): string {
-  if (name === "BatchMatMul" || name === "_FusedMatMul") return "matmul (BLAS sgemm)";
+  const mm = /^(BatchMatMul|_FusedMatMul)( \[(.*)\])?$/.exec(name);
+  if (mm) return `matmul (BLAS sgemm)${mm[3] ? `, ${mm[3]} each` : ""}`;
   if (phase === "optimizer") return "optimizer (AdamW, clipping)";
   if (phase === "head + loss") return "LM head: norm + cross-entropy (non-matmul)";
   if (name === "Softmax") return "attention softmax";
@@ -117,7 +118,7 @@ export interface FamilyRow {
  * ```ts
  * import { familyTable } from "./profile.ts";
  * const rows = familyTable({ wallMs: 10, phases: {}, spans: [{ name: "dequantize", phase: "forward", ms: 2, calls: 1 }],
- *   kernels: [{ name: "BatchMatMul", phase: "forward", ms: 5, calls: 3 }] });
+ *   kernels: [{ name: "BatchMatMul [< 10 MFLOP]", phase: "forward", ms: 5, calls: 3 }] });
  * if (rows.at(-1)!.ms !== 3 || rows[0].ms !== 5) throw new Error(JSON.stringify(rows));
  * ```
  */

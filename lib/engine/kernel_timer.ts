@@ -12,7 +12,7 @@ import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 
 /** Time and calls of one kernel (or span) inside one phase. */
 export interface KernelTime {
-  /** Kernel name (`BatchMatMul`, `Softmax`, …) or span label (`dequantize`). */
+  /** Kernel name (`Softmax`, …; matmuls with a size bucket, `BatchMatMul [10-100 MFLOP]`) or span label. */
   name: string;
   /** Phase active when it ran (`""` outside any phase). */
   phase: string;
@@ -49,6 +49,26 @@ interface Active {
 
 let active: Active | undefined;
 
+const MATMULS = new Set(["BatchMatMul", "_FusedMatMul"]);
+
+/** `BatchMatMul [10-100 MFLOP]`: matmuls are bucketed by size, since small ones run far below the ceiling. */
+function matmulLabel(name: string, args: Parameters<tf.KernelFunc>[0]): string {
+  const { a, b } = args.inputs as { a?: tf.TensorInfo; b?: tf.TensorInfo };
+  if (!a || !b) return name;
+  const tA = Boolean(args.attrs?.transposeA), tB = Boolean(args.attrs?.transposeB);
+  const ra = a.shape.length, rb = b.shape.length;
+  const m = a.shape[tA ? ra - 1 : ra - 2],
+    k = a.shape[tA ? ra - 2 : ra - 1],
+    n = b.shape[tB ? rb - 2 : rb - 1];
+  const batch = Math.max(
+    a.shape.slice(0, -2).reduce((x, y) => x * y, 1),
+    b.shape.slice(0, -2).reduce((x, y) => x * y, 1),
+  );
+  const mflop = (2 * batch * m * n * k) / 1e6;
+  const bucket = mflop < 10 ? "< 10" : mflop < 100 ? "10-100" : mflop < 1000 ? "100-1000" : ">= 1000";
+  return `${name} [${bucket} MFLOP]`;
+}
+
 function bump(map: Map<string, KernelTime>, name: string, phase: string, ms: number) {
   const key = `${phase}\u0000${name}`;
   const e = map.get(key);
@@ -70,7 +90,7 @@ function bump(map: Map<string, KernelTime>, name: string, phase: string, ms: num
  * const p = startKernelProfile();
  * withPhase("forward", () => tf.tidy(() => tf.matMul(tf.ones([4, 4]), tf.ones([4, 4])).dataSync()));
  * const r = p.stop();
- * if (!r.kernels.some((k) => k.name === "BatchMatMul" && k.phase === "forward")) throw new Error("not timed");
+ * if (!r.kernels.some((k) => k.name === "BatchMatMul [< 10 MFLOP]" && k.phase === "forward")) throw new Error();
  * ```
  */
 export function startKernelProfile(): KernelProfile {
@@ -94,7 +114,7 @@ export function startKernelProfile(): KernelProfile {
         try {
           return inner(args);
         } finally {
-          bump(a.kernels, name, a.phase, performance.now() - t);
+          bump(a.kernels, MATMULS.has(name) ? matmulLabel(name, args) : name, a.phase, performance.now() - t);
         }
       }) as tf.KernelFunc,
     };
