@@ -9,6 +9,7 @@ import "@tensorflow/tfjs-backend-cpu";
 import "@tensorflow/tfjs-backend-wasm";
 import { loadBlas } from "../lib/engine/blas.ts";
 import { registerMatmulKernels, restoreMatmulKernels } from "../lib/engine/matmul_kernels.ts";
+import { defineOptions, type FieldsOf, integer, number } from "../lib/options/schema.ts";
 
 /** One benchmark result row. */
 export interface BenchRow {
@@ -26,6 +27,15 @@ export interface MatmulBenchOptions {
   /** Minimum seconds spent per measurement. @default {0.5} */
   minSeconds?: number;
 }
+
+/** The schema of {@linkcode runMatmulBench}'s options. */
+export const matmulBenchSchema = defineOptions(
+  "runMatmulBench",
+  {
+    size: integer("Matrix size n for n^3 matmuls.", { min: 1, default: 1024 }),
+    minSeconds: number("Minimum seconds spent per measurement.", { above: 0, default: 0.5 }),
+  } satisfies FieldsOf<MatmulBenchOptions>,
+);
 
 const MODES: [string, boolean, boolean][] = [["NN", false, false], ["NT", false, true], ["TN", true, false]];
 
@@ -57,10 +67,7 @@ function gflops(n: number, tA: boolean, tB: boolean, minSeconds: number): number
  * ```
  */
 export async function runMatmulBench(options: MatmulBenchOptions = {}): Promise<BenchRow[]> {
-  for (const k of Object.keys(options)) {
-    if (k !== "size" && k !== "minSeconds") throw new TypeError(`runMatmulBench(): unknown option "${k}"`);
-  }
-  const n = options.size ?? 1024, minSeconds = options.minSeconds ?? 0.5;
+  const { size: n, minSeconds } = matmulBenchSchema.parse(options);
   const prevBackend = tf.getBackend();
   const rows: BenchRow[] = [];
   await tf.setBackend("wasm");

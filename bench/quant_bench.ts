@@ -34,6 +34,16 @@ import { evaluateLoss } from "../lib/train/evaluate.ts";
 import { EMBEDDED_CONFIG, windows } from "../scripts/pretrain_embedded.ts";
 import { splitCorpus } from "../scripts/make_task_data.ts";
 import type { BenchRow } from "./matmul_bench.ts";
+import {
+  array,
+  custom,
+  defineOptions,
+  type FieldsOf,
+  integer,
+  number,
+  oneOf,
+  string,
+} from "../lib/options/schema.ts";
 
 export type { BenchRow };
 
@@ -86,7 +96,31 @@ export const STEP_CASES: StepCase[] = [
 ];
 
 const PARTS: readonly QuantBenchPart[] = ["rss", "matmul", "step", "ppl"];
-const OPTION_KEYS = ["parts", "rssConfig", "matmulSize", "matmulRows", "minSeconds", "stepCases"];
+/** The schema of {@linkcode runQuantBench}'s options. */
+export const quantBenchSchema = defineOptions(
+  "runQuantBench",
+  {
+    parts: array("Which parts to run.", oneOf("A part.", PARTS), { default: [...PARTS], minLength: 1 }),
+    rssConfig: custom<Record<string, unknown>>(
+      "HF config of the generated checkpoint for rss.",
+      "a config object",
+      (v) => typeof v === "object" && v !== null && !Array.isArray(v),
+      { example: {} },
+    ),
+    matmulSize: integer("Square weight size for matmul.", { min: 1, default: 1024 }),
+    matmulRows: integer("Input rows for matmul.", { min: 1, default: 256 }),
+    minSeconds: number("Minimum seconds of the interleaved timing loop.", { above: 0, default: 5 }),
+    stepCases: array(
+      "Models and micro-batches for step.",
+      custom<StepCase>(
+        "A step case.",
+        "a step case { label, config, batch }",
+        (v) => typeof v === "object" && v !== null && "config" in v && "batch" in v,
+        { example: STEP_CASES[0] },
+      ),
+    ),
+  } satisfies FieldsOf<QuantBenchOptions>,
+);
 const MB = 2 ** 20;
 
 /** Default checkpoint for the RSS measurement: ≈ 170 M parameters, ≈ 340 MB in BF16. */
@@ -113,15 +147,7 @@ export const RSS_CONFIG: Record<string, unknown> = {
  * ```
  */
 export async function runQuantBench(options: QuantBenchOptions = {}): Promise<BenchRow[]> {
-  for (const k of Object.keys(options)) {
-    if (!OPTION_KEYS.includes(k)) {
-      throw new TypeError(`runQuantBench(): unknown option "${k}" (known: ${OPTION_KEYS})`);
-    }
-  }
-  const parts = options.parts ?? [...PARTS];
-  for (const p of parts) {
-    if (!PARTS.includes(p)) throw new RangeError(`runQuantBench(): unknown part "${p}" (known: ${PARTS})`);
-  }
+  const { parts } = quantBenchSchema.parse(options);
   await initEngine();
   const rows: BenchRow[] = [];
   const minSeconds = options.minSeconds ?? 5;
@@ -463,6 +489,17 @@ export interface PerplexityReportOptions {
   maxWindows?: number;
 }
 
+/** The schema of {@linkcode runPerplexityReport}'s options. */
+export const perplexityReportSchema = defineOptions(
+  "runPerplexityReport",
+  {
+    modelDir: string("HF model directory with tokenizer.json.", { nonEmpty: true }),
+    textPath: string("Corpus whose last 5 % is the held-out text.", { nonEmpty: true }),
+    seqLen: integer("Tokens per window (as in pretraining).", { min: 2, default: 128 }),
+    maxWindows: integer("Evaluate only the first N windows.", { min: 1 }),
+  } satisfies FieldsOf<PerplexityReportOptions>,
+);
+
 /**
  * Held-out perplexity of a model in full precision and loaded as NF4 + double quant, FP4 + double quant
  * and NF4 without double quant (quantize-on-load), on the windows `scripts/pretrain_embedded.ts`
@@ -478,12 +515,7 @@ export interface PerplexityReportOptions {
  * ```
  */
 export async function runPerplexityReport(options: PerplexityReportOptions = {}): Promise<BenchRow[]> {
-  const known = ["modelDir", "textPath", "seqLen", "maxWindows"];
-  for (const k of Object.keys(options)) {
-    if (!known.includes(k)) {
-      throw new TypeError(`runPerplexityReport(): unknown option "${k}" (known: ${known})`);
-    }
-  }
+  perplexityReportSchema.parse(options);
   const dir = options.modelDir ??
     new URL("../notebooks/models/tiny-shakespeare-llama", import.meta.url).pathname;
   const textPath = options.textPath ??

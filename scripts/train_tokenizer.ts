@@ -15,6 +15,7 @@
  * @module
  */
 import { CliUsageError, defineCli, runCli } from "./_cli.ts";
+import { defineOptions, type FieldsOf, integer } from "../lib/options/schema.ts";
 
 /** Options of {@linkcode trainByteLevelBpe}. */
 export interface TrainByteLevelBpeOptions {
@@ -59,8 +60,21 @@ export const INSTRUCT_CHAT_TEMPLATE = "{{ bos_token }}{% for message in messages
 
 // GPT-2's pre-tokenizer regex (identical in HF tokenizers' ByteLevel and in tokenizers.js).
 const GPT2_SPLIT = /'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+/gu;
-const OPTION_KEYS = ["vocabSize", "minFrequency", "modelMaxLength"];
 const PAIR_SHIFT = 2 ** 21; // pair key = left * 2^21 + right; ids stay far below 2^21
+
+/** The schema of {@linkcode trainByteLevelBpe}'s options. */
+export const trainByteLevelBpeSchema = defineOptions(
+  "trainByteLevelBpe",
+  {
+    vocabSize: integer("Final vocabulary size: 3 special tokens + 256 bytes + merges.", {
+      min: SPECIAL_TOKENS.length + 256,
+      below: PAIR_SHIFT,
+      default: 512,
+    }),
+    minFrequency: integer("Pairs seen fewer times than this are never merged.", { min: 1, default: 2 }),
+    modelMaxLength: integer("model_max_length written to tokenizer_config.json.", { min: 1, default: 2048 }),
+  } satisfies FieldsOf<TrainByteLevelBpeOptions>,
+);
 
 /**
  * Trains a byte-level BPE on `text`.
@@ -169,34 +183,7 @@ export async function writeTokenizerFiles(dir: string, trained: TrainedTokenizer
 }
 
 function resolveOptions(options: TrainByteLevelBpeOptions): Required<TrainByteLevelBpeOptions> {
-  if (typeof options !== "object" || options === null) {
-    throw new TypeError(`trainByteLevelBpe() options must be an object, received ${options}`);
-  }
-  for (const key of Object.keys(options)) {
-    if (!OPTION_KEYS.includes(key)) {
-      throw new TypeError(
-        `Unknown trainByteLevelBpe() option ${JSON.stringify(key)}; expected one of ${OPTION_KEYS}`,
-      );
-    }
-  }
-  const min = SPECIAL_TOKENS.length + 256;
-  const resolved = {
-    vocabSize: options.vocabSize ?? 512,
-    minFrequency: options.minFrequency ?? 2,
-    modelMaxLength: options.modelMaxLength ?? 2048,
-  };
-  if (!Number.isInteger(resolved.vocabSize) || resolved.vocabSize < min || resolved.vocabSize >= PAIR_SHIFT) {
-    throw new RangeError(
-      `vocabSize must be an integer in [${min}, ${PAIR_SHIFT}), received ${resolved.vocabSize}`,
-    );
-  }
-  if (!Number.isInteger(resolved.minFrequency) || resolved.minFrequency < 1) {
-    throw new RangeError(`minFrequency must be an integer >= 1, received ${resolved.minFrequency}`);
-  }
-  if (!Number.isInteger(resolved.modelMaxLength) || resolved.modelMaxLength < 1) {
-    throw new RangeError(`modelMaxLength must be a positive integer, received ${resolved.modelMaxLength}`);
-  }
-  return resolved;
+  return trainByteLevelBpeSchema.parse(options);
 }
 
 /** GPT-2 `bytes_to_unicode`: printable bytes map to themselves, the rest to U+0100 onwards. */

@@ -41,6 +41,9 @@ import { initModelSchema } from "../../lib/models/init_model.ts";
 import { saveCheckpointSchema } from "../../lib/models/save_model.ts";
 import { evaluateSchema } from "../../lib/train/evaluate.ts";
 import { rankSweepChartSchema } from "../../lib/notebook/rank_sweep_chart.ts";
+import { trainByteLevelBpeSchema } from "../../scripts/train_tokenizer.ts";
+import { matmulBenchSchema } from "../../bench/matmul_bench.ts";
+import { perplexityReportSchema, quantBenchSchema } from "../../bench/quant_bench.ts";
 
 /** A schema and where its options are documented. */
 export interface DocumentedSchema {
@@ -99,4 +102,8 @@ export const EXTRA_SCHEMAS: DocumentedSchema[] = [
   { schema: saveCheckpointSchema, file: "lib/models/save_model.ts", iface: "SaveCheckpointOptions" },
   { schema: evaluateSchema, file: "lib/train/evaluate.ts", iface: "EvaluateOptions" },
   { schema: rankSweepChartSchema, file: "lib/notebook/rank_sweep_chart.ts", iface: "RankSweepChartOptions" },
+  { schema: trainByteLevelBpeSchema, file: "scripts/train_tokenizer.ts", iface: "TrainByteLevelBpeOptions" },
+  { schema: matmulBenchSchema, file: "bench/matmul_bench.ts", iface: "MatmulBenchOptions" },
+  { schema: quantBenchSchema, file: "bench/quant_bench.ts", iface: "QuantBenchOptions" },
+  { schema: perplexityReportSchema, file: "bench/quant_bench.ts", iface: "PerplexityReportOptions" },
 ];

@@ -109,7 +109,7 @@ async function documentedInterfaces(files: string[]): Promise<Map<string, DocPro
   };
   const found = new Map<string, DocProperty[]>();
   for (const [url, { symbols }] of Object.entries(json.nodes)) {
-    const file = url.slice(url.indexOf("/lib/") + 1);
+    const file = url.slice(url.search(/\/(lib|scripts|bench)\//) + 1);
     for (const n of symbols) {
       const d = n.declarations.find((d) => d.kind === "interface");
       if (d) found.set(`${file}#${n.name}`, d.def.properties);

@@ -77,7 +77,7 @@ Deno.test("trainByteLevelBpe() rejects bad options", () => {
   assert.throws(() => trainByteLevelBpe("x", { minFrequency: 0 }), RangeError);
   assert.throws(
     () => trainByteLevelBpe("x", { vocab: 300 } as never),
-    /Unknown trainByteLevelBpe\(\) option/,
+    /trainByteLevelBpe: unknown option "vocab"/,
   );
   assert.throws(() => trainByteLevelBpe(3 as never), TypeError);
 });
