@@ -123,7 +123,7 @@ export const trainFields = {
     default: 0,
   }),
   outputDir: string("Folder for saveEvery saves.", { default: "out/checkpoints", nonEmpty: true }),
-  saveTotalLimit: integer("Keep only the last K step-N saves in outputDir; 0 = keep all.", {
+  saveTotalLimit: integer("Keep the last K step-N saves in outputDir (and the best by eval loss); 0 = all.", {
     min: 0,
     default: 0,
   }),

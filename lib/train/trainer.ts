@@ -101,7 +101,10 @@ export interface TrainOptions {
   saveEvery?: number;
   /** Folder for `saveEvery` checkpoints. @default {"out/checkpoints"} */
   outputDir?: string;
-  /** Keep only the last K `step-N` saves in `outputDir` (0 = keep all). @default {0} */
+  /**
+   * Keep only the last K `step-N` saves in `outputDir`, plus the one with the lowest eval
+   * loss when evals ran at save steps (0 = keep all). @default {0}
+   */
   saveTotalLimit?: number;
   /**
    * Continue a run from a training state: a `step-N` folder written by `saveEvery`, or the

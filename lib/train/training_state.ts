@@ -208,11 +208,21 @@ export async function readTrainingState(dir: string): Promise<LoadedTrainingStat
   return { dir, json, trainable, optimizer };
 }
 
-/** Removes all but the last `keep` complete saves of `outputDir` (never `protect`). */
+/**
+ * Removes all but the last `keep` complete saves of `outputDir`, never `protect` and never
+ * the save with the lowest eval loss (when evals ran at save steps), as Transformers keeps
+ * its best checkpoint.
+ */
 export async function pruneSaves(outputDir: string, keep: number, protect: string): Promise<void> {
   const saves = await listSaves(outputDir);
+  let best: string | undefined, bestLoss = Infinity;
+  for (const s of saves) {
+    const json = JSON.parse(await Deno.readTextFile(`${s.dir}/${TRAINER_STATE_FILE}`)) as TrainerStateJson;
+    const loss = json.history?.at(-1)?.evalLoss;
+    if (typeof loss === "number" && loss < bestLoss) [best, bestLoss] = [s.dir, loss];
+  }
   for (const s of saves.slice(0, Math.max(0, saves.length - keep))) {
-    if (s.dir !== protect) await Deno.remove(s.dir, { recursive: true });
+    if (s.dir !== protect && s.dir !== best) await Deno.remove(s.dir, { recursive: true });
   }
 }
 

@@ -187,3 +187,30 @@ Deno.test("saveTotalLimit keeps the last K saves; resuming with other options or
   m.dispose();
   await Deno.remove(root, { recursive: true });
 });
+
+Deno.test("saveTotalLimit also keeps the save with the best eval loss", async () => {
+  const root = await Deno.makeTempDir({ prefix: "nbtune_resume_" });
+  const m = attachLoRA(initModel(CONFIG, { seed: 6 }), { r: 2 });
+  const h = await train(m, DATA, {
+    lr: 1e-2,
+    batchSize: 4,
+    steps: 6,
+    measureMemory: false,
+    saveEvery: 1,
+    evalEvery: 1,
+    evalData: DATA.slice(0, 3),
+    outputDir: root,
+    saveTotalLimit: 2,
+    divergence: { lossSpikeFactor: 0 },
+    // after step 2 the (frozen) final norm is spoiled, so later eval losses are worse
+    onStep: (r) => {
+      if (r.step === 2) tf.tidy(() => m.norm.weight.assign(tf.mul(m.norm.weight, 5)));
+    },
+  });
+  const best = h.reduce((b, r) => (r.evalLoss! < b.evalLoss! ? r : b)).step;
+  assert(best < 5, `the best eval loss should come early here: ${h.map((r) => r.evalLoss!.toFixed(3))}`);
+  const kept = (await listSaves(root)).map((s) => s.step);
+  assertEquals(kept, [...new Set([best, 5, 6])].sort((a, b) => a - b));
+  m.dispose();
+  await Deno.remove(root, { recursive: true });
+});
