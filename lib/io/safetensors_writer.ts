@@ -166,6 +166,19 @@ export function encodeSafetensors(
   return out;
 }
 
+/** Removes `<path>.tmp-*` files left by writes that were killed (the next write to `path` cleans up). */
+async function removeStaleTemporaries(path: string): Promise<void> {
+  const i = path.lastIndexOf("/");
+  const dir = i < 0 ? "." : path.slice(0, i) || "/", prefix = `${path.slice(i + 1)}.tmp-`;
+  try {
+    for await (const e of Deno.readDir(dir)) {
+      if (e.isFile && e.name.startsWith(prefix)) await Deno.remove(`${dir}/${e.name}`).catch(() => {});
+    }
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+}
+
 async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<void> {
   let done = 0;
   while (done < bytes.byteLength) done += await file.write(bytes.subarray(done));
@@ -204,6 +217,7 @@ export async function writeSafetensors(
   const entries: SafetensorsEntry[] = [];
   for await (const entry of tensors) entries.push(entry);
   const { header, sizes } = buildHeader(entries, metadata, path);
+  await removeStaleTemporaries(path);
   const tmp = `${path}.tmp-${crypto.randomUUID().slice(0, 8)}`;
   const file = await Deno.open(tmp, { write: true, createNew: true });
   let open = true;

@@ -199,3 +199,20 @@ Deno.test("a save killed between its two renames (only <dir>.old-* left) is rest
   m.dispose();
   await Deno.remove(root, { recursive: true });
 });
+
+Deno.test("writeSafetensors() removes <path>.tmp-* files left by a killed write to the same path", async () => {
+  const { writeSafetensors } = await import("../../lib/io/safetensors_writer.ts");
+  const dir = await Deno.makeTempDir();
+  await Deno.writeTextFile(`${dir}/a.safetensors.tmp-deadbeef`, "half");
+  await Deno.writeTextFile(`${dir}/b.safetensors.tmp-deadbeef`, "another file's");
+  await writeSafetensors(`${dir}/a.safetensors`, [{
+    name: "x",
+    dtype: "F32",
+    shape: [1],
+    data: new Float32Array([1]),
+  }]);
+  const names = [];
+  for await (const e of Deno.readDir(dir)) names.push(e.name);
+  assertEquals(names.sort(), ["a.safetensors", "b.safetensors.tmp-deadbeef"]);
+  await Deno.remove(dir, { recursive: true });
+});
