@@ -13,6 +13,8 @@ import { attachDyLoRA, attachLoRA } from "../../lib/adapters/attach.ts";
 import { train, type TrainOptions } from "../../lib/train/trainer.ts";
 import type { StepRecord } from "../../lib/train/types.ts";
 import { listSaves } from "../../lib/train/training_state.ts";
+import { loadModel } from "../../lib/models/load_model.ts";
+import { saveCheckpoint } from "../../lib/models/save_model.ts";
 
 await initEngine({ backend: "cpu" });
 
@@ -34,7 +36,7 @@ const DATA = Array.from({ length: 9 }, (_, i) => ({
 
 interface Case {
   name: string;
-  model: () => LlamaForCausalLM;
+  model: () => LlamaForCausalLM | Promise<LlamaForCausalLM>;
   options: TrainOptions;
   cuts: number[];
 }
@@ -90,6 +92,13 @@ const CASES: Case[] = [
     cuts: [2, 5],
   },
   {
+    name: "QLoRA (nf4 base, LoRA on every linear)",
+    model: async () =>
+      attachLoRA(await loadModel(await baseCheckpoint(), { quantize: "nf4" }), { r: 4, seed: 2 }),
+    options: { lr: 1e-2, batchSize: 4 },
+    cuts: [2],
+  },
+  {
     name: "LoRA with dropout",
     model: () => attachLoRA(initModel(CONFIG, { seed: 6 }), { r: 4, dropout: 0.2, seed: 3 }),
     options: { lr: 1e-2, batchSize: 4 },
@@ -108,18 +117,30 @@ function weights(model: LlamaForCausalLM): Map<string, number[]> {
 
 class Crash extends Error {}
 
+let base: string | undefined;
+/** A dense checkpoint to load with 4-bit quantization (written once). */
+async function baseCheckpoint(): Promise<string> {
+  if (!base) {
+    base = await Deno.makeTempDir({ prefix: "nbtune_resume_base_" });
+    const m = initModel(CONFIG, { seed: 7 });
+    await saveCheckpoint(m, base);
+    m.dispose();
+  }
+  return base;
+}
+
 for (const c of CASES) {
   Deno.test(`resume: ${c.name}, interrupted after step ${c.cuts.join(", ")}, equals the uninterrupted run bit for bit`, async () => {
     const root = await Deno.makeTempDir({ prefix: "nbtune_resume_" });
     const base: TrainOptions = { ...c.options, steps: STEPS, shuffleSeed: 5, measureMemory: false };
-    const ref = c.model();
+    const ref = await c.model();
     const want = comparable(await train(ref, DATA, base));
     const wantW = weights(ref);
     ref.dispose();
     const before = tf.memory().numTensors;
     for (const cut of c.cuts) {
       const out = `${root}/cut-${cut}`;
-      const first = c.model();
+      const first = await c.model();
       await assertRejects(
         () =>
           train(first, DATA, {
@@ -133,7 +154,7 @@ for (const c of CASES) {
         Crash,
       );
       first.dispose();
-      const second = c.model(); // a fresh process would build the same model again
+      const second = await c.model(); // a fresh process would build the same model again
       const got = comparable(
         await train(second, DATA, { ...base, saveEvery: 1, outputDir: out, resumeFrom: out }),
       );
