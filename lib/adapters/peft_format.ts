@@ -211,6 +211,14 @@ export async function loadAdapter(model: LlamaForCausalLM, dir: string): Promise
     if (v && Object.keys(v as object).length) throw new RangeError(`${cfgPath}: ${k} is not supported yet`);
   }
   const path = `${dir}/adapter_model.safetensors`;
+  try {
+    await Deno.stat(path);
+  } catch {
+    throw new RangeError(
+      `loadAdapter: ${dir} has adapter_config.json but no adapter_model.safetensors: an incomplete or ` +
+        "half-copied save (adapter_model.bin is not read); save the adapter again or copy the whole folder",
+    );
+  }
   const file = await openSafetensors(path);
   // module → suffix → values, all read and checked before the model is touched
   const tensors = new Map<string, Map<string, Float32Array>>();

@@ -216,3 +216,19 @@ Deno.test("writeSafetensors() removes <path>.tmp-* files left by a killed write 
   assertEquals(names.sort(), ["a.safetensors", "b.safetensors.tmp-deadbeef"]);
   await Deno.remove(dir, { recursive: true });
 });
+
+Deno.test("loadAdapter() names an incomplete adapter folder (config without weights)", async () => {
+  const root = await Deno.makeTempDir();
+  await Deno.writeTextFile(
+    `${root}/adapter_config.json`,
+    JSON.stringify({ peft_type: "LORA", r: 4, lora_alpha: 8 }),
+  );
+  const m = initModel(CHILD_CONFIG, { seed: 1 });
+  await assertRejects(
+    () => loadAdapter(m, root),
+    RangeError,
+    `${root} has adapter_config.json but no adapter_model`,
+  );
+  m.dispose();
+  await Deno.remove(root, { recursive: true });
+});

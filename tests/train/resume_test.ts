@@ -86,6 +86,12 @@ const CASES: Case[] = [
     cuts: [3],
   },
   {
+    name: "Lion, full parameters",
+    model: () => initModel(CONFIG, { seed: 8 }),
+    options: { optimizer: "lion", lr: 3e-4, batchSize: 4 },
+    cuts: [3],
+  },
+  {
     name: "DyLoRA (a rank sampled every step)",
     model: () => attachDyLoRA(initModel(CONFIG, { seed: 5 }), { r: 4, seed: 9 }),
     options: { lr: 1e-2, batchSize: 4 },
