@@ -141,6 +141,9 @@ export async function listSaves(outputDir: string): Promise<{ step: number; dir:
   for (const n of new Set(names.map((x) => x.match(/^(step-\d+)\.(old|tmp)-/)?.[1]).filter(Boolean))) {
     await recoverInterruptedSave(`${outputDir}/${n}`);
   }
+  for (const n of names.filter((x) => /^step-\d+\.del-/.test(x))) {
+    await Deno.remove(`${outputDir}/${n}`, { recursive: true }); // a pruning that was killed
+  }
   names.length = 0;
   for await (const e of Deno.readDir(outputDir)) names.push(e.name);
   for (const n of names) {
@@ -222,7 +225,11 @@ export async function pruneSaves(outputDir: string, keep: number, protect: strin
     if (typeof loss === "number" && loss < bestLoss) [best, bestLoss] = [s.dir, loss];
   }
   for (const s of saves.slice(0, Math.max(0, saves.length - keep))) {
-    if (s.dir !== protect && s.dir !== best) await Deno.remove(s.dir, { recursive: true });
+    if (s.dir === protect || s.dir === best) continue;
+    // Renamed away first, so a kill during the removal never leaves a half-deleted step-N.
+    const trash = `${s.dir}.del-${crypto.randomUUID().slice(0, 8)}`;
+    await Deno.rename(s.dir, trash);
+    await Deno.remove(trash, { recursive: true });
   }
 }
 
