@@ -7,6 +7,7 @@
  * names, so each is a row plus the layer code that reads the field).
  * @module
  */
+import { QWEN2_FAMILY } from "./families/qwen2.ts";
 
 /** MLP flavour: SwiGLU has three matrices (gate, up, down), GELU two (up, down). */
 export type MlpKind = "swiglu" | "gelu";
@@ -38,6 +39,11 @@ export interface ModelFamily {
   readonly tieWordEmbeddings: boolean;
   /** PEFT module names of one decoder layer's linears: attention, then MLP. */
   readonly linearNames: { readonly attention: readonly string[]; readonly mlp: readonly string[] };
+  /**
+   * Refuses (throws, naming them) the family's `config.json` keys that change the math and that
+   * the engine does not implement; `source` names the file in the message.
+   */
+  readonly checkConfig?: (raw: Record<string, unknown>, source: string) => void;
 }
 
 const LLAMA_NAMES = {
@@ -70,15 +76,7 @@ export const MODEL_FAMILIES: Readonly<Record<"llama" | "mistral" | "qwen2" | "fa
     aliases: [],
     doc: "Mistral (Llama layout; sliding-window attention is not needed below its window)",
   },
-  qwen2: {
-    ...llamaLike,
-    modelType: "qwen2",
-    aliases: [],
-    doc: "Qwen2 (Llama layout with q/k/v biases)",
-    engine: false,
-    engineGap: "its q/k/v biases are not loaded yet",
-    qkvBias: true,
-  },
+  qwen2: QWEN2_FAMILY,
   falcon: {
     modelType: "falcon",
     aliases: ["RefinedWeb", "RefinedWebModel"],
@@ -126,8 +124,8 @@ export function engineModelTypes(): string[] {
  * import { engineFamily } from "./families.ts";
  * if (engineFamily("mistral").modelType !== "mistral") throw new Error("mistral runs");
  * let msg = "";
- * try { engineFamily("qwen2", "config.json"); } catch (e) { msg = (e as Error).message; }
- * if (!msg.includes("biases")) throw new Error(msg);
+ * try { engineFamily("falcon", "config.json"); } catch (e) { msg = (e as Error).message; }
+ * if (!msg.includes("LayerNorm")) throw new Error(msg);
  * ```
  */
 export function engineFamily(modelType: string, source = "model config"): ModelFamily {

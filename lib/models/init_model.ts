@@ -10,6 +10,7 @@ import { DenseLinear } from "./linear.ts";
 import { LlamaForCausalLM } from "./llama.ts";
 import { linearShape } from "./load_model.ts";
 import { RMSNorm } from "./rms_norm.ts";
+import { Bias } from "./bias.ts";
 import { defineOptions, type FieldsOf, integer, number } from "../options/schema.ts";
 
 /** Options for {@linkcode initModel}. */
@@ -65,8 +66,13 @@ export function initModel(
   for (let i = 0; i < c.numHiddenLayers; i++) {
     const p = `model.layers.${i}`;
     const linears: Partial<BlockLinears> = {};
+    const biases: Partial<Record<keyof BlockLinears, Bias>> = {};
     for (const n of BLOCK_LINEAR_NAMES) {
       linears[n] = new DenseLinear(linearPath(i, n), normal(linearShape(c, n)) as tf.Tensor2D);
+      // HF's _init_weights zeroes linear biases.
+      if (c.biasedLinears.includes(n)) {
+        biases[n] = new Bias(linearPath(i, n), tf.zeros([linearShape(c, n)[0]]));
+      }
     }
     layers.push(
       new LlamaBlock(
@@ -75,6 +81,7 @@ export function initModel(
         new RMSNorm(`${p}.input_layernorm`, tf.ones([D]), c.rmsNormEps),
         new RMSNorm(`${p}.post_attention_layernorm`, tf.ones([D]), c.rmsNormEps),
         linears as BlockLinears,
+        biases,
       ),
     );
   }

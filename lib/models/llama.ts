@@ -227,7 +227,11 @@ export class LlamaForCausalLM {
     for (const l of this.layers) {
       l.inputNorm.trainable = trainable;
       l.postAttentionNorm.trainable = trainable;
-      for (const n of BLOCK_LINEAR_NAMES) setTrainable(l.linears[n], trainable);
+      for (const n of BLOCK_LINEAR_NAMES) {
+        setTrainable(l.linears[n], trainable);
+        const bias = l.biases[n];
+        if (bias) bias.trainable = trainable;
+      }
     }
     this.norm.trainable = trainable;
     if (this.lmHead) setTrainable(this.lmHead, trainable);
@@ -260,6 +264,8 @@ export class LlamaForCausalLM {
         if (adapter.length) {
           add("adapter", adapter.map((i) => ({ ...i, dtype: "fp32" })), count(lin.trainableParams()));
         } else add(kind, [], count(lin.trainableParams()));
+        const bias = l.biases[n];
+        if (bias) add(kind, bias.storage(), count(bias.trainableParams()));
       }
       for (const norm of [l.inputNorm, l.postAttentionNorm]) {
         add("norm", norm.storage(), count(norm.trainableParams()));

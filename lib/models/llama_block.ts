@@ -10,6 +10,7 @@ import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 import type { LlamaConfig } from "./llama_config.ts";
 import type { Linear, NamedParam } from "./linear.ts";
 import type { RMSNorm } from "./rms_norm.ts";
+import type { Bias } from "./bias.ts";
 import { applyRope } from "./rope.ts";
 
 /** Keys and values kept for generation: `[B, G, K, Dh]` each. */
@@ -65,7 +66,16 @@ export class LlamaBlock {
     readonly inputNorm: RMSNorm,
     readonly postAttentionNorm: RMSNorm,
     readonly linears: BlockLinears,
+    /** Biases of the projections that have one (Qwen2's q/k/v), by linear name. */
+    readonly biases: Partial<Record<keyof BlockLinears, Bias>> = {},
   ) {}
+
+  /** Projection `name` on `x: [N, I]` → `[N, O]`, plus its bias when it has one. */
+  project(name: keyof BlockLinears, x: tf.Tensor2D): tf.Tensor2D {
+    const y = this.linears[name].apply(x);
+    const b = this.biases[name];
+    return b ? b.apply(y) : y;
+  }
 
   /** `h: [B, T, D]` → `[B, T, D]`. */
   forward(h: tf.Tensor3D, ctx: BlockContext): tf.Tensor3D {
@@ -81,13 +91,12 @@ export class LlamaBlock {
     const c = this.config;
     const [B, T, D] = x.shape;
     const H = c.numAttentionHeads, G = c.numKeyValueHeads, R = H / G, Dh = c.headDim;
-    const L = this.linears;
     const x2 = tf.reshape(x, [B * T, D]) as tf.Tensor2D;
     const heads = (y: tf.Tensor2D, n: number) =>
       tf.transpose(tf.reshape(y, [B, T, n, Dh]), [0, 2, 1, 3]) as tf.Tensor4D; // [B, n, T, Dh]
-    const q = applyRope(heads(L.q_proj.apply(x2), H), ctx.cos, ctx.sin); // [B, H, T, Dh]
-    let k = applyRope(heads(L.k_proj.apply(x2), G), ctx.cos, ctx.sin); // [B, G, T, Dh]
-    let v = heads(L.v_proj.apply(x2), G); // [B, G, T, Dh]
+    const q = applyRope(heads(this.project("q_proj", x2), H), ctx.cos, ctx.sin); // [B, H, T, Dh]
+    let k = applyRope(heads(this.project("k_proj", x2), G), ctx.cos, ctx.sin); // [B, G, T, Dh]
+    let v = heads(this.project("v_proj", x2), G); // [B, G, T, Dh]
     if (ctx.cache) {
       if (ctx.cache.k && ctx.cache.v) {
         k = tf.concat([ctx.cache.k, k], 2);
@@ -112,23 +121,26 @@ export class LlamaBlock {
       B * T,
       H * Dh,
     ]) as tf.Tensor2D;
-    return tf.reshape(L.o_proj.apply(merged), [B, T, D]) as tf.Tensor3D;
+    return tf.reshape(this.project("o_proj", merged), [B, T, D]) as tf.Tensor3D;
   }
 
   /** SwiGLU MLP `down(silu(gate(x)) · up(x))` on `x: [B, T, D]`. */
   mlp(x: tf.Tensor3D): tf.Tensor3D {
     const [B, T, D] = x.shape;
     const x2 = tf.reshape(x, [B * T, D]) as tf.Tensor2D;
-    const g = this.linears.gate_proj.apply(x2); // [B·T, F]
-    const act = tf.mul(tf.mul(g, tf.sigmoid(g)), this.linears.up_proj.apply(x2));
-    return tf.reshape(this.linears.down_proj.apply(act as tf.Tensor2D), [B, T, D]) as tf.Tensor3D;
+    const g = this.project("gate_proj", x2); // [B·T, F]
+    const act = tf.mul(tf.mul(g, tf.sigmoid(g)), this.project("up_proj", x2));
+    return tf.reshape(this.project("down_proj", act as tf.Tensor2D), [B, T, D]) as tf.Tensor3D;
   }
 
   /** Trainable parameters of the block (norms and linears). */
   trainableParams(): NamedParam[] {
     return [
       ...this.inputNorm.trainableParams(),
-      ...BLOCK_LINEAR_NAMES.flatMap((n) => this.linears[n].trainableParams()),
+      ...BLOCK_LINEAR_NAMES.flatMap((n) => [
+        ...this.linears[n].trainableParams(),
+        ...(this.biases[n]?.trainableParams() ?? []),
+      ]),
       ...this.postAttentionNorm.trainableParams(),
     ];
   }
@@ -136,6 +148,9 @@ export class LlamaBlock {
   dispose(): void {
     this.inputNorm.dispose();
     this.postAttentionNorm.dispose();
-    for (const n of BLOCK_LINEAR_NAMES) this.linears[n].dispose();
+    for (const n of BLOCK_LINEAR_NAMES) {
+      this.linears[n].dispose();
+      this.biases[n]?.dispose();
+    }
   }
 }

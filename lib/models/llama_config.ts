@@ -31,6 +31,11 @@ export interface LlamaConfig {
   ropeScaling: RopeScaling | null;
   maxPositionEmbeddings: number;
   tieWordEmbeddings: boolean;
+  /**
+   * Projections with a bias `[O]` (HF `nn.Linear(..., bias=True)`): q/k/v for Qwen2 (the family's
+   * `qkvBias`), q/k/v/o with `attention_bias: true`, gate/up/down with `mlp_bias: true`.
+   */
+  biasedLinears: readonly string[];
   bosTokenId?: number;
   eosTokenId?: number | number[];
   /** The HF config object as read (kept so saving writes every original field back). */
@@ -107,7 +112,8 @@ function parseRopeScaling(v: unknown, source: string): RopeScaling | null {
  */
 export function parseLlamaConfig(raw: Record<string, unknown>, source = "config.json"): LlamaConfig {
   const modelType = String(raw.model_type ?? "llama");
-  engineFamily(modelType, source); // the families registry says which model types our engine runs
+  const family = engineFamily(modelType, source); // the families registry says which model types our engine runs
+  family.checkConfig?.(raw, source);
   const hiddenSize = positiveInt(raw, "hidden_size", source);
   const numAttentionHeads = positiveInt(raw, "num_attention_heads", source);
   const numKeyValueHeads = raw.num_key_value_heads == null
@@ -124,9 +130,11 @@ export function parseLlamaConfig(raw: Record<string, unknown>, source = "config.
   if (!Number.isInteger(headDim) || headDim % 2 !== 0) {
     throw new RangeError(`${source}: head dimension must be an even integer, got ${headDim}`);
   }
-  if (raw.attention_bias === true || raw.mlp_bias === true) {
-    throw new RangeError(`${source}: attention_bias / mlp_bias are not supported yet`);
-  }
+  const biasedLinears = [
+    ...(family.qkvBias || raw.attention_bias === true ? ["q_proj", "k_proj", "v_proj"] : []),
+    ...(raw.attention_bias === true ? ["o_proj"] : []),
+    ...(raw.mlp_bias === true ? ["gate_proj", "up_proj", "down_proj"] : []),
+  ];
   if (raw.hidden_act !== undefined && raw.hidden_act !== "silu") {
     throw new RangeError(`${source}: hidden_act "${raw.hidden_act}" is not supported (only "silu")`);
   }
@@ -145,7 +153,10 @@ export function parseLlamaConfig(raw: Record<string, unknown>, source = "config.
     maxPositionEmbeddings: raw.max_position_embeddings == null
       ? 2048
       : positiveInt(raw, "max_position_embeddings", source),
-    tieWordEmbeddings: raw.tie_word_embeddings === true,
+    tieWordEmbeddings: typeof raw.tie_word_embeddings === "boolean"
+      ? raw.tie_word_embeddings
+      : family.tieWordEmbeddings,
+    biasedLinears,
     bosTokenId: typeof raw.bos_token_id === "number" ? raw.bos_token_id : undefined,
     eosTokenId: raw.eos_token_id as number | number[] | undefined,
     raw,

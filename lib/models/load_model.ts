@@ -13,6 +13,7 @@ import { BLOCK_LINEAR_NAMES, type BlockLinears, linearPath, LlamaBlock } from ".
 import { DenseLinear, type LinearFactory } from "./linear.ts";
 import { LlamaForCausalLM } from "./llama.ts";
 import { RMSNorm } from "./rms_norm.ts";
+import { Bias } from "./bias.ts";
 import { array, defineOptions, type FieldsOf, string } from "../options/schema.ts";
 import { QUANTIZE_RENAMED, quantizeField, type QuantizeOption } from "../quant/quantize_option.ts";
 
@@ -146,11 +147,18 @@ export async function buildModel(
       );
       built.push(post);
       const linears: Partial<BlockLinears> = {};
+      const biases: Partial<Record<keyof BlockLinears, Bias>> = {};
       for (const n of BLOCK_LINEAR_NAMES) {
-        linears[n] = await linearFactory(linearPath(i, n), reader, linearShape(config, n));
+        const shape = linearShape(config, n);
+        linears[n] = await linearFactory(linearPath(i, n), reader, shape);
         built.push(linears[n]!);
+        if (config.biasedLinears.includes(n)) {
+          const path = linearPath(i, n);
+          biases[n] = new Bias(path, await readTensor(reader, `${path}.bias`, [shape[0]]));
+          built.push(biases[n]!);
+        }
       }
-      layers.push(new LlamaBlock(i, config, inputNorm, post, linears as BlockLinears));
+      layers.push(new LlamaBlock(i, config, inputNorm, post, linears as BlockLinears, biases));
     }
     const norm = new RMSNorm(
       "model.norm",
@@ -245,7 +253,7 @@ export async function loadModel(dir: string, options: LoadModelOptions = {}): Pr
     const read = new Set<string>();
     const model = await buildModel(config, trackReads(reader, read), factory);
     try {
-      refuseUnusedTensors(dir, reader, read, config);
+      await refuseUnusedTensors(dir, reader, read, config);
     } catch (e) {
       model.dispose();
       throw e;
@@ -279,19 +287,26 @@ function trackReads(reader: TensorReader, read: Set<string>): TensorReader {
  * tensors of a module that was read (a quantized weight's absmax, scales, zeros, state)
  * count as used, as do RoPE caches and a tied model's redundant `lm_head.weight`.
  */
-function refuseUnusedTensors(
+async function refuseUnusedTensors(
   dir: string,
   reader: TensorReader,
   read: Set<string>,
   config: LlamaConfig,
-): void {
+): Promise<void> {
   const modules = new Set([...read].map((n) => n.slice(0, n.lastIndexOf("."))));
-  const unused = reader.names().filter((n) => {
-    if (read.has(n) || /(^|\.)rotary_emb\.inv_freq$/.test(n)) return false;
-    if (config.tieWordEmbeddings && n === "lm_head.weight") return false;
+  const unused: string[] = [];
+  for (const n of reader.names()) {
+    if (read.has(n) || /(^|\.)rotary_emb\.inv_freq$/.test(n)) continue;
+    if (config.tieWordEmbeddings && n === "lm_head.weight") continue;
     const mod = n.slice(0, n.lastIndexOf("."));
-    return !modules.has(mod) && ![...read].some((r) => n.startsWith(r + "."));
-  });
+    if (n.endsWith(".bias") && modules.has(mod)) {
+      // A bias the family does not have changes the math unless it is all zeros (GPTQ writers
+      // store zero biases for every layer).
+      if ((await reader.readFloat32(n)).some((v) => v !== 0)) unused.push(n);
+      continue;
+    }
+    if (!modules.has(mod) && ![...read].some((r) => n.startsWith(r + "."))) unused.push(n);
+  }
   if (unused.length === 0) return;
   const layers = unused.map((n) => n.match(/^model\.layers\.(\d+)\./)?.[1]).filter((x) => x !== undefined);
   const extraLayers = [...new Set(layers.map(Number))].filter((i) => i >= config.numHiddenLayers);

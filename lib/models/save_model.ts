@@ -54,6 +54,8 @@ export function stateDict(
     for (const n of BLOCK_LINEAR_NAMES) {
       const lin = l.linears[n];
       dense(`${lin.name}.weight`, () => lin.denseWeight(), [lin.outFeatures, lin.inFeatures]);
+      const bias = l.biases[n];
+      if (bias) dense(`${bias.name}.bias`, () => bias.variable.clone(), [bias.size]);
     }
     dense(`${p}.post_attention_layernorm.weight`, () => l.postAttentionNorm.weight.clone(), [c.hiddenSize]);
   }

@@ -1,0 +1,147 @@
+/**
+ * Model families end to end on a checkpoint generated with each family's real tensor names and
+ * config keys (scripts/make_family_checkpoint.ts): logits against the float64 numpy reference
+ * written from Transformers' modeling code (tests/reference/families_ref.py, fixture in
+ * tests/fixtures/families/), 4-bit loading, LoRA, save and merge, and the refusals.
+ */
+import * as tf from "@tensorflow/tfjs-core";
+import { assert, assertEquals, assertRejects, relError } from "../_assert.ts";
+import { initEngine } from "../../lib/engine/backend.ts";
+import { loadModel } from "../../lib/models/load_model.ts";
+import { initModel } from "../../lib/models/init_model.ts";
+import { saveCheckpoint } from "../../lib/models/save_model.ts";
+import { attachLoRA } from "../../lib/adapters/attach.ts";
+import { mergeAdapter } from "../../lib/adapters/merge.ts";
+import { loadAdapter, saveAdapter } from "../../lib/adapters/peft_format.ts";
+import { FAMILY_PRESETS, makeFamilyCheckpoint } from "../../scripts/make_family_checkpoint.ts";
+import { openSafetensors } from "../../lib/io/safetensors_reader.ts";
+import type { LlamaForCausalLM } from "../../lib/models/llama.ts";
+
+await initEngine({ backend: "cpu" });
+const FIXTURES = new URL("../fixtures/families/", import.meta.url).pathname;
+
+async function fixture(family: string): Promise<{ input_ids: number[][]; logits: number[][][] }> {
+  return JSON.parse(await Deno.readTextFile(`${FIXTURES}${family}_logits.json`));
+}
+
+function logits(model: LlamaForCausalLM, ids: number[][]): Float32Array {
+  return tf.tidy(() => model.forward(ids).dataSync() as Float32Array);
+}
+
+/** Rewrites one field of a checkpoint's config.json. */
+async function patchConfig(dir: string, patch: Record<string, unknown>): Promise<void> {
+  const c = JSON.parse(await Deno.readTextFile(`${dir}/config.json`));
+  await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify({ ...c, ...patch }));
+}
+
+for (const family of Object.keys(FAMILY_PRESETS)) {
+  Deno.test(`${family}: logits match the float64 reference to relative error < 1e-4`, async () => {
+    const dir = await Deno.makeTempDir();
+    const before = tf.memory().numTensors;
+    try {
+      await makeFamilyCheckpoint(family, dir);
+      const ref = await fixture(family);
+      const model = await loadModel(dir);
+      const err = relError(logits(model, ref.input_ids), Float32Array.from(ref.logits.flat(2)));
+      assert(err < 1e-4, `${family}: relative error ${err}`);
+      model.dispose();
+      assertEquals(tf.memory().numTensors, before, "tensors leaked");
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+
+  Deno.test(`${family}: 4-bit load, LoRA, adapter save/load, merge and checkpoint save round trip`, async () => {
+    const dir = await Deno.makeTempDir();
+    try {
+      await makeFamilyCheckpoint(family, dir);
+      const ref = await fixture(family);
+      const want = Float32Array.from(ref.logits.flat(2));
+      const ids = ref.input_ids;
+
+      // NF4: the biases and norms stay exact, the weights carry 4-bit error.
+      const q = await loadModel(dir, { quantize: "nf4" });
+      const qErr = relError(logits(q, ids), want);
+      assert(qErr > 1e-5 && qErr < 0.25, `nf4 relative error ${qErr}`);
+      attachLoRA(q, { r: 2, targetModules: "all-linear" });
+      for (const p of q.trainableParams()) {
+        if (p.name.includes("lora_B")) {
+          p.variable.assign(tf.randomNormal(p.variable.shape, 0, 0.05, "float32", 3));
+        }
+      }
+      const adapted = logits(q, ids);
+      assert(relError(adapted, logits(q, ids)) === 0, "forward is deterministic");
+      const adapterDir = `${dir}/adapter`;
+      await saveAdapter(q, adapterDir);
+      mergeAdapter(q, { dequantize: true });
+      assert(relError(logits(q, ids), adapted) < 1e-5, "merging a 4-bit base kept the logits");
+      q.dispose();
+
+      // Dense base: the saved adapter gives the same update; merging and saving keeps the biases.
+      const dense = await loadModel(dir);
+      await loadAdapter(dense, adapterDir);
+      const viaAdapter = logits(dense, ids);
+      mergeAdapter(dense);
+      assert(relError(logits(dense, ids), viaAdapter) < 1e-5, "merge kept the logits");
+      const saved = `${dir}/merged`;
+      await saveCheckpoint(dense, saved);
+      const st = await openSafetensors(`${saved}/model.safetensors`);
+      const names = st.names();
+      st.close();
+      assert(names.includes("model.layers.1.self_attn.k_proj.bias"), `saved biases: ${names}`);
+      const back = await loadModel(saved);
+      assert(relError(logits(back, ids), viaAdapter) < 1e-5, "saved merged checkpoint reloads");
+      dense.dispose();
+      back.dispose();
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+}
+
+Deno.test("qwen2: biases are read (zeroing them changes the logits) and initModel creates zero biases", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await makeFamilyCheckpoint("qwen2", dir);
+    const model = await loadModel(dir);
+    const ids = [[1, 2, 3, 4]];
+    const a = logits(model, ids);
+    const b0 = model.layers[0].biases.q_proj!;
+    assertEquals(b0.trainableParams()[0].name, "model.layers.0.self_attn.q_proj.bias");
+    for (const l of model.layers) {
+      for (const b of Object.values(l.biases)) b!.variable.assign(tf.zerosLike(b!.variable));
+    }
+    assert(relError(logits(model, ids), a) > 1e-3, "the biases must move the logits");
+    assertEquals(Object.keys(model.layers[1].biases).sort(), ["k_proj", "q_proj", "v_proj"]);
+    model.setBaseTrainable(false);
+    assert(!model.trainableParams().some((p) => p.name.endsWith(".bias")), "frozen base freezes biases");
+    model.dispose();
+    const fresh = initModel(FAMILY_PRESETS.qwen2.config, { seed: 1 });
+    assertEquals(fresh.layers[0].biases.v_proj!.variable.dataSync().every((v) => v === 0), true);
+    fresh.dispose();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("qwen2: unimplemented config keys and unused or missing tensors are refused by name", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await makeFamilyCheckpoint("qwen2", dir);
+    await patchConfig(dir, { use_sliding_window: true });
+    await assertRejects(() => loadModel(dir), RangeError, "use_sliding_window: true");
+    await patchConfig(dir, {
+      use_sliding_window: false,
+      layer_types: ["full_attention", "sliding_attention"],
+    });
+    await assertRejects(() => loadModel(dir), RangeError, "layer_types");
+    await patchConfig(dir, { layer_types: ["full_attention", "full_attention"], attention_bias: true });
+    // attention_bias asks for an o_proj bias the checkpoint does not have.
+    await assertRejects(() => loadModel(dir), RangeError, "model.layers.0.self_attn.o_proj.bias");
+    await patchConfig(dir, { attention_bias: false, model_type: "llama" });
+    // As a Llama config the q/k/v biases are tensors the model does not use.
+    await assertRejects(() => loadModel(dir), RangeError, "q_proj.bias");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
