@@ -2,7 +2,8 @@
  * Full fine-tuning of the embedded model with AdamW, 8-bit AdamW, GaLore and
  * GaLore 8-bit + layer-wise, same data and steps: final losses, optimizer-state
  * bytes, peak step memory and step time, each as a ratio to AdamW.
- * Run: `deno run -A bench/optimizer_compare.ts [--steps 60]` (prints a markdown table).
+ * Run: `deno run -A bench/optimizer_compare.ts [--steps 100] [--seeds 1,2,3] [--cases 2,4,5]` (prints
+ * a markdown table per seed, and with several seeds each case's eval loss against AdamW's: mean, min, max).
  * @module
  */
 import {
@@ -23,17 +24,30 @@ export interface OptimizerCase {
   options: Partial<TrainOptions>;
 }
 
-/** The compared settings (GaLore rank = hidden / 4 = 32, as in issue 5). */
+const GALORE = { r: 32, updateProjGap: 10, scale: 2 };
+
+/**
+ * The compared settings (GaLore rank = hidden / 4 = 32, as in issue 5). "+ residual" adds
+ * Fira's scaled out-of-subspace gradient (issue 16); the layer-wise case clips with the
+ * previous step's norm and checks each block before its own update, so it runs one backward
+ * pass per step (see lib/train/layerwise_clip.ts).
+ */
 export const CASES: OptimizerCase[] = [
   { name: "AdamW (full)", options: { optimizer: "adamw" } },
   { name: "AdamW 8-bit", options: { optimizer: "adamw8bit" } },
-  { name: "GaLore r32", options: { optimizer: "galore", galore: { r: 32, updateProjGap: 10, scale: 2 } } },
+  { name: "GaLore r32", options: { optimizer: "galore", galore: GALORE } },
+  { name: "GaLore r32 + residual", options: { optimizer: "galore", galore: { ...GALORE, residual: true } } },
   {
-    name: "GaLore 8-bit r32 layer-wise",
+    name: "GaLore 8-bit r32 + residual",
+    options: { optimizer: "galore8bit", galore: { ...GALORE, residual: true } },
+  },
+  {
+    name: "GaLore 8-bit r32 layer-wise + residual",
     options: {
       optimizer: "galore8bit",
-      galore: { r: 32, updateProjGap: 10, scale: 2, layerwise: true },
-      maxGradNorm: 0,
+      galore: { ...GALORE, residual: true, layerwise: true },
+      layerwiseClip: "previous",
+      divergence: { layerwiseCheck: "per-block" },
     },
   },
 ];
@@ -49,8 +63,8 @@ export interface CaseResult {
   losses: number[];
 }
 
-/** Trains a fresh copy of the embedded model with each case. */
-export async function compareOptimizers(steps = 100, cases = CASES): Promise<CaseResult[]> {
+/** Trains a fresh copy of the embedded model with each case (data order from `shuffleSeed`). */
+export async function compareOptimizers(steps = 100, cases = CASES, shuffleSeed = 1): Promise<CaseResult[]> {
   await initEngine();
   const tokenizer = await loadTokenizer(EMBEDDED_MODEL_DIR);
   const data = await readJsonl(`${EMBEDDED_DATA_DIR}/herald_train.jsonl`);
@@ -65,7 +79,7 @@ export async function compareOptimizers(steps = 100, cases = CASES): Promise<Cas
       lr: 1e-3,
       warmupSteps: 5,
       evalData,
-      shuffleSeed: 1,
+      shuffleSeed,
       ...c.options,
     });
     const last = h.slice(-10);
@@ -127,25 +141,86 @@ export async function runOptimizerCompare(steps = 100): Promise<BenchRow[]> {
   ]);
 }
 
+/** Mean and spread over seeds of each case's eval loss relative to AdamW's on the same seed. */
+export interface SeedSummary {
+  name: string;
+  /** Eval loss per seed. */
+  evalLoss: number[];
+  /** Mean of the per-seed ratios to AdamW's eval loss, minus 1. */
+  meanRel: number;
+  /** Smallest and largest per-seed ratio, minus 1. */
+  minRel: number;
+  maxRel: number;
+}
+
+/**
+ * Summarises runs over seeds: `runs[s][c]` is case `c` on seed `s`, case 0 the baseline.
+ *
+ * @example
+ * ```ts
+ * import { summariseSeeds } from "./optimizer_compare.ts";
+ * const r = (name: string, evalLoss: number) => ({ name, evalLoss, finalLoss: 0, optimizerBytes: 0,
+ *   peakBytes: 0, secondsPerStep: 0, losses: [] });
+ * const s = summariseSeeds([[r("a", 1), r("b", 1.02)], [r("a", 2), r("b", 2.08)]]);
+ * if (Math.abs(s[1].meanRel - 0.03) > 1e-12 || Math.abs(s[1].maxRel - 0.04) > 1e-12) throw new Error("mean of ratios");
+ * ```
+ */
+export function summariseSeeds(runs: CaseResult[][]): SeedSummary[] {
+  return runs[0].map((c, j) => {
+    const rel = runs.map((seed) => seed[j].evalLoss / seed[0].evalLoss - 1);
+    return {
+      name: c.name,
+      evalLoss: runs.map((seed) => seed[j].evalLoss),
+      meanRel: rel.reduce((a, b) => a + b, 0) / rel.length,
+      minRel: Math.min(...rel),
+      maxRel: Math.max(...rel),
+    };
+  });
+}
+
 if (import.meta.main) {
-  const steps = Deno.args.includes("--steps") ? Number(Deno.args[Deno.args.indexOf("--steps") + 1]) : 100;
-  const res = await compareOptimizers(steps);
-  const b = res[0];
-  console.log(
-    `| optimizer (${steps} steps) | train loss (last 10) | eval loss | optimizer state | peak step tensors | s/step |`,
-  );
-  console.log("| --- | ---: | ---: | ---: | ---: | ---: |");
-  for (const r of res) {
+  const arg = (flag: string) => Deno.args.includes(flag) ? Deno.args[Deno.args.indexOf(flag) + 1] : undefined;
+  const steps = Number(arg("--steps") ?? 100);
+  const seeds = (arg("--seeds") ?? "1").split(",").map(Number);
+  // --cases 2,4: indices into CASES (AdamW, case 0, is always run: the baseline).
+  const only = arg("--cases")?.split(",").map(Number);
+  const cases = CASES.filter((_, i) => i === 0 || !only || only.includes(i));
+  const runs: CaseResult[][] = [];
+  for (const seed of seeds) {
+    const res = await compareOptimizers(steps, cases, seed);
+    runs.push(res);
+    const b = res[0];
+    console.log(`\nshuffleSeed ${seed}`);
     console.log(
-      `| ${r.name} | ${r.finalLoss.toFixed(3)} (${(100 * (r.finalLoss / b.finalLoss - 1)).toFixed(1)}%) | ${
-        r.evalLoss.toFixed(3)
-      } | ` +
-        `${(r.optimizerBytes / 1024).toFixed(0)} KiB (x${
-          (r.optimizerBytes / b.optimizerBytes).toFixed(2)
-        }) | ` +
-        `${(r.peakBytes / 2 ** 20).toFixed(1)} MiB (x${(r.peakBytes / b.peakBytes).toFixed(2)}) | ${
-          r.secondsPerStep.toFixed(3)
-        } |`,
+      `| optimizer (${steps} steps) | train loss (last 10) | eval loss | optimizer state | peak step tensors | s/step |`,
     );
+    console.log("| --- | ---: | ---: | ---: | ---: | ---: |");
+    for (const r of res) {
+      console.log(
+        `| ${r.name} | ${r.finalLoss.toFixed(4)} (${(100 * (r.finalLoss / b.finalLoss - 1)).toFixed(1)}%) | ${
+          r.evalLoss.toFixed(4)
+        } (${(100 * (r.evalLoss / b.evalLoss - 1)).toFixed(1)}%) | ` +
+          `${(r.optimizerBytes / 1024).toFixed(0)} KiB (x${
+            (r.optimizerBytes / b.optimizerBytes).toFixed(2)
+          }) | ` +
+          `${(r.peakBytes / 2 ** 20).toFixed(1)} MiB (x${(r.peakBytes / b.peakBytes).toFixed(2)}) | ${
+            r.secondsPerStep.toFixed(3)
+          } (x${(r.secondsPerStep / b.secondsPerStep).toFixed(2)}) |`,
+      );
+    }
+  }
+  if (seeds.length > 1) {
+    console.log(
+      `\n| optimizer, seeds ${seeds.join(", ")} | eval loss per seed | vs AdamW: mean (min .. max) |`,
+    );
+    console.log("| --- | --- | ---: |");
+    const pct = (x: number) => `${x >= 0 ? "+" : ""}${(100 * x).toFixed(1)} %`;
+    for (const s of summariseSeeds(runs)) {
+      console.log(
+        `| ${s.name} | ${s.evalLoss.map((x) => x.toFixed(4)).join(", ")} | ${pct(s.meanRel)} (${
+          pct(s.minRel)
+        } .. ${pct(s.maxRel)}) |`,
+      );
+    }
   }
 }

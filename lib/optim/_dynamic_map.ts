@@ -55,20 +55,123 @@ function nearest(th: Float32Array, x: number): number {
   return lo;
 }
 
-/** Quantizes `x` blockwise into `out` (normalised by each block's absmax). */
-export function quantize8(x: Float32Array, th: Float32Array, blocksize: number, out: Quantized8): void {
+/**
+ * A uniform number in [0, 1) from a 32-bit seed and an element index (a counter-based hash,
+ * so a stream needs no state: the same seed and index always give the same number).
+ */
+export function hashUniform(seed: number, i: number): number {
+  let h = Math.imul((seed ^ Math.imul(i, 0x9E3779B1)) >>> 0, 0x85EBCA6B);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xC2B2AE35);
+  h ^= h >>> 16;
+  h = Math.imul(h ^ (h >>> 15), 0x2C1B3C6D);
+  h ^= h >>> 12;
+  return (h >>> 0) / 4294967296;
+}
+
+/**
+ * Quantizes `x` blockwise into `out` (normalised by each block's absmax), to the nearest code,
+ * or, with `stochastic`, up or down at random with probabilities that make the expected
+ * stored value equal to `x` (stochastic rounding: a change smaller than one code step still
+ * moves the state on average instead of being rounded away every step). `stochastic.seed`
+ * selects the stream (see {@linkcode hashUniform}). `code` is needed with `stochastic`.
+ * With `rowLength`, blocks never straddle rows of that many elements (see {@linkcode blockCount}).
+ *
+ * @example
+ * ```ts
+ * import { codeThresholds, dequantize8, dynamicMap, quantize8 } from "./_dynamic_map.ts";
+ * const code = dynamicMap(false), th = codeThresholds(code);
+ * const x = new Float32Array(256).fill(0.5); x[0] = 1;       // 0.5 lies between two codes
+ * const q = { codes: new Uint8Array(256), absmax: new Float32Array(1) };
+ * const back = new Float32Array(256);
+ * quantize8(x, th, 256, q, { code, seed: 3 });
+ * dequantize8(q, code, 256, back);
+ * const mean = back.slice(1).reduce((s, v) => s + v, 0) / 255;
+ * if (Math.abs(mean - 0.5) > 0.01) throw new Error(`stochastic rounding is unbiased: ${mean}`);
+ * ```
+ */
+export function quantize8(
+  x: Float32Array,
+  th: Float32Array,
+  blocksize: number,
+  out: Quantized8,
+  stochastic?: { code: Float32Array; seed: number },
+  rowLength?: number,
+): void {
   const n = x.length;
-  for (let b = 0, k = 0; b < n; b += blocksize, k++) {
-    const end = Math.min(n, b + blocksize);
+  let k = 0;
+  for (const [b, end] of blocks(n, blocksize, rowLength)) {
     let amax = 0;
     for (let i = b; i < end; i++) amax = Math.max(amax, Math.abs(x[i]));
-    out.absmax[k] = amax;
+    out.absmax[k++] = amax;
     const inv = amax > 0 ? 1 / amax : 0;
-    for (let i = b; i < end; i++) out.codes[i] = nearest(th, x[i] * inv);
+    if (!stochastic) {
+      for (let i = b; i < end; i++) out.codes[i] = nearest(th, x[i] * inv);
+      continue;
+    }
+    const { code, seed } = stochastic;
+    for (let i = b; i < end; i++) {
+      const y = x[i] * inv;
+      let c = nearest(th, y);
+      // The neighbour on the other side of y, and the probability of taking it.
+      const o = y > code[c] ? c + 1 : y < code[c] ? c - 1 : c;
+      if (o !== c && o >= 0 && o < code.length) {
+        const p = (y - code[c]) / (code[o] - code[c]);
+        if (hashUniform(seed, i) < p) c = o;
+      }
+      out.codes[i] = c;
+    }
   }
 }
 
-/** Dequantizes `q` into `out` (length N). */
-export function dequantize8(q: Quantized8, code: Float32Array, blocksize: number, out: Float32Array): void {
-  for (let i = 0; i < out.length; i++) out[i] = code[q.codes[i]] * q.absmax[Math.floor(i / blocksize)];
+/** Dequantizes `q` into `out` (length N), with the block layout it was quantized with. */
+export function dequantize8(
+  q: Quantized8,
+  code: Float32Array,
+  blocksize: number,
+  out: Float32Array,
+  rowLength?: number,
+): void {
+  if (rowLength === undefined || rowLength >= out.length) {
+    for (let i = 0; i < out.length; i++) out[i] = code[q.codes[i]] * q.absmax[Math.floor(i / blocksize)];
+    return;
+  }
+  let k = 0;
+  for (const [b, end] of blocks(out.length, blocksize, rowLength)) {
+    const a = q.absmax[k++];
+    for (let i = b; i < end; i++) out[i] = code[q.codes[i]] * a;
+  }
+}
+
+/**
+ * Number of blocks of N elements: `ceil(N / blocksize)`, or with `rowLength` L (blocks never
+ * straddle rows of L elements) `N / L · ceil(L / blocksize)`.
+ *
+ * @example
+ * ```ts
+ * import { blockCount } from "./_dynamic_map.ts";
+ * if (blockCount(1000, 256) !== 4 || blockCount(1032, 256, 344) !== 6) throw new Error("3 rows of 2 blocks");
+ * ```
+ */
+export function blockCount(n: number, blocksize: number, rowLength?: number): number {
+  if (rowLength === undefined || rowLength >= n) return Math.ceil(n / blocksize);
+  return (n / rowLength) * Math.ceil(rowLength / blocksize);
+}
+
+/**
+ * `[start, end)` of each block: runs of `blocksize`, or with `rowLength` each row split into
+ * `ceil(L / blocksize)` runs of nearly equal length (so one block's absmax serves one row only).
+ */
+function* blocks(n: number, blocksize: number, rowLength?: number): Generator<[number, number]> {
+  if (rowLength === undefined || rowLength >= n) {
+    for (let b = 0; b < n; b += blocksize) yield [b, Math.min(n, b + blocksize)];
+    return;
+  }
+  if (n % rowLength !== 0) throw new RangeError(`8-bit blocks: ${n} elements are not rows of ${rowLength}`);
+  const per = Math.ceil(rowLength / blocksize);
+  for (let r = 0; r < n; r += rowLength) {
+    for (let j = 0; j < per; j++) {
+      yield [r + Math.floor((j * rowLength) / per), r + Math.floor(((j + 1) * rowLength) / per)];
+    }
+  }
 }

@@ -17,6 +17,11 @@ export interface MomentStore {
    * direction (a new tensor, same shape as `g`; call inside `tf.tidy`).
    */
   direction(key: string, g: tf.Tensor, t: number): tf.Tensor;
+  /**
+   * Replaces the moments of `key` (if it has any) by `f(m, v)` (same shapes; called inside
+   * `tf.tidy`): GaLore's change of basis at a projector refresh, before step `t`'s update.
+   */
+  transform(key: string, f: (m: tf.Tensor, v: tf.Tensor) => [tf.Tensor, tf.Tensor], t: number): void;
   /** Bytes of moment state held. */
   bytes(): number;
   /** Frees the state of one key. */
@@ -71,6 +76,18 @@ export class Fp32Moments implements MomentStore {
     const bc2 = 1 - Math.pow(beta2, t);
     // PyTorch: denom = √v / √bc2 + eps ; update = (m / bc1) / denom
     return tf.div(tf.div(m, bc1), tf.add(tf.div(tf.sqrt(v), Math.sqrt(bc2)), eps));
+  }
+
+  transform(key: string, f: (m: tf.Tensor, v: tf.Tensor) => [tf.Tensor, tf.Tensor], _t?: number): void {
+    const m = this.#m.get(key), v = this.#v.get(key);
+    if (!m || !v) return;
+    tf.tidy(() => {
+      const [m2, v2] = f(m, v);
+      checkSameShape(key, m.shape, m2.shape);
+      checkSameShape(key, v.shape, v2.shape);
+      m.assign(m2);
+      v.assign(v2);
+    });
   }
 
   bytes(): number {

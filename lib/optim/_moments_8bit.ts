@@ -4,13 +4,32 @@
  * the unsigned one; each step dequantizes, updates in fp32, computes the direction from
  * the fp32 values, and requantizes with fresh per-block absmax. Tensors with fewer than
  * `minSize8bit` elements keep fp32 `tf.Variable` moments (bnb's `min_8bit_size`).
+ *
+ * With `stochastic`, requantization rounds each value up or down at random so that the
+ * stored value is right on average (see `quantize8`). The random stream is a hash of the
+ * key, the step and the element index, so it needs no state and a resumed run draws the
+ * same numbers as an uninterrupted one.
  * @module
  */
 import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 import type { AdamHyper } from "./_options.ts";
 import { checkSameShape, Fp32Moments, type MomentStore } from "./_moments.ts";
 import type { StateTensor } from "./optimizer_state.ts";
-import { codeThresholds, dequantize8, dynamicMap, quantize8, type Quantized8 } from "./_dynamic_map.ts";
+import {
+  blockCount,
+  codeThresholds,
+  dequantize8,
+  dynamicMap,
+  quantize8,
+  type Quantized8,
+} from "./_dynamic_map.ts";
+
+/** 32-bit FNV-1a hash of a state key (seeds its stochastic-rounding stream). */
+function keyHash(key: string): number {
+  let h = 0x811C9DC5;
+  for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 0x01000193);
+  return h >>> 0;
+}
 
 const SIGNED = dynamicMap(true);
 const UNSIGNED = dynamicMap(false);
@@ -23,6 +42,14 @@ interface HostState {
   v: Quantized8;
 }
 
+/** Rounding and block layout of {@linkcode Moments8bit}. */
+export interface Moments8bitLayout {
+  /** Stochastic instead of nearest rounding when requantizing. @default {false} */
+  stochastic?: boolean;
+  /** Blocks of a 2-D state never straddle its rows (one absmax serves one row). @default {false} */
+  rowBlocks?: boolean;
+}
+
 /** 8-bit host-memory moments with an fp32 fallback for small tensors. */
 export class Moments8bit implements MomentStore {
   #host = new Map<string, HostState>();
@@ -31,13 +58,14 @@ export class Moments8bit implements MomentStore {
     private readonly h: AdamHyper,
     private readonly blocksize: number,
     private readonly minSize8bit: number,
+    private readonly layout: Moments8bitLayout = {},
   ) {
     this.#small = new Fp32Moments(h);
   }
 
   direction(key: string, g: tf.Tensor, t: number): tf.Tensor {
     if (g.size < this.minSize8bit) return this.#small.direction(key, g, t);
-    const n = g.size, bs = this.blocksize, k = Math.ceil(n / bs);
+    const n = g.size, bs = this.blocksize, row = this.#rowLength(g.shape), k = blockCount(n, bs, row);
     let s = this.#host.get(key);
     if (!s) {
       s = {
@@ -51,8 +79,8 @@ export class Moments8bit implements MomentStore {
     const { beta1, beta2, eps } = this.h;
     const gd = g.dataSync() as Float32Array;
     const m = new Float32Array(n), v = new Float32Array(n), dir = new Float32Array(n);
-    dequantize8(s.m, SIGNED, bs, m);
-    dequantize8(s.v, UNSIGNED, bs, v);
+    dequantize8(s.m, SIGNED, bs, m, row);
+    dequantize8(s.v, UNSIGNED, bs, v, row);
     const bc1 = 1 - Math.pow(beta1, t), sbc2 = Math.sqrt(1 - Math.pow(beta2, t));
     for (let i = 0; i < n; i++) {
       const gi = gd[i];
@@ -60,9 +88,43 @@ export class Moments8bit implements MomentStore {
       v[i] = beta2 * v[i] + (1 - beta2) * gi * gi;
       dir[i] = m[i] / bc1 / (Math.sqrt(v[i]) / sbc2 + eps);
     }
-    quantize8(m, SIGNED_TH, bs, s.m);
-    quantize8(v, UNSIGNED_TH, bs, s.v);
+    this.#requantize(key, t, s, m, v);
     return tf.tensor(dir, g.shape);
+  }
+
+  /** Row length of the block layout for a state of `shape` (undefined: plain runs of `blocksize`). */
+  #rowLength(shape: readonly number[]): number | undefined {
+    return this.layout.rowBlocks && shape.length === 2 ? shape[1] : undefined;
+  }
+
+  #requantize(key: string, t: number, s: HostState, m: Float32Array, v: Float32Array): void {
+    const bs = this.blocksize, row = this.#rowLength(s.shape);
+    if (this.layout.stochastic) {
+      const seed = (keyHash(key) ^ Math.imul(t, 0x27D4EB2F)) >>> 0;
+      quantize8(m, SIGNED_TH, bs, s.m, { code: SIGNED, seed }, row);
+      quantize8(v, UNSIGNED_TH, bs, s.v, { code: UNSIGNED, seed: (seed ^ 0x5BD1E995) >>> 0 }, row);
+    } else {
+      quantize8(m, SIGNED_TH, bs, s.m, undefined, row);
+      quantize8(v, UNSIGNED_TH, bs, s.v, undefined, row);
+    }
+  }
+
+  transform(key: string, f: (m: tf.Tensor, v: tf.Tensor) => [tf.Tensor, tf.Tensor], t: number): void {
+    this.#small.transform(key, f, t);
+    const s = this.#host.get(key);
+    if (!s) return;
+    const n = s.m.codes.length, bs = this.blocksize, row = this.#rowLength(s.shape);
+    const m = new Float32Array(n), v = new Float32Array(n);
+    dequantize8(s.m, SIGNED, bs, m, row);
+    dequantize8(s.v, UNSIGNED, bs, v, row);
+    const [m2, v2] = tf.tidy(() => {
+      const [a, b] = f(tf.tensor(m, s.shape), tf.tensor(v, s.shape));
+      checkSameShape(key, s.shape, a.shape);
+      checkSameShape(key, s.shape, b.shape);
+      return [a.dataSync() as Float32Array, b.dataSync() as Float32Array];
+    });
+    // A different stream than the step's own requantization (t + 2^20).
+    this.#requantize(key, t + 0x100000, s, m2, v2);
   }
 
   bytes(): number {
@@ -110,7 +172,7 @@ export class Moments8bit implements MomentStore {
         }
         return x.data;
       };
-      const k = Math.ceil(t.data.length / this.blocksize);
+      const k = blockCount(t.data.length, this.blocksize, this.#rowLength(t.shape));
       const m = {
         codes: part("exp_avg.codes", "U8") as Uint8Array,
         absmax: part("exp_avg.absmax", "F32") as Float32Array,

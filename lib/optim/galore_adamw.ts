@@ -11,7 +11,14 @@
  * Every other parameter gets plain AdamW (8-bit AdamW when `eightBit`). Weight decay is
  * decoupled and applied first, on the full weight, as in PyTorch AdamW (galore-torch
  * applies it after the update and puts eps before bias correction; the difference is
- * O(lr²·wd) and O(eps)). Moments survive a projector refresh, as in galore-torch.
+ * O(lr²·wd) and O(eps)). Moments survive a projector refresh. galore-torch keeps them
+ * as they are, in the old coordinates, although the new basis shares almost none of its
+ * coordinates with the old one (the refreshed top-R directions come back rotated, reordered
+ * and sign-flipped: on the embedded model `|diag(P'ᵀP)|` averages 0.15). With
+ * `rotateMoments` (the default) they are carried into the new basis instead: with the change
+ * of basis `C = P'ᵀP` (`[R, R]`), `m ← C m` and `v ← (C∘C) v` (for the left side; `m Cᵀ`,
+ * `v (C∘C)ᵀ` for the right), exact for m on the part of the gradient both subspaces hold,
+ * and the second moment of independent coordinates for v.
  *
  * All state (moments, projector, step counter) is per parameter name, so layer-wise
  * stepping — one `step` call per block — is exactly one call with all parameters.
@@ -32,6 +39,7 @@ import { array, boolean, custom, defineOptions, either, type FieldsOf, string } 
 import { Fp32Moments, type MomentStore } from "./_moments.ts";
 import { Moments8bit } from "./_moments_8bit.ts";
 import {
+  type BasisChange,
   createGaLoreProjector,
   type GaLoreProjector,
   projectorFields,
@@ -57,6 +65,16 @@ export interface GaLoreAdamWOptions {
   refresh?: RefreshMethod;
   /** Keep Adam moments blockwise 8-bit in host memory. @default {false} */
   eightBit?: boolean;
+  /** Carry the moments into the new basis at each projector refresh (see the module docs). @default {true} */
+  rotateMoments?: boolean;
+  /** With `eightBit`: stochastic instead of nearest rounding of the 8-bit moments. @default {false} */
+  stochasticRounding?: boolean;
+  /**
+   * Also apply the gradient's part outside the subspace, scaled like Fira (Chen et al. 2024,
+   * "Fira: Can We Achieve Full-rank Training of LLMs Under Low-rank Constraint?"): no extra state,
+   * one more `[M, N]` temporary per update. @default {false}
+   */
+  residual?: boolean;
   /** Decay of the first moment. @default {0.9} */
   beta1?: number;
   /** Decay of the second moment. @default {0.999} */
@@ -94,6 +112,13 @@ export const galoreAdamWSchema = defineOptions(
   {
     ...projectorFields,
     eightBit: boolean("Keep Adam moments blockwise 8-bit in host memory.", { default: false }),
+    rotateMoments: boolean("Carry the moments into the new basis at each projector refresh.", {
+      default: true,
+    }),
+    stochasticRounding: boolean("With eightBit: stochastic rounding of the 8-bit moments.", {
+      default: false,
+    }),
+    residual: boolean("Also apply the gradient outside the subspace, scaled like Fira.", { default: false }),
     ...adamFields,
     galoreParams: either(
       "Which parameters are GaLore'd (2-D only): a predicate, name substrings or a RegExp.",
@@ -111,6 +136,43 @@ export const galoreAdamWSchema = defineOptions(
   } satisfies FieldsOf<GaLoreAdamWOptions>,
   { renamed: { rank: "r", update_proj_gap: "updateProjGap", proj_type: "projType" } },
 );
+
+/**
+ * Fira's residual term (Chen et al. 2024): the part of the gradient outside the subspace,
+ * `G − P·R`, scaled per column (left projection; per row for a right one) by how much Adam
+ * scaled that column's low-rank gradient, `‖D_:n‖ / ‖R_:n‖`, times `scale`. `[M, N]`.
+ */
+function residualUpdate(proj: GaLoreProjector, g: tf.Tensor2D, r: tf.Tensor2D, d: tf.Tensor2D): tf.Tensor2D {
+  const scale = proj.options.scale;
+  const inSub = tf.div(proj.projectBack(r), scale); // P·R  [M, N]
+  const rest = tf.sub(g, inSub);
+  if (proj.left && proj.right) {
+    const phi = tf.div(tf.norm(d), tf.add(tf.norm(r), 1e-30));
+    return tf.mul(rest, tf.mul(phi, scale));
+  }
+  // Norms over the projected axis: per column for a left projection ([R, N]), per row for a right one ([M, R]).
+  const axis = proj.left ? 0 : 1;
+  const phi = tf.div(tf.norm(d, "euclidean", axis, true), tf.add(tf.norm(r, "euclidean", axis, true), 1e-30));
+  return tf.mul(rest, tf.mul(phi, scale));
+}
+
+/**
+ * Low-rank moments `m, v` in the new basis after a refresh (see the module docs); `transposed`
+ * when they are stored transposed (`[R, M]` for a right projection).
+ */
+function rotate(c: BasisChange, m: tf.Tensor, v: tf.Tensor, transposed: boolean): [tf.Tensor, tf.Tensor] {
+  let m2 = m as tf.Tensor2D, v2 = v as tf.Tensor2D;
+  const left = transposed ? c.right : c.left, right = transposed ? c.left : c.right;
+  if (left) {
+    m2 = tf.matMul(left, m2);
+    v2 = tf.matMul(tf.square(left), v2);
+  }
+  if (right) {
+    m2 = tf.matMul(m2, right, false, true);
+    v2 = tf.matMul(v2, tf.square(right), false, true);
+  }
+  return [m2, v2];
+}
 
 /**
  * Fills defaults and validates (TypeError for unknown keys or a bad selector, RangeError for values).
@@ -151,7 +213,12 @@ export function resolveGaLoreAdamWOptions(options: GaLoreAdamWOptions): Required
  */
 export function createGaLoreAdamW(options: GaLoreAdamWOptions): GaLoreOptimizer {
   const o = resolveGaLoreAdamWOptions(options);
-  const moments: MomentStore = o.eightBit ? new Moments8bit(o, 256, 4096) : new Fp32Moments(o);
+  // 8-bit: one absmax per block of 256 within a row of rank direction (the low-rank state is
+  // stored with its R directions as rows), so a block never mixes directions whose scales
+  // differ by the gradient's singular values.
+  const moments: MomentStore = o.eightBit
+    ? new Moments8bit(o, 256, 4096, { rowBlocks: true, stochastic: o.stochasticRounding })
+    : new Fp32Moments(o);
   const steps = new Map<string, number>();
   const projectors = new Map<string, GaLoreProjector>();
   const sel = o.galoreParams;
@@ -193,6 +260,9 @@ export function createGaLoreAdamW(options: GaLoreAdamWOptions): GaLoreOptimizer 
 
   const name = o.eightBit ? "galore8bit" : "galore";
   const settings = {
+    rotateMoments: o.rotateMoments,
+    stochasticRounding: o.stochasticRounding,
+    residual: o.residual,
     beta1: o.beta1,
     beta2: o.beta2,
     eps: o.eps,
@@ -220,8 +290,22 @@ export function createGaLoreAdamW(options: GaLoreAdamWOptions): GaLoreOptimizer 
           let update: tf.Tensor;
           if (galore) {
             const proj = projectorFor(name);
-            const r = proj.project(grad as tf.Tensor2D);
-            update = proj.projectBack(moments.direction(name, r, t) as tf.Tensor2D); // [M, N], × scale
+            // 8-bit states keep the R directions as rows: a right-projected [M, R] is stored as [R, M].
+            const rows = o.eightBit && proj.right !== null && proj.left === null;
+            const r = proj.project(
+              grad as tf.Tensor2D,
+              o.rotateMoments
+                ? (c) => moments.transform(name, (m, v) => rotate(c, m, v, rows), t)
+                : undefined,
+            );
+            const rowsNow = o.eightBit && proj.right !== null && proj.left === null; // first call: set by project
+            const d = rowsNow
+              ? tf.transpose(moments.direction(name, tf.transpose(r), t))
+              : moments.direction(name, r, t);
+            update = proj.projectBack(d as tf.Tensor2D); // [M, N], × scale
+            if (o.residual) {
+              update = tf.add(update, residualUpdate(proj, grad as tf.Tensor2D, r, d as tf.Tensor2D));
+            }
           } else update = moments.direction(name, grad, t);
           const decayed = o.weightDecay > 0 ? tf.mul(variable, 1 - lr * o.weightDecay) : variable;
           variable.assign(tf.sub(decayed, tf.mul(update, lr)));

@@ -332,11 +332,14 @@ export interface GaLoreProjector {
    * Projects `g: [M, N]` to its low-rank form (refreshing first when due): `[R, N]`
    * (left), `[M, R]` (right) or `[R, R]` (full). Returns a new tensor the caller owns.
    */
-  project(g: tf.Tensor2D): tf.Tensor2D;
+  project(g: tf.Tensor2D, onChange?: BasisChangeHook): tf.Tensor2D;
   /** Maps a low-rank tensor back to `[M, N]`, multiplied by `scale`. */
   projectBack(r: tf.Tensor2D): tf.Tensor2D;
-  /** Recomputes the projector(s) from `g` now (does not advance the refresh counter). */
-  refresh(g: tf.Tensor2D): void;
+  /**
+   * Recomputes the projector(s) from `g` now (does not advance the refresh counter); when
+   * projectors existed before, `onChange` sees the change of basis (see {@linkcode BasisChange}).
+   */
+  refresh(g: tf.Tensor2D, onChange?: BasisChangeHook): void;
   /** Bytes of the projector tensors. */
   stateBytes(): number;
   /** Copies of the projector(s) and the counters that decide the next refresh (for exact resume). */
@@ -346,6 +349,20 @@ export interface GaLoreProjector {
   /** Frees the projector tensors. */
   dispose(): void;
 }
+
+/**
+ * How low-rank coordinates change at a refresh: `left = P'ᵀ P` `[R, R]` for the left
+ * projector (new coordinates of a left-projected `X: [R, N]` are `left · X`), `right = Q'ᵀ Q`
+ * for the right one (`X · rightᵀ`); null for a side that is not projected. Exact for the part
+ * of the gradient inside both subspaces.
+ */
+export interface BasisChange {
+  left: tf.Tensor2D | null;
+  right: tf.Tensor2D | null;
+}
+
+/** Called at a refresh with the change of basis (its tensors are freed after the call). */
+export type BasisChangeHook = (change: BasisChange) => void;
 
 /** A projector's saved state. */
 export interface ProjectorState {
@@ -413,7 +430,7 @@ export function createGaLoreProjector(options: GaLoreProjectorOptions): GaLorePr
     get refreshes() {
       return refreshes;
     },
-    refresh(g: tf.Tensor2D): void {
+    refresh(g: tf.Tensor2D, onChange?: BasisChangeHook): void {
       checkShape(g);
       const sides = projectedSides(o.projType, g.shape[0], g.shape[1]);
       // A side whose dimension is ≤ rank is not compressed: it uses the identity, the one
@@ -428,15 +445,27 @@ export function createGaLoreProjector(options: GaLoreProjectorOptions): GaLorePr
         newLeft = orthonormalTensor(gv, true);
       } else if (sides.left) newLeft = sub(g, "left", left);
       else if (sides.right) newRight = sub(g, "right", right);
+      if (onChange && (left || right)) {
+        const change: BasisChange = {
+          left: left && newLeft ? tf.matMul(newLeft, left, true, false) : null, // [R, R]
+          right: right && newRight ? tf.matMul(newRight, right, true, false) : null, // [R, R]
+        };
+        try {
+          onChange(change);
+        } finally {
+          change.left?.dispose();
+          change.right?.dispose();
+        }
+      }
       left?.dispose();
       right?.dispose();
       left = newLeft ? tf.keep(newLeft) : null;
       right = newRight ? tf.keep(newRight) : null;
       refreshes++;
     },
-    project(g: tf.Tensor2D): tf.Tensor2D {
+    project(g: tf.Tensor2D, onChange?: BasisChangeHook): tf.Tensor2D {
       checkShape(g);
-      if (calls % o.updateProjGap === 0) self.refresh(g);
+      if (calls % o.updateProjGap === 0) self.refresh(g, onChange);
       calls++;
       return tf.tidy(() => {
         let r: tf.Tensor2D = g;

@@ -22,6 +22,7 @@ export interface OptimizerContext {
     updateProjGap?: number;
     scale?: number;
     projType?: "std" | "reverse_std" | "left" | "right" | "full";
+    residual?: boolean;
     defaultRank: number;
   };
 }
@@ -80,6 +81,7 @@ const galore = (eightBit: boolean) => (ctx: OptimizerContext) =>
       updateProjGap: ctx.galore.updateProjGap ?? 200,
       scale: ctx.galore.scale ?? 0.25,
       projType: ctx.galore.projType ?? "std",
+      residual: ctx.galore.residual ?? false,
       eightBit,
     })
   );

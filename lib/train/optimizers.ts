@@ -19,6 +19,11 @@ export interface GaLoreTrainOptions {
   projType?: "std" | "reverse_std" | "left" | "right" | "full";
   /** Update each block as soon as its gradients exist (no accumulation). @default {false} */
   layerwise?: boolean;
+  /**
+   * Also apply the gradient outside the subspace, scaled like Fira (no extra state; see
+   * `createGaLoreAdamW`). @default {false}
+   */
+  residual?: boolean;
 }
 
 /** Hyper-parameters shared by the AdamW family. */

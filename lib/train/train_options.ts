@@ -55,6 +55,9 @@ export const galoreFields = {
   layerwise: boolean("Update each block as soon as its gradients exist (no accumulation).", {
     default: false,
   }),
+  residual: boolean("Also apply the gradient outside the subspace, scaled like Fira (no extra state).", {
+    default: false,
+  }),
 } satisfies FieldsOf<GaLoreTrainOptions>;
 
 /** Old GaLore option names and their new ones. */
