@@ -2,8 +2,10 @@
  * Training records → token ids with labels.
  *
  * Records follow the contract: `{ text }`, `{ prompt, completion }` (loss on the
- * completion only), `{ messages }` (chat template; loss on the last assistant
- * turn), or pre-tokenized `{ ids, labels? }` (label −100 = ignored, as in Transformers).
+ * completion only), alpaca `{ instruction, input?, output }` (Stanford Alpaca's prompt; loss on
+ * the output), `{ messages }` or ShareGPT `{ conversations: [{ from, value }] }` (chat template;
+ * loss on every assistant turn, the template's turn headers and the other roles masked), or
+ * pre-tokenized `{ ids, labels? }` (label −100 = ignored, as in Transformers).
  * @module
  */
 import type { ChatMessage } from "../io/chat_template.ts";
@@ -12,6 +14,12 @@ import { sourceOf } from "../io/jsonl.ts";
 import { checkRecord } from "./record_check.ts";
 import { defineOptions } from "../options/schema.ts";
 import { tokenizeFields } from "./train_options.ts";
+import {
+  type AlpacaRecord,
+  alpacaToPrompt,
+  type ShareGptRecord,
+  shareGptToMessages,
+} from "./record_formats.ts";
 
 /** Label value that excludes a position from the loss (Transformers' convention). */
 export const IGNORE_INDEX = -100;
@@ -20,7 +28,9 @@ export const IGNORE_INDEX = -100;
 export type TrainingRecord =
   | { text: string }
   | { prompt: string; completion: string }
+  | AlpacaRecord
   | { messages: ChatMessage[] }
+  | ShareGptRecord
   | { ids: number[]; labels?: number[] };
 
 /** A tokenized example: `labels[t]` is the target for predicting token t from tokens < t. */
@@ -84,31 +94,38 @@ export function tokenizeRecord(
   if ("prompt" in record) {
     prompt = record.prompt;
     completion = record.completion;
-  } else if ("messages" in record) {
-    const msgs = record.messages;
-    const last = msgs[msgs.length - 1];
-    if (!last || last.role !== "assistant") {
-      throw new TypeError("a { messages } record must end with an assistant message (the target)");
-    }
-    prompt = tokenizer.applyChatTemplate(msgs.slice(0, -1), { addGenerationPrompt: true });
-    const full = tokenizer.applyChatTemplate(msgs, { addGenerationPrompt: false });
-    if (!full.startsWith(prompt)) {
-      throw new Error("chat template renders the prompt differently with and without the answer");
-    }
-    completion = full.slice(prompt.length);
-    // The template already closes the turn; avoid a double eos.
-    if (tokenizer.eosToken && completion.endsWith(tokenizer.eosToken)) {
-      completion = completion.slice(0, -tokenizer.eosToken.length);
-    }
+  } else if ("instruction" in record) {
+    ({ prompt, completion } = alpacaToPrompt(record));
+  } else if ("messages" in record || "conversations" in record) {
+    const msgs = "messages" in record ? record.messages : shareGptToMessages(record);
+    const segments = chatSegments(tokenizer, msgs);
     // Templates usually start with the bos token text: drop it, bos is added as an id.
-    if (tokenizer.bosToken && prompt.startsWith(tokenizer.bosToken)) {
-      prompt = prompt.slice(tokenizer.bosToken.length);
+    if (tokenizer.bosToken && segments[0].text.startsWith(tokenizer.bosToken)) {
+      segments[0].text = segments[0].text.slice(tokenizer.bosToken.length);
     }
+    const last = segments[segments.length - 1];
+    // The template already closes the final turn with eos (maybe then a newline): drop that text,
+    // eos is added as an id.
+    const closed = last.text.trimEnd();
+    if (last.train && tokenizer.eosToken && closed.endsWith(tokenizer.eosToken)) {
+      last.text = closed.slice(0, -tokenizer.eosToken.length);
+    }
+    const ids = [...bos], labels: number[] = bos.map(() => IGNORE_INDEX);
+    for (const s of segments) {
+      const t = enc(s.text);
+      ids.push(...t);
+      labels.push(...(s.train ? t : t.map(() => IGNORE_INDEX)));
+    }
+    if (last.train) {
+      ids.push(...eos);
+      labels.push(...eos);
+    }
+    return truncate({ ids, labels }, maxLength, side);
   } else {
     throw new TypeError(
       `unknown record shape with keys [${
         Object.keys(record)
-      }]: use {text}, {prompt, completion}, {messages} or {ids, labels}`,
+      }]: use {text}, {prompt, completion}, {instruction, output}, {messages}, {conversations} or {ids, labels}`,
     );
   }
   const p = [...bos, ...enc(prompt)];
@@ -118,6 +135,61 @@ export function tokenizeRecord(
     maxLength,
     side,
   );
+}
+
+/** A piece of a rendered conversation and whether it is learned (an assistant turn). */
+export interface ChatSegment {
+  text: string;
+  train: boolean;
+}
+
+/**
+ * Splits the chat-template rendering of `messages` into alternating masked and learned pieces:
+ * each assistant turn spans from the end of `template(messages[..j], addGenerationPrompt)` (its
+ * header is masked) to the end of `template(messages[..j+1])` (its content and closing marker
+ * are learned, so the model learns to stop). Every partial rendering must be a prefix of the full
+ * one; a template that rewrites earlier turns (e.g. drops past reasoning) is refused.
+ *
+ * @example
+ * ```ts
+ * import { chatSegments } from "./data.ts";
+ * const tok = { applyChatTemplate: (ms: { role: string; content: string }[], o?: { addGenerationPrompt?: boolean }) =>
+ *   ms.map((m) => `<${m.role}>${m.content}</>`).join("") + (o?.addGenerationPrompt ? "<assistant>" : "") };
+ * const s = chatSegments(tok as never, [{ role: "user", content: "a" }, { role: "assistant", content: "b" },
+ *   { role: "user", content: "c" }, { role: "assistant", content: "d" }]);
+ * if (s.filter((x) => x.train).map((x) => x.text).join("|") !== "b</>|d</>") throw new Error(JSON.stringify(s));
+ * ```
+ */
+export function chatSegments(tokenizer: Tokenizer, messages: readonly ChatMessage[]): ChatSegment[] {
+  if (!messages.some((m) => m.role === "assistant")) {
+    throw new TypeError("a conversation needs at least one assistant message (the target it learns)");
+  }
+  const full = tokenizer.applyChatTemplate(messages, { addGenerationPrompt: false });
+  const segments: ChatSegment[] = [];
+  let pos = 0;
+  messages.forEach((m, j) => {
+    if (m.role !== "assistant") return;
+    const start = tokenizer.applyChatTemplate(messages.slice(0, j), { addGenerationPrompt: true }).length;
+    const endText = tokenizer.applyChatTemplate(messages.slice(0, j + 1), { addGenerationPrompt: false });
+    const startText = full.slice(0, start);
+    if (
+      !full.startsWith(endText) || start < pos || endText.length < start ||
+      tokenizer.applyChatTemplate(messages.slice(0, j), { addGenerationPrompt: true }) !== startText
+    ) {
+      throw new Error(
+        `the chat template renders the conversation up to message ${j} differently from the start of the ` +
+          "whole conversation, so assistant turns cannot be located; use { prompt, completion } records " +
+          "or a template that renders earlier turns unchanged",
+      );
+    }
+    segments.push({ text: full.slice(pos, start), train: false }, {
+      text: full.slice(start, endText.length),
+      train: true,
+    });
+    pos = endText.length;
+  });
+  if (pos < full.length) segments.push({ text: full.slice(pos), train: false });
+  return segments.filter((s, i) => s.text !== "" || i === 0);
 }
 
 /** Tokenizes every record (sync arrays) — see {@linkcode tokenizeRecord}. */

@@ -31,7 +31,8 @@ function intArray(r: Record<string, unknown>, key: string): void {
 
 /**
  * Throws a TypeError naming the field when `record` is not one of the record shapes:
- * `{ text }`, `{ prompt, completion }`, `{ messages: [{ role, content }] }`, `{ ids, labels? }`.
+ * `{ text }`, `{ prompt, completion }`, alpaca `{ instruction, input?, output }`,
+ * `{ messages: [{ role, content }] }`, ShareGPT `{ conversations: [{ from, value }] }`, `{ ids, labels? }`.
  *
  * @example
  * ```ts
@@ -54,6 +55,28 @@ export function checkRecord(record: unknown): void {
   else if ("prompt" in r || "completion" in r) {
     str(r, "prompt");
     str(r, "completion");
+  } else if ("instruction" in r || "output" in r) {
+    str(r, "instruction");
+    if (r.input !== undefined && r.input !== null) str(r, "input");
+    str(r, "output");
+  } else if ("conversations" in r) {
+    const c = r.conversations;
+    if (!Array.isArray(c)) {
+      throw new TypeError(`field "conversations" must be an array, received ${describe(c)}`);
+    }
+    c.forEach((turn, i) => {
+      if (typeof turn !== "object" || turn === null) {
+        throw new TypeError(`field "conversations[${i}]" must be an object, received ${describe(turn)}`);
+      }
+      const t = turn as Record<string, unknown>;
+      for (const k of ["from", "value"]) {
+        if (typeof t[k] !== "string") {
+          throw new TypeError(
+            `field "conversations[${i}].${k}" must be a string, received ${describe(t[k])}`,
+          );
+        }
+      }
+    });
   } else if ("messages" in r) {
     const m = r.messages;
     if (!Array.isArray(m)) throw new TypeError(`field "messages" must be an array, received ${describe(m)}`);
@@ -74,7 +97,7 @@ export function checkRecord(record: unknown): void {
   } else {
     throw new TypeError(
       `unknown record shape with fields [${Object.keys(r).join(", ")}]: use {text}, {prompt, completion}, ` +
-        "{messages} or {ids, labels}",
+        "{instruction, input, output} (alpaca), {messages}, {conversations} (ShareGPT) or {ids, labels}",
     );
   }
 }
