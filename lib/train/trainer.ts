@@ -383,46 +383,62 @@ export async function train(
   let history: StepRecord[] = [];
   let startStep = 1;
   if (options.resumeFrom !== undefined) {
-    const st = await readTrainingState(await resolveResumeDir(options.resumeFrom));
-    for (const [k, v] of Object.entries(fingerprint)) {
-      if (JSON.stringify(st.json.fingerprint[k]) !== JSON.stringify(v)) {
-        const show = (x: unknown) => k === "trainable" ? "(another set of parameters)" : JSON.stringify(x);
+    let where = String(options.resumeFrom);
+    try {
+      where = await resolveResumeDir(options.resumeFrom);
+      const st = await readTrainingState(where);
+      for (const [k, v] of Object.entries(fingerprint)) {
+        if (JSON.stringify(st.json.fingerprint[k]) !== JSON.stringify(v)) {
+          const show = (x: unknown) => k === "trainable" ? "(another set of parameters)" : JSON.stringify(x);
+          throw new RangeError(
+            `was saved with ${k} = ${show(st.json.fingerprint[k])}, this run has ${
+              show(v)
+            }; resume with the same model, data and options`,
+          );
+        }
+      }
+      if (!st.optimizer) {
         throw new RangeError(
-          `train: resumeFrom ${st.dir} was saved with ${k} = ${show(st.json.fingerprint[k])}, this run has ${
-            show(v)
-          }; resume with the same model, data and options`,
+          "holds no optimizer state (its optimizer could not export one), so the run cannot continue exactly",
         );
       }
-    }
-    if (!st.optimizer) {
-      throw new RangeError(
-        `train: resumeFrom ${st.dir} holds no optimizer state (its optimizer could not export one), so the run cannot continue exactly`,
-      );
-    }
-    for (const p of params) {
-      const t = st.trainable.get(p.name);
-      if (!t || t.data.length !== p.variable.size) {
-        throw new RangeError(
-          `train: resumeFrom ${st.dir}: trainable.safetensors has no "${p.name}" of shape [${p.variable.shape}]`,
-        );
+      if (st.json.step > totalSteps) {
+        throw new RangeError(`is at step ${st.json.step}, past this run's ${totalSteps} steps`);
       }
-      tf.tidy(() => p.variable.assign(tf.tensor(t.data, p.variable.shape, "float32")));
+      // Everything is checked before the model changes: weights last.
+      for (const p of params) {
+        const t = st.trainable.get(p.name);
+        if (!t || t.data.length !== p.variable.size) {
+          throw new RangeError(`trainable.safetensors has no "${p.name}" of shape [${p.variable.shape}]`);
+        }
+        const bad = t.data.findIndex((v) => !Number.isFinite(v));
+        if (bad >= 0) {
+          throw new RangeError(`trainable.safetensors: "${p.name}" holds ${t.data[bad]} at element ${bad}`);
+        }
+      }
+      importOptimizerState(optimizer, st.optimizer);
+      // Data order: replay the shuffles (this also brings the shuffle RNG to the same point).
+      for (let i = 0; i < st.json.data.shuffles; i++) reshuffle();
+      if (orderIdx.join() !== st.json.data.order.join() || st.json.data.cursor > orderIdx.length) {
+        throw new RangeError("the data order differs from the saved one (other data?)");
+      }
+      cursor = st.json.data.cursor;
+      restoreLayerRng(model, st.json.layerRng);
+      for (const p of params) {
+        const t = st.trainable.get(p.name)!;
+        tf.tidy(() => p.variable.assign(tf.tensor(t.data, p.variable.shape, "float32")));
+      }
+      // Per-step samplers (DyLoRA's rank) advance once per step: replay them.
+      for (let s = 1; s <= st.json.step; s++) model.beginStep(s);
+      for (const l of st.json.recentLosses) losses.push(l);
+      history = st.json.history;
+      startStep = st.json.step + 1;
+    } catch (e) {
+      if (ownOptimizer) optimizer.dispose();
+      const err = e as Error;
+      if (!err.message.includes(where)) err.message = `train: resumeFrom ${where}: ${err.message}`;
+      throw err;
     }
-    importOptimizerState(optimizer, st.optimizer);
-    // Data order: replay the shuffles (this also brings the shuffle RNG to the same point).
-    for (let i = 0; i < st.json.data.shuffles; i++) reshuffle();
-    if (orderIdx.join() !== st.json.data.order.join()) {
-      throw new RangeError(
-        `train: resumeFrom ${st.dir}: the data order differs from the saved one (other data?)`,
-      );
-    }
-    cursor = st.json.data.cursor;
-    // Per-step samplers (DyLoRA's rank) advance once per step: replay them; then the dropout streams.
-    for (let s = 1; s <= st.json.step; s++) model.beginStep(s);
-    restoreLayerRng(model, st.json.layerRng);
-    for (const l of st.json.recentLosses) losses.push(l);
-    history = st.json.history;
-    startStep = st.json.step + 1;
   }
 
   try {

@@ -53,6 +53,33 @@ export interface TrainerStateJson {
   history: StepRecord[];
 }
 
+/** Checks the types of `trainer_state.json`'s fields (a damaged file fails here, naming the field). */
+function checkStateJson(j: TrainerStateJson, path: string): void {
+  const bad = (field: string, want: string) => {
+    throw new RangeError(`train: ${path}: "${field}" must be ${want}; the training state is damaged`);
+  };
+  const count = (v: unknown) => Number.isInteger(v) && (v as number) >= 0;
+  if (!count(j.step)) bad("step", "an integer >= 0");
+  if (!count(j.totalSteps)) bad("totalSteps", "an integer >= 0");
+  if (typeof j.fingerprint !== "object" || j.fingerprint === null) bad("fingerprint", "an object");
+  const d = j.data;
+  if (typeof d !== "object" || d === null) bad("data", "an object");
+  if (!Array.isArray(d.order) || !d.order.every(count)) bad("data.order", "an array of indices");
+  if (!count(d.cursor)) bad("data.cursor", "an integer >= 0");
+  if (!count(d.shuffles) || d.shuffles > 1e7) bad("data.shuffles", "an integer >= 0");
+  if (typeof j.layerRng !== "object" || j.layerRng === null || Array.isArray(j.layerRng)) {
+    bad("layerRng", "an object");
+  }
+  if (!Object.values(j.layerRng).every(Number.isFinite)) bad("layerRng", "an object of numbers");
+  if (!Array.isArray(j.recentLosses) || !j.recentLosses.every(Number.isFinite)) {
+    bad("recentLosses", "an array of numbers");
+  }
+  if (typeof j.hasOptimizerState !== "boolean") bad("hasOptimizerState", "a boolean");
+  if (!Array.isArray(j.history) || j.history.length !== j.step) {
+    bad("history", `an array of ${j.step} step records`);
+  }
+}
+
 /** What {@linkcode readTrainingState} returns. */
 export interface LoadedTrainingState {
   dir: string;
@@ -186,6 +213,7 @@ export async function readTrainingState(dir: string): Promise<LoadedTrainingStat
   if (json?.format !== "nbtune-training-state" || json.version !== 1) {
     throw new RangeError(`train: ${path} is not an nbtune training state (version 1)`);
   }
+  checkStateJson(json, path);
   const trainable = new Map<string, { shape: number[]; data: Float32Array }>();
   {
     using f = await openSafetensors(`${dir}/trainable.safetensors`);
@@ -195,7 +223,19 @@ export async function readTrainingState(dir: string): Promise<LoadedTrainingStat
   }
   let optimizer: OptimizerState | null = null;
   if (json.hasOptimizerState) {
-    const head = JSON.parse(await Deno.readTextFile(`${dir}/optimizer.json`));
+    const headPath = `${dir}/optimizer.json`;
+    let head: { name?: unknown; meta?: unknown };
+    try {
+      head = JSON.parse(await Deno.readTextFile(headPath));
+    } catch (e) {
+      throw new RangeError(`train: cannot read ${headPath}: ${(e as Error).message}`);
+    }
+    const isObject = (v: unknown) => typeof v === "object" && v !== null && !Array.isArray(v);
+    if (!isObject(head) || typeof head.name !== "string" || !isObject(head.meta)) {
+      throw new RangeError(
+        `train: ${headPath} must hold { name: string, meta: object }; the training state is damaged`,
+      );
+    }
     const tensors: Record<string, StateTensor> = {};
     using f = await openSafetensors(`${dir}/optimizer.safetensors`);
     for (const name of f.names()) {
@@ -206,7 +246,7 @@ export async function readTrainingState(dir: string): Promise<LoadedTrainingStat
       const data = info.dtype === "F32" ? await f.readFloat32(name) : await f.readBytes(name);
       tensors[name] = { dtype: info.dtype, shape: [...info.shape], data: data.slice() };
     }
-    optimizer = { name: head.name, meta: head.meta, tensors };
+    optimizer = { name: head.name, meta: head.meta as Record<string, unknown>, tensors };
   }
   return { dir, json, trainable, optimizer };
 }
