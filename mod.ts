@@ -45,6 +45,8 @@ export type { InitModelOptions } from "./lib/models/init_model.ts";
 export type { LlamaForCausalLM } from "./lib/models/llama.ts";
 export { saveCheckpoint } from "./lib/models/save_model.ts";
 export type { SaveCheckpointOptions } from "./lib/models/save_model.ts";
+export { exportMerged } from "./lib/models/export_merged.ts";
+export type { ExportMergedOptions, ExportMergedResult } from "./lib/models/export_merged.ts";
 export { generate } from "./lib/models/generate.ts";
 export type { GenerateOptions } from "./lib/models/generate.ts";
 export { EMBEDDED_DATA_DIR, EMBEDDED_MODEL_DIR } from "./lib/models/embedded.ts";

@@ -136,7 +136,8 @@ export async function writeAdapterFiles(
     alpha_pattern: {},
     arrow_config: null,
     auto_mapping: null,
-    base_model_name_or_path: o.baseModelNameOrPath ?? String(model.config.raw._name_or_path ?? ""),
+    base_model_name_or_path: o.baseModelNameOrPath ??
+      String(model.config.raw._name_or_path ?? model.config.sourceDir ?? ""),
     bias: "none",
     corda_config: null,
     ensure_weight_tying: false,

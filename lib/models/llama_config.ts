@@ -38,6 +38,8 @@ export interface LlamaConfig {
   biasedLinears: readonly string[];
   bosTokenId?: number;
   eosTokenId?: number | number[];
+  /** The folder the model was loaded from (`loadModel`), for exports and adapter configs. */
+  sourceDir?: string;
   /** The HF config object as read (kept so saving writes every original field back). */
   raw: Record<string, unknown>;
 }

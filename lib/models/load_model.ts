@@ -71,7 +71,7 @@ export async function readModelConfig(dir: string): Promise<LlamaConfig> {
   if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
     throw new TypeError(`${path} must hold a JSON object`);
   }
-  return parseLlamaConfig(raw as Record<string, unknown>, path);
+  return { ...parseLlamaConfig(raw as Record<string, unknown>, path), sourceDir: dir };
 }
 
 async function readTensor(reader: TensorReader, name: string, shape: number[]): Promise<tf.Tensor> {

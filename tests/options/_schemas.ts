@@ -39,6 +39,7 @@ import { saveAdapterSchema } from "../../lib/adapters/peft_format.ts";
 import { rankSweepSchema } from "../../lib/adapters/rank_sweep.ts";
 import { initModelSchema } from "../../lib/models/init_model.ts";
 import { saveCheckpointSchema } from "../../lib/models/save_model.ts";
+import { exportMergedSchema } from "../../lib/models/export_merged.ts";
 import { evaluateSchema } from "../../lib/train/evaluate.ts";
 import { rankSweepChartSchema } from "../../lib/notebook/rank_sweep_chart.ts";
 import { trainByteLevelBpeSchema } from "../../scripts/train_tokenizer.ts";
@@ -100,6 +101,7 @@ export const EXTRA_SCHEMAS: DocumentedSchema[] = [
   { schema: rankSweepSchema, file: "lib/adapters/rank_sweep.ts", iface: "RankSweepOptions" },
   { schema: initModelSchema, file: "lib/models/init_model.ts", iface: "InitModelOptions" },
   { schema: saveCheckpointSchema, file: "lib/models/save_model.ts", iface: "SaveCheckpointOptions" },
+  { schema: exportMergedSchema, file: "lib/models/export_merged.ts", iface: "ExportMergedOptions" },
   { schema: evaluateSchema, file: "lib/train/evaluate.ts", iface: "EvaluateOptions" },
   { schema: rankSweepChartSchema, file: "lib/notebook/rank_sweep_chart.ts", iface: "RankSweepChartOptions" },
   { schema: trainByteLevelBpeSchema, file: "scripts/train_tokenizer.ts", iface: "TrainByteLevelBpeOptions" },

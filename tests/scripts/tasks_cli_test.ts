@@ -51,6 +51,7 @@ Deno.test("every script task is covered here (a new task must get --help)", () =
     "bench",
     "demo",
     "kernel:install",
+    "merge",
     "notebooks",
     "plan",
     "pretrain",
