@@ -418,6 +418,11 @@ export async function train(
       }
       importOptimizerState(optimizer, st.optimizer);
       // Data order: replay the shuffles (this also brings the shuffle RNG to the same point).
+      if (st.json.data.shuffles > Math.ceil((st.json.step * perStep) / examples.length) + 1) {
+        throw new RangeError(
+          `data.shuffles ${st.json.data.shuffles} is more than ${st.json.step} steps can draw`,
+        );
+      }
       for (let i = 0; i < st.json.data.shuffles; i++) reshuffle();
       if (orderIdx.join() !== st.json.data.order.join() || st.json.data.cursor > orderIdx.length) {
         throw new RangeError("the data order differs from the saved one (other data?)");
