@@ -114,20 +114,38 @@ Deno.test("layer-wise per-block checking (no pre-pass) names the blocks it had a
   model.dispose();
 });
 
-for (
-  const [name, make] of [
-    ["full parameters", () => initModel(CONFIG, { seed: 2 })],
-    ["LoRA", () => attachLoRA(initModel(CONFIG, { seed: 2 }), { r: 4 })],
-  ] as const
-) {
+const LR_1E6: [string, () => LlamaForCausalLM, TrainOptions][] = [
+  ["full parameters", () => initModel(CONFIG, { seed: 2 }), {}],
+  ["LoRA", () => attachLoRA(initModel(CONFIG, { seed: 2 }), { r: 4 }), {}],
+  [
+    "layer-wise 8-bit GaLore",
+    () => initModel(CONFIG, { seed: 2 }),
+    { optimizer: "galore8bit", galore: { r: 8, layerwise: true }, batchSize: 4 },
+  ],
+];
+for (const [name, make, extra] of LR_1E6) {
   Deno.test(`lr 1e6 (${name}) stops at step 2 with a DivergenceError instead of training a saturated model`, async () => {
     const model = make();
+    let before = weights(model);
     const e = await assertRejects(
-      () => train(model, DATA, { ...BASE, lr: 1e6, steps: 10 }),
+      () =>
+        train(model, DATA, {
+          ...BASE,
+          ...extra,
+          lr: 1e6,
+          steps: 10,
+          onStep: () => {
+            before = weights(model);
+          },
+        }),
       DivergenceError,
     ) as DivergenceError;
     assertEquals(e.info.step, 2);
     assert(/saturated|more than 4×|non-finite|NaN/.test(e.message), e.message);
+    for (const [k, w] of weights(model)) {
+      assert(w.every(Number.isFinite), `${k} holds non-finite values`);
+      assertEquals(w, before.get(k), `${k} changed by the failed step`);
+    }
     model.dispose();
   });
 }
