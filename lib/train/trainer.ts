@@ -391,7 +391,7 @@ export async function train(
         if (JSON.stringify(st.json.fingerprint[k]) !== JSON.stringify(v)) {
           const show = (x: unknown) => k === "trainable" ? "(another set of parameters)" : JSON.stringify(x);
           throw new RangeError(
-            `was saved with ${k} = ${show(st.json.fingerprint[k])}, this run has ${
+            `train: resumeFrom ${where} was saved with ${k} = ${show(st.json.fingerprint[k])}, this run has ${
               show(v)
             }; resume with the same model, data and options`,
           );
