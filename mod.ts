@@ -47,8 +47,8 @@ export { saveCheckpoint } from "./lib/models/save_model.ts";
 export type { SaveCheckpointOptions } from "./lib/models/save_model.ts";
 export { exportMerged } from "./lib/models/export_merged.ts";
 export type { ExportMergedOptions, ExportMergedResult } from "./lib/models/export_merged.ts";
-export { generate } from "./lib/models/generate.ts";
-export type { GenerateOptions } from "./lib/models/generate.ts";
+export { chat, generate } from "./lib/models/generate.ts";
+export type { GenerateOptions, TokenEvent } from "./lib/models/generate.ts";
 export { EMBEDDED_DATA_DIR, EMBEDDED_MODEL_DIR } from "./lib/models/embedded.ts";
 
 // 4-bit quantization
