@@ -10,13 +10,26 @@ const TASKS: Record<string, string> = JSON.parse(await Deno.readTextFile(`${ROOT
 /** Tasks that are Deno's own commands (deno test, fmt, lint), not our scripts. */
 const NOT_SCRIPTS = ["test", "ok"];
 const SCRIPT_TASKS = Object.keys(TASKS).filter((t) => !NOT_SCRIPTS.includes(t));
+/** The script tasks checked here, by running them. */
+const COVERED = [
+  "bench",
+  "demo",
+  "kernel:install",
+  "merge",
+  "notebooks",
+  "plan",
+  "pretrain",
+  "quantize",
+  "train",
+];
 /**
- * Tasks whose scripts the speed work is still writing (scripts/make_checkpoint.ts, scripts/profile.ts):
- * their owner moves them onto scripts/_cli.ts; until then their CLI checks are ignored, named here.
+ * Tasks whose scripts the speed work owns and has not yet moved onto scripts/_cli.ts. They are never run
+ * here: a task that does not parse its arguments would take `--help` for a full run.
  */
 const PENDING: Record<string, string> = {
-  "make-checkpoint": "scripts/make_checkpoint.ts is owned by the speed work and not yet on scripts/_cli.ts",
-  profile: "scripts/profile.ts is owned by the speed work and not yet on scripts/_cli.ts",
+  "make-checkpoint": "scripts/make_checkpoint.ts (speed work) is not yet on scripts/_cli.ts",
+  profile: "scripts/profile.ts (speed work) is not yet on scripts/_cli.ts",
+  "bench:scale": "bench/scale.ts (speed work) is not yet on scripts/_cli.ts",
 };
 
 async function task(
@@ -46,21 +59,11 @@ async function oneLine(code: number, prefix: string, name: string, ...args: stri
   return lines[0];
 }
 
-Deno.test("every script task is covered here (a new task must get --help)", () => {
-  assertEquals(SCRIPT_TASKS.filter((t) => !(t in PENDING)).sort(), [
-    "bench",
-    "demo",
-    "kernel:install",
-    "merge",
-    "notebooks",
-    "plan",
-    "pretrain",
-    "quantize",
-    "train",
-  ]);
+Deno.test("every script task in deno.json is covered here (a new task must get --help and a line in COVERED)", () => {
+  assertEquals(SCRIPT_TASKS.filter((t) => !(t in PENDING)).sort(), [...COVERED].sort());
 });
 
-for (const name of SCRIPT_TASKS) {
+for (const name of [...COVERED, ...Object.keys(PENDING)]) {
   const pending = PENDING[name] ? ` (ignored: ${PENDING[name]})` : "";
   Deno.test({
     name: `deno task ${name} --help exits 0 with usage, defaults and examples${pending}`,
