@@ -48,10 +48,39 @@ export const FAMILY_PRESETS: Record<string, FamilyPreset> = {
       torch_dtype: "float32",
     },
   },
+  gemma: {
+    doc:
+      "Gemma-style: head_dim 256 (not hidden / heads), GeGLU tanh-GELU, 1 + weight norms, scaled tied embeddings",
+    config: {
+      architectures: ["GemmaForCausalLM"],
+      model_type: "gemma",
+      vocab_size: 96,
+      hidden_size: 32,
+      intermediate_size: 64,
+      num_hidden_layers: 2,
+      num_attention_heads: 2,
+      num_key_value_heads: 1,
+      head_dim: 256,
+      hidden_act: "gelu_pytorch_tanh",
+      hidden_activation: "gelu_pytorch_tanh",
+      max_position_embeddings: 512,
+      initializer_range: 0.02,
+      rms_norm_eps: 1e-6,
+      use_cache: true,
+      tie_word_embeddings: true,
+      rope_theta: 10000.0,
+      attention_bias: false,
+      attention_dropout: 0.0,
+      bos_token_id: 2,
+      eos_token_id: 1,
+      pad_token_id: 0,
+      torch_dtype: "float32",
+    },
+  },
 };
 
-/** How a tensor is filled: a weight, a bias, or a norm weight around 1. */
-type Fill = "weight" | "bias" | "norm";
+/** How a tensor is filled: a weight, a bias, a norm weight around 1, or a norm offset around 0. */
+type Fill = "weight" | "bias" | "norm" | "offset";
 
 /**
  * Tensor names, shapes and fills of a family config, in HF order.
@@ -69,30 +98,34 @@ export function familyTensors(c: Record<string, unknown>): { name: string; shape
   const H = c.num_attention_heads as number, G = (c.num_key_value_heads ?? H) as number;
   const Dh = (c.head_dim ?? D / H) as number;
   const type = c.model_type as string;
-  if (type !== "qwen2") {
+  if (type !== "qwen2" && type !== "gemma") {
     throw new RangeError(`make_family_checkpoint: no tensor layout for model_type "${type}"`);
   }
+  const qkvBias = type === "qwen2";
+  // Gemma stores its norm weights as offsets around 0 (the norm scales by 1 + weight).
+  const norm: Fill = type === "gemma" ? "offset" : "norm";
   const out: { name: string; shape: number[]; fill: Fill }[] = [
     { name: "model.embed_tokens.weight", shape: [V, D], fill: "weight" },
   ];
   for (let i = 0; i < (c.num_hidden_layers as number); i++) {
     const p = `model.layers.${i}`;
+    const proj = (name: string, o: number, i: number, bias: boolean) => [
+      { name: `${p}.${name}.weight`, shape: [o, i], fill: "weight" as Fill },
+      ...(bias ? [{ name: `${p}.${name}.bias`, shape: [o], fill: "bias" as Fill }] : []),
+    ];
     out.push(
-      { name: `${p}.input_layernorm.weight`, shape: [D], fill: "norm" },
-      { name: `${p}.self_attn.q_proj.weight`, shape: [H * Dh, D], fill: "weight" },
-      { name: `${p}.self_attn.q_proj.bias`, shape: [H * Dh], fill: "bias" },
-      { name: `${p}.self_attn.k_proj.weight`, shape: [G * Dh, D], fill: "weight" },
-      { name: `${p}.self_attn.k_proj.bias`, shape: [G * Dh], fill: "bias" },
-      { name: `${p}.self_attn.v_proj.weight`, shape: [G * Dh, D], fill: "weight" },
-      { name: `${p}.self_attn.v_proj.bias`, shape: [G * Dh], fill: "bias" },
-      { name: `${p}.self_attn.o_proj.weight`, shape: [D, H * Dh], fill: "weight" },
-      { name: `${p}.post_attention_layernorm.weight`, shape: [D], fill: "norm" },
-      { name: `${p}.mlp.gate_proj.weight`, shape: [F, D], fill: "weight" },
-      { name: `${p}.mlp.up_proj.weight`, shape: [F, D], fill: "weight" },
-      { name: `${p}.mlp.down_proj.weight`, shape: [D, F], fill: "weight" },
+      { name: `${p}.input_layernorm.weight`, shape: [D], fill: norm },
+      ...proj("self_attn.q_proj", H * Dh, D, qkvBias),
+      ...proj("self_attn.k_proj", G * Dh, D, qkvBias),
+      ...proj("self_attn.v_proj", G * Dh, D, qkvBias),
+      ...proj("self_attn.o_proj", D, H * Dh, false),
+      { name: `${p}.post_attention_layernorm.weight`, shape: [D], fill: norm },
+      ...proj("mlp.gate_proj", F, D, false),
+      ...proj("mlp.up_proj", F, D, false),
+      ...proj("mlp.down_proj", D, F, false),
     );
   }
-  out.push({ name: "model.norm.weight", shape: [D], fill: "norm" });
+  out.push({ name: "model.norm.weight", shape: [D], fill: norm });
   if (c.tie_word_embeddings !== true) out.push({ name: "lm_head.weight", shape: [V, D], fill: "weight" });
   return out;
 }

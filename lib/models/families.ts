@@ -8,6 +8,7 @@
  * @module
  */
 import { QWEN2_FAMILY } from "./families/qwen2.ts";
+import { GEMMA_FAMILY } from "./families/gemma.ts";
 
 /** MLP flavour: SwiGLU has three matrices (gate, up, down), GELU two (up, down). */
 export type MlpKind = "swiglu" | "gelu";
@@ -44,6 +45,12 @@ export interface ModelFamily {
    * the engine does not implement; `source` names the file in the message.
    */
   readonly checkConfig?: (raw: Record<string, unknown>, source: string) => void;
+  /** RMSNorm scales by `1 + weight` (Gemma). */
+  readonly normUnitOffset?: boolean;
+  /** Embeddings are multiplied by `sqrt(hidden_size)` (Gemma). */
+  readonly scaleEmbeddings?: boolean;
+  /** The MLP activation from the config when the family reads it its own way (Gemma); else `hidden_act`. */
+  readonly activation?: (raw: Record<string, unknown>, source: string) => "silu" | "gelu_tanh";
 }
 
 const LLAMA_NAMES = {
@@ -63,7 +70,9 @@ const llamaLike = {
 } as const;
 
 /** Every model family by `model_type`. */
-export const MODEL_FAMILIES: Readonly<Record<"llama" | "mistral" | "qwen2" | "falcon", ModelFamily>> = {
+export const MODEL_FAMILIES: Readonly<
+  Record<"llama" | "mistral" | "qwen2" | "gemma" | "falcon", ModelFamily>
+> = {
   llama: {
     ...llamaLike,
     modelType: "llama",
@@ -77,6 +86,7 @@ export const MODEL_FAMILIES: Readonly<Record<"llama" | "mistral" | "qwen2" | "fa
     doc: "Mistral (Llama layout; sliding-window attention is not needed below its window)",
   },
   qwen2: QWEN2_FAMILY,
+  gemma: GEMMA_FAMILY,
   falcon: {
     modelType: "falcon",
     aliases: ["RefinedWeb", "RefinedWebModel"],
@@ -101,7 +111,7 @@ export const MODEL_FAMILIES: Readonly<Record<"llama" | "mistral" | "qwen2" | "fa
  * ```ts
  * import { findModelFamily } from "./families.ts";
  * if (findModelFamily("RefinedWeb")?.modelType !== "falcon") throw new Error("alias");
- * if (findModelFamily("gemma") !== undefined) throw new Error("not a row yet");
+ * if (findModelFamily("phi") !== undefined) throw new Error("not a row yet");
  * ```
  */
 export function findModelFamily(modelType: string): ModelFamily | undefined {

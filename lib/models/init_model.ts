@@ -59,6 +59,8 @@ export function initModel(
   let seed = o.seed;
   const normal = (shape: number[]) => tf.randomNormal(shape, 0, std, "float32", seed++);
   const D = c.hiddenSize, V = c.vocabSize;
+  // Unit scale: weight 1, or 0 for Gemma's `1 + weight` norms (HF inits those to zeros).
+  const normInit = () => c.normUnitOffset ? tf.zeros([D]) : tf.ones([D]);
   const embedInit = normal([V, D]);
   const embed = tf.variable(embedInit, true, `model.embed_tokens.weight#${crypto.randomUUID()}`);
   embedInit.dispose();
@@ -78,14 +80,14 @@ export function initModel(
       new LlamaBlock(
         i,
         c,
-        new RMSNorm(`${p}.input_layernorm`, tf.ones([D]), c.rmsNormEps),
-        new RMSNorm(`${p}.post_attention_layernorm`, tf.ones([D]), c.rmsNormEps),
+        new RMSNorm(`${p}.input_layernorm`, normInit(), c.rmsNormEps, c.normUnitOffset),
+        new RMSNorm(`${p}.post_attention_layernorm`, normInit(), c.rmsNormEps, c.normUnitOffset),
         linears as BlockLinears,
         biases,
       ),
     );
   }
-  const norm = new RMSNorm("model.norm", tf.ones([D]), c.rmsNormEps);
+  const norm = new RMSNorm("model.norm", normInit(), c.rmsNormEps, c.normUnitOffset);
   const head = c.tieWordEmbeddings ? null : new DenseLinear("lm_head", normal([V, D]) as tf.Tensor2D);
   return new LlamaForCausalLM(c, embed, layers, norm, head);
 }

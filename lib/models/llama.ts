@@ -142,11 +142,13 @@ export class LlamaForCausalLM {
   embed(ids: tf.Tensor2D): tf.Tensor3D {
     return tf.tidy(() => {
       const [B, T] = ids.shape;
-      return tf.reshape(tf.gather(this.embedTokens, tf.reshape(ids, [B * T])), [
+      const h = tf.reshape(tf.gather(this.embedTokens, tf.reshape(ids, [B * T])), [
         B,
         T,
         this.config.hiddenSize,
       ]);
+      // Gemma scales the embeddings by sqrt(hidden); the factor is 1 elsewhere.
+      return (this.config.embedScale === 1 ? h : tf.mul(h, this.config.embedScale)) as tf.Tensor3D;
     });
   }
 

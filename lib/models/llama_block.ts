@@ -41,6 +41,12 @@ export interface BlockLinears {
   down_proj: Linear;
 }
 
+/** Tanh-approximated GELU (PyTorch `gelu(approximate="tanh")`): `x/2 · (1 + tanh(√(2/π)(x + 0.044715x³)))`. */
+function geluTanh(x: tf.Tensor): tf.Tensor {
+  const inner = tf.mul(tf.add(x, tf.mul(tf.pow(x, 3), 0.044715)), Math.sqrt(2 / Math.PI));
+  return tf.mul(tf.mul(x, 0.5), tf.add(tf.tanh(inner), 1));
+}
+
 /** Names of the linear layers in a block, in HF order. */
 export const BLOCK_LINEAR_NAMES = [
   "q_proj",
@@ -124,12 +130,13 @@ export class LlamaBlock {
     return tf.reshape(this.project("o_proj", merged), [B, T, D]) as tf.Tensor3D;
   }
 
-  /** SwiGLU MLP `down(silu(gate(x)) · up(x))` on `x: [B, T, D]`. */
+  /** SwiGLU MLP `down(silu(gate(x)) · up(x))` (GeGLU with tanh-GELU for Gemma) on `x: [B, T, D]`. */
   mlp(x: tf.Tensor3D): tf.Tensor3D {
     const [B, T, D] = x.shape;
     const x2 = tf.reshape(x, [B * T, D]) as tf.Tensor2D;
     const g = this.project("gate_proj", x2); // [B·T, F]
-    const act = tf.mul(tf.mul(g, tf.sigmoid(g)), this.project("up_proj", x2));
+    const gated = this.config.hiddenAct === "gelu_tanh" ? geluTanh(g) : tf.mul(g, tf.sigmoid(g));
+    const act = tf.mul(gated, this.project("up_proj", x2));
     return tf.reshape(this.project("down_proj", act as tf.Tensor2D), [B, T, D]) as tf.Tensor3D;
   }
 

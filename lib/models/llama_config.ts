@@ -36,6 +36,12 @@ export interface LlamaConfig {
    * `qkvBias`), q/k/v/o with `attention_bias: true`, gate/up/down with `mlp_bias: true`.
    */
   biasedLinears: readonly string[];
+  /** MLP activation: SwiGLU's `silu`, or Gemma's tanh-approximated GELU (GeGLU). */
+  hiddenAct: "silu" | "gelu_tanh";
+  /** Factor on the embeddings before the first layer (Gemma: `sqrt(hidden_size)`, else 1). */
+  embedScale: number;
+  /** RMSNorm scales by `1 + weight` (Gemma). */
+  normUnitOffset: boolean;
   bosTokenId?: number;
   eosTokenId?: number | number[];
   /** The folder the model was loaded from (`loadModel`), for exports and adapter configs. */
@@ -137,7 +143,9 @@ export function parseLlamaConfig(raw: Record<string, unknown>, source = "config.
     ...(raw.attention_bias === true ? ["o_proj"] : []),
     ...(raw.mlp_bias === true ? ["gate_proj", "up_proj", "down_proj"] : []),
   ];
-  if (raw.hidden_act !== undefined && raw.hidden_act !== "silu") {
+  let hiddenAct: "silu" | "gelu_tanh" = "silu";
+  if (family.activation) hiddenAct = family.activation(raw, source);
+  else if (raw.hidden_act !== undefined && raw.hidden_act !== "silu") {
     throw new RangeError(`${source}: hidden_act "${raw.hidden_act}" is not supported (only "silu")`);
   }
   return {
@@ -159,6 +167,9 @@ export function parseLlamaConfig(raw: Record<string, unknown>, source = "config.
       ? raw.tie_word_embeddings
       : family.tieWordEmbeddings,
     biasedLinears,
+    hiddenAct,
+    embedScale: family.scaleEmbeddings ? Math.sqrt(hiddenSize) : 1,
+    normUnitOffset: family.normUnitOffset === true,
     bosTokenId: typeof raw.bos_token_id === "number" ? raw.bos_token_id : undefined,
     eosTokenId: raw.eos_token_id as number | number[] | undefined,
     raw,

@@ -138,12 +138,14 @@ export async function buildModel(
         `${p}.input_layernorm`,
         await readTensor(reader, `${p}.input_layernorm.weight`, [D]),
         config.rmsNormEps,
+        config.normUnitOffset,
       );
       built.push(inputNorm);
       const post = new RMSNorm(
         `${p}.post_attention_layernorm`,
         await readTensor(reader, `${p}.post_attention_layernorm.weight`, [D]),
         config.rmsNormEps,
+        config.normUnitOffset,
       );
       built.push(post);
       const linears: Partial<BlockLinears> = {};
@@ -164,6 +166,7 @@ export async function buildModel(
       "model.norm",
       await readTensor(reader, "model.norm.weight", [D]),
       config.rmsNormEps,
+      config.normUnitOffset,
     );
     built.push(norm);
     const lmHead = config.tieWordEmbeddings ? null : new DenseLinear(

@@ -1,5 +1,6 @@
 /**
- * RMSNorm: `x · rsqrt(mean(x²) + eps) · w` over the last axis (computed in fp32).
+ * RMSNorm: `x · rsqrt(mean(x²) + eps) · w` over the last axis (computed in fp32); Gemma's
+ * variant scales by `1 + w` (`unitOffset`).
  * @module
  */
 import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
@@ -24,8 +25,8 @@ export class RMSNorm {
   readonly weight: tf.Variable;
   trainable = true;
 
-  /** Takes ownership of `weight` `[D]`. */
-  constructor(readonly name: string, weight: tf.Tensor, readonly eps: number) {
+  /** Takes ownership of `weight` `[D]`; with `unitOffset` the scale is `1 + weight` (Gemma). */
+  constructor(readonly name: string, weight: tf.Tensor, readonly eps: number, readonly unitOffset = false) {
     this.weight = tf.variable(weight, true, `${name}.weight#${crypto.randomUUID()}`);
     weight.dispose();
   }
@@ -34,7 +35,8 @@ export class RMSNorm {
   apply<T extends tf.Tensor>(x: T): T {
     return tf.tidy(() => {
       const ms = tf.mean(tf.square(x), -1, true);
-      return tf.mul(tf.mul(x, tf.rsqrt(tf.add(ms, this.eps))), this.weight) as T;
+      const scale = this.unitOffset ? tf.add(this.weight, 1) : this.weight;
+      return tf.mul(tf.mul(x, tf.rsqrt(tf.add(ms, this.eps))), scale) as T;
     });
   }
 

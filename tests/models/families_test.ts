@@ -88,7 +88,13 @@ for (const family of Object.keys(FAMILY_PRESETS)) {
       const st = await openSafetensors(`${saved}/model.safetensors`);
       const names = st.names();
       st.close();
-      assert(names.includes("model.layers.1.self_attn.k_proj.bias"), `saved biases: ${names}`);
+      const src = await openSafetensors(`${dir}/model.safetensors`);
+      assertEquals(
+        names.sort(),
+        src.names().sort(),
+        "the save has exactly the family's tensors (biases too)",
+      );
+      src.close();
       const back = await loadModel(saved);
       assert(relError(logits(back, ids), viaAdapter) < 1e-5, "saved merged checkpoint reloads");
       dense.dispose();
@@ -141,6 +147,28 @@ Deno.test("qwen2: unimplemented config keys and unused or missing tensors are re
     await patchConfig(dir, { attention_bias: false, model_type: "llama" });
     // As a Llama config the q/k/v biases are tensors the model does not use.
     await assertRejects(() => loadModel(dir), RangeError, "q_proj.bias");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("gemma: 1 + weight norms, sqrt(hidden) embeddings and head_dim 256 are read from the config", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await makeFamilyCheckpoint("gemma", dir);
+    const model = await loadModel(dir);
+    assertEquals(model.config.headDim, 256);
+    assertEquals(model.config.hiddenAct, "gelu_tanh");
+    assertEquals(model.config.embedScale, Math.sqrt(32));
+    assert(model.norm.unitOffset && model.lmHead === null, "gemma norms add 1, embeddings are tied");
+    model.dispose();
+    const fresh = initModel(FAMILY_PRESETS.gemma.config, { seed: 1 });
+    assert(fresh.norm.weight.dataSync().every((v) => v === 0), "HF inits Gemma norm offsets to 0");
+    fresh.dispose();
+    await patchConfig(dir, { hidden_activation: "gelu" });
+    await assertRejects(() => loadModel(dir), RangeError, 'hidden_activation "gelu"');
+    await patchConfig(dir, { hidden_activation: "gelu_pytorch_tanh", final_logit_softcapping: 30 });
+    await assertRejects(() => loadModel(dir), RangeError, "final_logit_softcapping");
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -7,6 +7,10 @@ this repo:
   SwiGLU MLP) with `q_proj`, `k_proj`, `v_proj` built as `nn.Linear(..., bias=True)` and
   `o_proj` / the MLP without bias; `tie_word_embeddings` uses embed_tokens as the LM head;
   `use_sliding_window` must be false (refused here otherwise).
+- gemma (`modeling_gemma.py`): GemmaRMSNorm `x * rsqrt(mean(x^2) + eps) * (1 + weight)`; the
+  embeddings multiplied by `hidden_size ** 0.5` (the "normalizer"); GemmaMLP
+  `down(gelu(gate(x), approximate="tanh") * up(x))`; `head_dim` from the config (256 in the
+  released models, not hidden / heads); scaling `head_dim ** -0.5`; tied embeddings by default.
 - llama / mistral: the same decoder, biases only where `attention_bias` / `mlp_bias` say.
 The safetensors reader and RoPE frequencies come from llama_ref.py (same directory).
 
@@ -39,7 +43,7 @@ def read_family_config(model_dir):
     with open(os.path.join(model_dir, "config.json")) as f:
         raw = json.load(f)
     mt = raw.get("model_type", "llama")
-    if mt not in ("llama", "mistral", "qwen2"):
+    if mt not in ("llama", "mistral", "qwen2", "gemma"):
         raise NotImplementedError("families_ref.py: model_type %r is not written yet" % mt)
     if mt == "qwen2" and raw.get("use_sliding_window", False):
         raise NotImplementedError("qwen2 with use_sliding_window is not covered by this reference")
@@ -55,8 +59,13 @@ def read_family_config(model_dir):
         "theta": raw.get("rope_theta", 10000.0),
         "scaling": raw.get("rope_scaling"),
         "vocab": raw["vocab_size"],
-        "tied": raw.get("tie_word_embeddings", False),
+        "tied": raw.get("tie_word_embeddings", mt == "gemma"),
+        "gemma": mt == "gemma",
     }
+    if mt == "gemma":
+        act = raw.get("hidden_activation") or "gelu_pytorch_tanh"
+        if act != "gelu_pytorch_tanh":
+            raise NotImplementedError("gemma hidden_activation %r is not covered by this reference" % act)
     attn_bias = raw.get("attention_bias", False)
     cfg["bias"] = {
         "q_proj": mt == "qwen2" or attn_bias,
@@ -78,6 +87,11 @@ def silu(x):
     return x / (1.0 + np.exp(-x))
 
 
+def gelu_tanh(x):
+    """PyTorch gelu(approximate="tanh")."""
+    return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
+
+
 class FamilyRef:
     def __init__(self, model_dir):
         self.cfg = read_family_config(model_dir)
@@ -88,6 +102,10 @@ class FamilyRef:
     def get(self, name):
         self.used.add(name)
         return self.w[name]
+
+    def norm(self, x, name):
+        w = self.get(name)
+        return rms_norm(x, 1.0 + w if self.cfg["gemma"] else w, self.cfg["eps"])
 
     def linear(self, x, prefix, name):
         """nn.Linear: x @ W.T (+ b)."""
@@ -104,9 +122,12 @@ class FamilyRef:
         pos = np.broadcast_to(np.arange(T), (B, T))
         causal = np.tril(np.ones((T, T), dtype=bool))
         x = self.get("model.embed_tokens.weight")[ids]  # [B, T, D]
+        if c["gemma"]:
+            x = x * (c["hidden"] ** 0.5)
+        act = gelu_tanh if c["gemma"] else silu
         for i in range(c["layers"]):
             p = "model.layers.%d." % i
-            h = rms_norm(x, self.get(p + "input_layernorm.weight"), c["eps"])
+            h = self.norm(x, p + "input_layernorm.weight")
             a = p + "self_attn."
             q = self.linear(h, a, "q_proj").reshape(B, T, H, E).transpose(0, 2, 1, 3)
             k = self.linear(h, a, "k_proj").reshape(B, T, K, E).transpose(0, 2, 1, 3)
@@ -122,10 +143,10 @@ class FamilyRef:
             pr /= pr.sum(axis=-1, keepdims=True)
             attn = (pr @ v).transpose(0, 2, 1, 3).reshape(B, T, H * E)
             x = x + self.linear(attn, a, "o_proj")
-            h = rms_norm(x, self.get(p + "post_attention_layernorm.weight"), c["eps"])
+            h = self.norm(x, p + "post_attention_layernorm.weight")
             m = p + "mlp."
-            x = x + self.linear(silu(self.linear(h, m, "gate_proj")) * self.linear(h, m, "up_proj"), m, "down_proj")
-        x = rms_norm(x, self.get("model.norm.weight"), c["eps"])
+            x = x + self.linear(act(self.linear(h, m, "gate_proj")) * self.linear(h, m, "up_proj"), m, "down_proj")
+        x = self.norm(x, "model.norm.weight")
         head = self.get("model.embed_tokens.weight") if c["tied"] else self.get("lm_head.weight")
         unused = sorted(set(self.w) - self.used)
         if unused:
