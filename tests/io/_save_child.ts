@@ -11,6 +11,7 @@ import { attachLoRA } from "../../lib/adapters/attach.ts";
 import { saveAdapter } from "../../lib/adapters/peft_format.ts";
 import { saveCheckpoint } from "../../lib/models/save_model.ts";
 import { quantizeCheckpoint } from "../../lib/quant/quantize_checkpoint.ts";
+import { train } from "../../lib/train/trainer.ts";
 
 /** The model both sides use: hidden 64, 2 layers (64-element quantization blocks). */
 export const CHILD_CONFIG = {
@@ -48,10 +49,35 @@ export async function saveOnce(kind: string, dir: string, i: number, input?: str
   }
 }
 
+/** Options of the training run whose `saveEvery` saves the "state" kind kills. */
+export const STATE_RUN = {
+  steps: 100000,
+  saveEvery: 1,
+  saveTotalLimit: 2,
+  lr: 1e-3,
+  batchSize: 2,
+  measureMemory: false,
+};
+/** Its data. */
+export const STATE_DATA = Array.from({ length: 6 }, (_, i) => ({ ids: [1 + i, 2 + i, 3 + i, 4 + i, 5, 6] }));
+
 if (import.meta.main) {
   await initEngine({ backend: "cpu" });
   const [kind, dir, input] = Deno.args;
   const enc = new TextEncoder();
+  if (kind === "state") { // training with a save after every step (each into a new step-N, oldest pruned)
+    const m = initModel(CHILD_CONFIG, { seed: 4 });
+    attachLoRA(m, { r: 4, targetModules: ["q_proj", "v_proj"] });
+    let t0 = performance.now();
+    await train(m, STATE_DATA, {
+      ...STATE_RUN,
+      outputDir: dir,
+      onStep: async () => {
+        await Deno.stdout.write(enc.encode(`saved ${(performance.now() - t0).toFixed(2)}\n`));
+        t0 = performance.now();
+      },
+    });
+  }
   for (let i = 0;; i++) {
     const t0 = performance.now();
     await saveOnce(kind, dir, i, input);

@@ -16,6 +16,7 @@ import { loadAdapter } from "../../lib/adapters/peft_format.ts";
 import { adapterLayers } from "../../lib/adapters/attach.ts";
 import { LoRALinear } from "../../lib/adapters/lora.ts";
 import { mulberry32 } from "../../lib/train/random.ts";
+import { listSaves, readTrainingState } from "../../lib/train/training_state.ts";
 import { CHILD_CONFIG, saveOnce } from "./_save_child.ts";
 
 await initEngine({ backend: "cpu" });
@@ -139,6 +140,29 @@ for (const kind of ["adapter", "checkpoint", "quantize"]) {
     await Deno.remove(root, { recursive: true });
   });
 }
+
+Deno.test(`training states: a run saving every step killed ${KILLS} times always leaves its latest complete save readable`, async () => {
+  const root = await Deno.makeTempDir({ prefix: "nbtune_kill_state_" });
+  const dir = `${root}/run`;
+  const rand = mulberry32(13);
+  let interrupted = 0;
+  for (let k = 0; k < KILLS; k++) {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+    await killMidSave("state", dir, "", rand());
+    const names: string[] = [];
+    for await (const e of Deno.readDir(dir)) names.push(e.name);
+    if (names.some((n) => /\.(tmp|old|del)-/.test(n))) interrupted++;
+    const saves = await listSaves(dir); // the load path: restores or clears interrupted saves
+    assert(saves.length >= 1 && saves.length <= 3, `saves ${JSON.stringify(saves)}`);
+    const latest = await readTrainingState(saves[saves.length - 1].dir);
+    assertEquals(latest.json.step, saves[saves.length - 1].step);
+    assertEquals(latest.json.history.length, latest.json.step);
+    assert(latest.optimizer !== null && latest.trainable.size === 8, "optimizer state and 8 LoRA factors");
+    for await (const e of Deno.readDir(dir)) assert(!/\.(tmp|old|del)-/.test(e.name), `${e.name} left`);
+  }
+  console.log(`training states: ${KILLS} kills, ${interrupted} left a save or a pruning in progress`);
+  await Deno.remove(root, { recursive: true });
+});
 
 Deno.test("loaders refuse the temporary folder of an interrupted save, naming it and the place to load", async () => {
   const root = await Deno.makeTempDir();
