@@ -68,6 +68,13 @@ function envGet(name: string): string | undefined {
 /** Threads the native kernels use (OpenMP's default: all cores). */
 let threads = 0;
 
+/** Below this many elements a kernel runs on the calling thread: waking workers costs more. */
+const PARALLEL_MIN_ELEMENTS = 1 << 22;
+
+function threadsFor(elements: number, max: number): number {
+  return elements < PARALLEL_MIN_ELEMENTS ? 1 : threads || max;
+}
+
 /** The TypeScript reference kernels (also the fallback). */
 export const typescriptKernels: NativeKernels = {
   kind: "typescript",
@@ -145,7 +152,7 @@ function open(path: string): NativeKernels | string {
         out as Float32Array<ArrayBuffer>,
         BigInt(out.length),
         Math.log2(blocksize),
-        threads || s.nb_max_threads(),
+        threadsFor(out.length, s.nb_max_threads()),
       );
     },
     crossEntropy(z, y, w, vocab, g, rowLoss, grad) {
@@ -158,7 +165,7 @@ function open(path: string): NativeKernels | string {
         g,
         rowLoss as Float32Array<ArrayBuffer>,
         grad as Float32Array<ArrayBuffer> | null,
-        threads || s.nb_max_threads(),
+        threadsFor(z.length, s.nb_max_threads()),
       );
     },
   };
