@@ -11,7 +11,10 @@ Deno.test({
   fn() {
     const rand = mulberry32(5);
     const qmap = Float32Array.from({ length: 16 }, () => rand() * 2 - 1);
-    for (const [n, bs] of [[1, 64], [63, 32], [64, 64], [1001, 128], [4096 * 3 + 17, 4096], [200_001, 64]]) {
+    // The last size is above the 4M-element threshold, so the multi-threaded path runs too.
+    for (
+      const [n, bs] of [[1, 64], [63, 32], [64, 64], [1001, 128], [4096 * 3 + 17, 4096], [(1 << 22) + 65, 64]]
+    ) {
       const packed = Uint8Array.from({ length: Math.ceil(n / 2) }, () => Math.floor(rand() * 256));
       const absmax = Float32Array.from({ length: Math.ceil(n / bs) }, () => rand() * 3);
       const a = new Float32Array(n), b = new Float32Array(n);
@@ -27,7 +30,8 @@ Deno.test({
   ignore: why !== false,
   fn() {
     const rand = mulberry32(9);
-    const rows = 37, vocab = 1001;
+    // 4100 x 1024 logits: above the 4M-element threshold, so the multi-threaded path runs.
+    const rows = 4100, vocab = 1024;
     const z = Float32Array.from({ length: rows * vocab }, () => (rand() - 0.5) * 20);
     const y = Int32Array.from({ length: rows }, () => Math.floor(rand() * vocab));
     const w = Float32Array.from({ length: rows }, (_, i) => (i % 5 === 0 ? 0 : 1));
