@@ -11,7 +11,6 @@ import { attachLoRA } from "../../lib/adapters/attach.ts";
 import { saveAdapter } from "../../lib/adapters/peft_format.ts";
 import { saveCheckpoint } from "../../lib/models/save_model.ts";
 import { quantizeCheckpoint } from "../../lib/quant/quantize_checkpoint.ts";
-import { train } from "../../lib/train/trainer.ts";
 
 /** The model both sides use: hidden 64, 2 layers (64-element quantization blocks). */
 export const CHILD_CONFIG = {
@@ -68,6 +67,7 @@ if (import.meta.main) {
   if (kind === "state") { // training with a save after every step (each into a new step-N, oldest pruned)
     const m = initModel(CHILD_CONFIG, { seed: 4 });
     attachLoRA(m, { r: 4, targetModules: ["q_proj", "v_proj"] });
+    const { train } = await import("../../lib/train/trainer.ts"); // only this kind needs the trainer
     let t0 = performance.now();
     await train(m, STATE_DATA, {
       ...STATE_RUN,
