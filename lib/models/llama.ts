@@ -9,7 +9,7 @@ import type { LlamaConfig } from "./llama_config.ts";
 import { BLOCK_LINEAR_NAMES, type BlockContext, type LayerCache, type LlamaBlock } from "./llama_block.ts";
 import type { Linear, NamedParam, StorageInfo } from "./linear.ts";
 import type { RMSNorm } from "./rms_norm.ts";
-import { ropeInvFreq, ropeTables } from "./rope.ts";
+import { ropeInvFreq, ropeTables, ropeTablesAt } from "./rope.ts";
 
 /** Token ids as nested arrays or an int32 tensor `[B, T]`. */
 export type TokenIds = number[][] | tf.Tensor2D;
@@ -20,6 +20,13 @@ export interface ForwardOptions {
   attentionMask?: number[][];
   /** Key/value cache for incremental decoding (one entry per layer; see {@linkcode createCache}). */
   cache?: KVCache;
+  /** Position of every token `[B, T]` (packed rows restart at 0 per example). @default {0 .. T-1 after the cache} */
+  positionIds?: number[][];
+  /**
+   * Which packed example each token belongs to `[B, T]`: a token attends only to earlier tokens
+   * of the same segment (block-diagonal causal mask). Without a cache only.
+   */
+  segmentIds?: number[][];
 }
 
 /** Key/value cache for generation. */
@@ -76,6 +83,7 @@ export function buildAttentionMask(
   seqLen: number,
   past: number,
   padding?: number[][],
+  segments?: number[][],
 ): tf.Tensor4D {
   const K = past + seqLen;
   if (padding && (padding.length !== batch || padding.some((r) => r.length !== K))) {
@@ -85,7 +93,8 @@ export function buildAttentionMask(
   for (let b = 0; b < batch; b++) {
     for (let t = 0; t < seqLen; t++) {
       for (let s = 0; s < K; s++) {
-        const ok = s <= past + t && (!padding || padding[b][s] === 1);
+        const ok = s <= past + t && (!padding || padding[b][s] === 1) &&
+          (!segments || segments[b][s] === segments[b][t]);
         m[(b * seqLen + t) * K + s] = ok ? 0 : MASKED;
       }
     }
@@ -155,8 +164,17 @@ export class LlamaForCausalLM {
   /** Per-forward context (RoPE tables and mask); dispose `cos`, `sin`, `mask` afterwards. */
   context(batch: number, seqLen: number, options: ForwardOptions = {}): BlockContext {
     const past = options.cache?.length ?? 0;
-    const { cos, sin } = ropeTables(this.invFreq, seqLen, past);
-    return { cos, sin, mask: buildAttentionMask(batch, seqLen, past, options.attentionMask) };
+    const seg = options.segmentIds, pos = options.positionIds;
+    if (seg && (past > 0 || seg.length !== batch || seg.some((r) => r.length !== seqLen))) {
+      throw new TypeError(`segmentIds must be [${batch}, ${seqLen}] and are for a forward without a cache`);
+    }
+    if (pos && (pos.length !== batch || pos.some((r) => r.length !== seqLen))) {
+      throw new TypeError(`positionIds must be [${batch}, ${seqLen}] (the new tokens)`);
+    }
+    const { cos, sin } = options.positionIds
+      ? ropeTablesAt(this.invFreq, options.positionIds)
+      : ropeTables(this.invFreq, seqLen, past);
+    return { cos, sin, mask: buildAttentionMask(batch, seqLen, past, options.attentionMask, seg) };
   }
 
   /** Final norm + LM head: `h [B, T, D]` → logits `[B, T, V]`. */

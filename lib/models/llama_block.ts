@@ -21,9 +21,9 @@ export interface LayerCache {
 
 /** Per-forward context shared by all blocks. */
 export interface BlockContext {
-  /** RoPE tables for the new positions, `[T, Dh]`. */
-  cos: tf.Tensor2D;
-  sin: tf.Tensor2D;
+  /** RoPE tables for the new positions, `[T, Dh]`, or `[B, 1, T, Dh]` with per-row positions (packing). */
+  cos: tf.Tensor2D | tf.Tensor4D;
+  sin: tf.Tensor2D | tf.Tensor4D;
   /** Additive mask `[B, 1, T, K]` (0 = attend, large negative = masked). */
   mask: tf.Tensor4D;
   /** When given, past keys/values are read and the new ones appended (kept, not tidied). */

@@ -70,6 +70,39 @@ export function ropeTables(
 }
 
 /**
+ * cos and sin tables `[B, 1, T, Dh]` for per-row positions `positions[b][t]` (packed sequences,
+ * whose positions restart at 0 for every example, as HF's `position_ids`).
+ *
+ * @example
+ * ```ts
+ * import "npm:@tensorflow/tfjs-backend-cpu@4.22.0";
+ * import { ropeInvFreq, ropeTables, ropeTablesAt } from "./rope.ts";
+ * const inv = ropeInvFreq(4, 10000, null);
+ * const at = ropeTablesAt(inv, [[0, 1, 0]]).cos.dataSync(), plain = ropeTables(inv, 2).cos.dataSync();
+ * if (at[4] !== plain[4] || at[8] !== plain[0]) throw new Error("positions restart");
+ * ```
+ */
+export function ropeTablesAt(
+  invFreq: Float64Array,
+  positions: number[][],
+): { cos: tf.Tensor4D; sin: tf.Tensor4D } {
+  const half = invFreq.length, d = half * 2, B = positions.length, T = positions[0]?.length ?? 0;
+  const cos = new Float32Array(B * T * d), sin = new Float32Array(B * T * d);
+  for (let b = 0; b < B; b++) {
+    if (positions[b].length !== T) throw new TypeError(`positionIds must be [${B}, ${T}]`);
+    for (let t = 0; t < T; t++) {
+      const o = (b * T + t) * d;
+      for (let i = 0; i < half; i++) {
+        const a = positions[b][t] * invFreq[i];
+        cos[o + i] = cos[o + i + half] = Math.cos(a);
+        sin[o + i] = sin[o + i + half] = Math.sin(a);
+      }
+    }
+  }
+  return { cos: tf.tensor4d(cos, [B, 1, T, d]), sin: tf.tensor4d(sin, [B, 1, T, d]) };
+}
+
+/**
  * Applies RoPE to `x` `[B, H, T, Dh]`: `x·cos + rotate_half(x)·sin` with
  * `rotate_half(x) = cat(-x[..., Dh/2:], x[..., :Dh/2])`.
  *
@@ -86,7 +119,11 @@ export function ropeTables(
  * if (y[3] !== 4) throw new Error("rope changed position 0");
  * ```
  */
-export function applyRope(x: tf.Tensor4D, cos: tf.Tensor2D, sin: tf.Tensor2D): tf.Tensor4D {
+export function applyRope(
+  x: tf.Tensor4D,
+  cos: tf.Tensor2D | tf.Tensor4D,
+  sin: tf.Tensor2D | tf.Tensor4D,
+): tf.Tensor4D {
   return tf.tidy(() => {
     const half = x.shape[3] / 2;
     const [x1, x2] = tf.split(x, [half, half], 3);

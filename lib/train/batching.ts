@@ -18,6 +18,30 @@ export interface MicroBatch {
   weights: Float32Array;
   /** Number of counted targets (sum of weights). */
   numTargets: number;
+  /** Packed rows only: position of each token `[B][T]`, restarting at 0 for every example. */
+  positionIds?: number[][];
+  /** Packed rows only: example number of each token `[B][T]` (block-diagonal causal mask). */
+  segmentIds?: number[][];
+}
+
+/**
+ * The forward options of a micro-batch: its padding mask, plus positions and segments when packed.
+ *
+ * @example
+ * ```ts
+ * import { forwardOptionsOf, makeMicroBatch } from "./batching.ts";
+ * const o = forwardOptionsOf(makeMicroBatch([{ ids: [1, 2], labels: [1, 2] }], 0));
+ * if (o.segmentIds !== undefined || o.attentionMask.length !== 1) throw new Error("unpacked");
+ * ```
+ */
+export function forwardOptionsOf(
+  batch: MicroBatch,
+): { attentionMask: number[][]; positionIds?: number[][]; segmentIds?: number[][] } {
+  return {
+    attentionMask: batch.attentionMask,
+    ...(batch.positionIds ? { positionIds: batch.positionIds } : {}),
+    ...(batch.segmentIds ? { segmentIds: batch.segmentIds } : {}),
+  };
 }
 
 /**

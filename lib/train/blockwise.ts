@@ -17,7 +17,7 @@
 import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 import type { LlamaForCausalLM } from "../models/llama.ts";
 import type { NamedParam } from "../models/linear.ts";
-import type { MicroBatch } from "./batching.ts";
+import { forwardOptionsOf, type MicroBatch } from "./batching.ts";
 import { nllSum } from "./loss.ts";
 import { withPhase } from "../engine/kernel_timer.ts";
 import { keepDequantizedForBackward, releaseKeptWeights } from "../quant/quantized_linear.ts";
@@ -58,7 +58,7 @@ export function blockwiseBackward(
   const tied = model.lmHead === null;
   const ids = model.idsTensor(batch.ids);
   const [B, T] = ids.shape;
-  const ctx = model.context(B, T, { attentionMask: batch.attentionMask });
+  const ctx = model.context(B, T, forwardOptionsOf(batch));
   const targets = tf.tensor1d(batch.targets, "int32");
   const weights = tf.tensor1d(batch.weights, "float32");
   const hs: tf.Tensor3D[] = [];

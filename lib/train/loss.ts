@@ -6,7 +6,7 @@
  */
 import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 import type { LlamaForCausalLM } from "../models/llama.ts";
-import type { MicroBatch } from "./batching.ts";
+import { forwardOptionsOf, type MicroBatch } from "./batching.ts";
 import { nativeKernels } from "../engine/native.ts";
 import { filledTensor, heapValues } from "../engine/heap_tensor.ts";
 
@@ -82,7 +82,7 @@ export function nllSum(logits: tf.Tensor2D, targets: tf.Tensor1D, weights: tf.Te
 /** Summed next-token loss of a micro-batch under `model` (a scalar, differentiable). */
 export function microBatchLossSum(model: LlamaForCausalLM, batch: MicroBatch): tf.Scalar {
   return tf.tidy(() => {
-    const logits = model.forward(batch.ids, { attentionMask: batch.attentionMask }); // [B, T, V]
+    const logits = model.forward(batch.ids, forwardOptionsOf(batch)); // [B, T, V]
     const [B, T, V] = logits.shape;
     return nllSum(
       tf.reshape(logits, [B * T, V]),

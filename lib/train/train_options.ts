@@ -112,6 +112,10 @@ export const trainFields = {
   gradientCheckpointing: boolean("Keep only block inputs in forward; recompute each block in backward.", {
     default: false,
   }),
+  packing: boolean(
+    "Pack examples end to end into rows of tokenize.maxLength (block-diagonal mask, positions restarting).",
+    { default: false },
+  ),
   layerwise: boolean(
     "Step each block's parameters during backward (needs gradAccumSteps 1; clips as layerwiseClip says). galore.layerwise sets it too.",
   ),
