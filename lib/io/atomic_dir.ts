@@ -72,7 +72,12 @@ export async function interruptedSaves(dir: string): Promise<{ tmp: string[]; ol
       else if (e.name.startsWith(base + OLD_MARK)) old.push(`${parent}/${e.name}`);
     }
   } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) throw e;
+    // A parent the process may not list (a read permission for the model folder only) has
+    // nothing this process could clean up: loading must still work.
+    const unreadable = e instanceof Deno.errors.PermissionDenied ||
+      (Deno.errors as Record<string, unknown>).NotCapable !== undefined &&
+        e instanceof (Deno.errors as unknown as { NotCapable: ErrorConstructor }).NotCapable;
+    if (!(e instanceof Deno.errors.NotFound) && !unreadable) throw e;
   }
   return { tmp: tmp.sort(), old: old.sort() };
 }
