@@ -47,7 +47,7 @@ export { saveCheckpoint } from "./lib/models/save_model.ts";
 export type { SaveCheckpointOptions } from "./lib/models/save_model.ts";
 export { exportMerged } from "./lib/models/export_merged.ts";
 export type { ExportMergedOptions, ExportMergedResult } from "./lib/models/export_merged.ts";
-export { chat, generate } from "./lib/models/generate.ts";
+export { chat, generate, generateAsync } from "./lib/models/generate.ts";
 export type { GenerateOptions, TokenEvent } from "./lib/models/generate.ts";
 export { EMBEDDED_DATA_DIR, EMBEDDED_MODEL_DIR } from "./lib/models/embedded.ts";
 
@@ -98,7 +98,7 @@ export type { TokenizeOptions, TrainingRecord } from "./lib/train/data.ts";
 export { makeMicroBatch } from "./lib/train/batching.ts";
 export { accumulateGradients } from "./lib/train/accumulate.ts";
 export { learningRateAt } from "./lib/train/schedule.ts";
-export { evaluateLoss } from "./lib/train/evaluate.ts";
+export { evaluateLoss, evaluateLossAsync } from "./lib/train/evaluate.ts";
 export type { EvalResult } from "./lib/train/evaluate.ts";
 export { exactMatch } from "./lib/train/score.ts";
 export type { ExactMatchResult } from "./lib/train/score.ts";

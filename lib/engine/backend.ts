@@ -18,6 +18,7 @@ import { ensureGradients } from "./gradients.ts";
 import { installHeapGuard } from "./heap_guard.ts";
 import { registerMatmulKernels } from "./matmul_kernels.ts";
 import { registerMissingKernels } from "./missing_kernels.ts";
+import { installWebgpuKernelFixes } from "./webgpu_kernels.ts";
 import { boolean, defineOptions, type FieldsOf, integer, oneOf } from "../options/schema.ts";
 
 /** Backends the toolkit knows how to start. */
@@ -112,7 +113,8 @@ export function requireSyncReads(what: string): void {
   if (tf.getBackend() === "webgpu") {
     throw new Error(
       `${what} reads tensor values synchronously, which the webgpu backend cannot do under Deno; ` +
-        `call initEngine({ backend: "wasm" }) for it (webgpu runs model.forward() with \`await tensor.data()\`).`,
+        `use its async form on webgpu (train(), evaluateLossAsync() and generateAsync() read with ` +
+        `\`await tensor.data()\`), or call initEngine({ backend: "wasm" }) for it.`,
     );
   }
 }
@@ -158,6 +160,7 @@ async function startWasm(options: EngineOptions): Promise<EngineInfo> {
 async function startWebgpu(): Promise<EngineInfo> {
   await import("npm:@tensorflow/tfjs-backend-webgpu@4.22.0");
   await activate("webgpu");
+  installWebgpuKernelFixes();
   const gpu = (await hasRealGpu()) ? "GPU" : "software adapter (no hardware GPU found)";
   return {
     backend: "webgpu",

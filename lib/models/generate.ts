@@ -235,26 +235,100 @@ export function generate(
   options: GenerateOptions = {},
 ): string | string[] {
   const o = generateSchema.parse(options);
-  requireSyncReads("generate()");
+  requireSyncReads("generate() (use `await generateAsync()`)");
+  const texts = readEachSync(generateFromIds(model, tokenizer, promptIdsOf(tokenizer, prompt, o), o));
+  return Array.isArray(prompt) ? texts : texts[0];
+}
+
+/**
+ * {@linkcode generate} without synchronous reads, for every backend (webgpu included):
+ * each step's last-position logits are read with one `await data()`. Same tokens as
+ * `generate` for the same options and seed.
+ *
+ * @example
+ * ```ts
+ * import { generate, generateAsync } from "./generate.ts";
+ * import { loadModel } from "./load_model.ts";
+ * import { loadTokenizer } from "../io/tokenizer.ts";
+ * import { EMBEDDED_MODEL_DIR } from "./embedded.ts";
+ * import { initEngine } from "../engine/backend.ts";
+ * await initEngine();
+ * const model = await loadModel(EMBEDDED_MODEL_DIR);
+ * const tokenizer = await loadTokenizer(EMBEDDED_MODEL_DIR);
+ * const a = await generateAsync(model, tokenizer, "ROMEO:\n", { maxNewTokens: 8 });
+ * if (a !== generate(model, tokenizer, "ROMEO:\n", { maxNewTokens: 8 })) throw new Error("same tokens");
+ * model.dispose();
+ * ```
+ */
+export async function generateAsync<P extends string | string[]>(
+  model: LlamaForCausalLM,
+  tokenizer: Tokenizer,
+  prompt: P,
+  options: GenerateOptions = {},
+): Promise<P extends string ? string : string[]> {
+  const o = generateSchema.parse(options);
+  const steps = generateFromIds(model, tokenizer, promptIdsOf(tokenizer, prompt, o), o);
+  let r = steps.next();
+  try {
+    while (!r.done) {
+      const t = r.value;
+      let values: Float32Array;
+      try {
+        values = await t.data() as Float32Array;
+      } finally {
+        t.dispose();
+      }
+      r = steps.next(values);
+    }
+  } finally {
+    steps.return([]); // frees the KV cache when a read failed (a no-op once done)
+  }
+  return (Array.isArray(prompt) ? r.value : r.value[0]) as P extends string ? string : string[];
+}
+
+/** Token ids of each prompt (with bos when asked), checking the prompt's type. */
+function promptIdsOf(tokenizer: Tokenizer, prompt: string | string[], o: ParsedGenerate): number[][] {
   const prompts = Array.isArray(prompt) ? prompt : [prompt];
   if (prompts.length === 0 || prompts.some((p) => typeof p !== "string")) {
     throw new TypeError("generate: the prompt must be a string or a non-empty array of strings");
   }
   const bos = o.addBos && tokenizer.bosId !== undefined ? [tokenizer.bosId] : [];
-  const ids = prompts.map((p) => [...bos, ...tokenizer.encode(p, { addSpecialTokens: false })]);
-  const texts = generateFromIds(model, tokenizer, ids, o);
-  return Array.isArray(prompt) ? texts : texts[0];
+  return prompts.map((p) => [...bos, ...tokenizer.encode(p, { addSpecialTokens: false })]);
+}
+
+/** Drives a decoding loop with synchronous reads: each yielded tensor is read and freed. */
+function readEachSync<R>(steps: Generator<tf.Tensor, R, Float32Array>): R {
+  let r = steps.next();
+  try {
+    while (!r.done) {
+      const t = r.value;
+      let values: Float32Array;
+      try {
+        values = t.dataSync() as Float32Array;
+      } finally {
+        t.dispose();
+      }
+      r = steps.next(values);
+    }
+  } finally {
+    steps.return(undefined as R); // frees the KV cache when a read failed (a no-op once done)
+  }
+  return r.value;
 }
 
 type ParsedGenerate = ReturnType<typeof generateSchema.parse>;
 
-/** The decoding loop over a batch of prompt ids (left-padded when their lengths differ). */
-function generateFromIds(
+/**
+ * The decoding loop over a batch of prompt ids (left-padded when their lengths differ). It
+ * yields each step's last-position logits `[B, 1, V]` and is sent back their values, so
+ * that the sync and async drivers share it; the driver frees the yielded tensor.
+ */
+function* generateFromIds(
   model: LlamaForCausalLM,
   tokenizer: Tokenizer,
   promptIds: number[][],
   o: ParsedGenerate,
-): string[] {
+): Generator<tf.Tensor, string[], Float32Array> {
   const B = promptIds.length;
   const rand = mulberry32(o.seed);
   const stop = o.stop;
@@ -286,10 +360,10 @@ function generateFromIds(
   try {
     let next = promptIds.map((p) => [...Array(longest - p.length).fill(pad), ...p]);
     for (let i = 0; i < o.maxNewTokens && cache.length + next[0].length <= maxPos; i++) {
-      const last = tf.tidy(() => {
+      const last: Float32Array = yield tf.tidy(() => {
         const logits = model.forward(next, { cache, ...(padded ? { attentionMask: mask } : {}) }); // [B, T, V]
         const [, T, V] = logits.shape;
-        return tf.slice(logits, [0, T - 1, 0], [B, 1, V]).dataSync() as Float32Array;
+        return tf.slice(logits, [0, T - 1, 0], [B, 1, V]);
       });
       const V = last.length / B;
       const step: number[] = [];

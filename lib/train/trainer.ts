@@ -4,7 +4,8 @@
  * nothing itself: notebooks and the CLI listen through `onStep`.
  * @module
  */
-import { requireSyncReads } from "../engine/backend.ts";
+import { canReadSync } from "../engine/async_reads.ts";
+import { checkDeviceTraining, runDeviceStep } from "./device_step.ts";
 import { memorySnapshot } from "../engine/memory.ts";
 import type { Tokenizer } from "../io/tokenizer.ts";
 import type { LlamaForCausalLM } from "../models/llama.ts";
@@ -35,7 +36,7 @@ import {
   tokenizeRecords,
   type TrainingRecord,
 } from "./data.ts";
-import { evaluateLoss } from "./evaluate.ts";
+import { evaluateLossAsync } from "./evaluate.ts";
 import { createOptimizer, type GaLoreTrainOptions, type OptimizerName } from "./optimizers.ts";
 import { learningRateAt, type ScheduleKind } from "./schedule.ts";
 import type { StepRecord } from "./types.ts";
@@ -314,13 +315,18 @@ export async function train(
   options: TrainOptions = {},
 ): Promise<StepRecord[]> {
   const o = resolveTrainOptions(options);
-  requireSyncReads("train()");
+  // webgpu cannot read synchronously: the steps run as runDeviceStep (async reads, batched).
+  const sync = canReadSync();
+  const optimizerName = typeof options.optimizer === "object" ? options.optimizer.name : options.optimizer;
+  if (!sync) {
+    checkDeviceTraining({ mode: o.mode, optimizer: optimizerName ?? "adamw", saveEvery: o.saveEvery });
+  }
   const tok = options.tokenizer;
   const tokenized = tokenizeRecords(await collect(data), tok, options.tokenize);
   checkExamples(tokenized, model, options.tokenize?.truncation ?? "left", "train");
   const examples = tokenized.filter((e) => countTargets(e) > 0);
   if (examples.length === 0) throw new RangeError("train: no example has target tokens");
-  if (o.mode === "full" && options.gradientCheckpointing === undefined) {
+  if (sync && o.mode === "full" && options.gradientCheckpointing === undefined) {
     // The engine-aware estimate decides whether one tape over the whole model fits the wasm heap.
     const auto = autoCheckpointing(model, {
       batchSize: o.batchSize,
@@ -497,7 +503,14 @@ export async function train(
       const before = tf.memory().numBytes;
       let peakBytes = before;
       let result: ReturnType<typeof runStep>;
-      if (o.measureMemory) {
+      if (!sync) {
+        result = await runDeviceStep(model, params, micro, optimizer, {
+          lr,
+          maxGradNorm: o.maxGradNorm,
+          label,
+          guard,
+        });
+      } else if (o.measureMemory) {
         ({ result, peakBytes } = await profiled(run));
       } else {
         result = run();
@@ -513,7 +526,7 @@ export async function train(
         gradNorm: result.gradNorm,
         memory: {
           ...snapshot,
-          ...(o.measureMemory ? { peakTensorBytes: peakBytes } : {}),
+          ...(o.measureMemory && sync ? { peakTensorBytes: peakBytes } : {}), // not measured on webgpu
           breakdown: memoryBreakdown(model, optimizer, {
             peakBytes,
             startBytes: before,
@@ -523,7 +536,8 @@ export async function train(
       };
       model.setTraining(false);
       if (evalExamples && ((o.evalEvery > 0 && step % o.evalEvery === 0) || step === totalSteps)) {
-        record.evalLoss = evaluateLoss(model, evalExamples, { batchSize: o.batchSize, padId }).loss;
+        const ev = await evaluateLossAsync(model, evalExamples, { batchSize: o.batchSize, padId });
+        record.evalLoss = ev.loss;
       }
       history.push(record);
       losses.push(result.loss);
