@@ -62,6 +62,12 @@ async function fsyncTree(dir: string): Promise<void> {
   await fsyncPath(dir);
 }
 
+/** Permission refused by the OS or by Deno's permission flags. */
+function isPermissionError(e: unknown): boolean {
+  const notCapable = (Deno.errors as unknown as { NotCapable?: ErrorConstructor }).NotCapable;
+  return e instanceof Deno.errors.PermissionDenied || (notCapable !== undefined && e instanceof notCapable);
+}
+
 /** Leftovers of interrupted saves into `dir`: `{ tmp: [...], old: [...] }` (full paths). */
 export async function interruptedSaves(dir: string): Promise<{ tmp: string[]; old: string[] }> {
   const { parent, base } = split(dir);
@@ -74,10 +80,7 @@ export async function interruptedSaves(dir: string): Promise<{ tmp: string[]; ol
   } catch (e) {
     // A parent the process may not list (a read permission for the model folder only) has
     // nothing this process could clean up: loading must still work.
-    const unreadable = e instanceof Deno.errors.PermissionDenied ||
-      (Deno.errors as Record<string, unknown>).NotCapable !== undefined &&
-        e instanceof (Deno.errors as unknown as { NotCapable: ErrorConstructor }).NotCapable;
-    if (!(e instanceof Deno.errors.NotFound) && !unreadable) throw e;
+    if (!(e instanceof Deno.errors.NotFound) && !isPermissionError(e)) throw e;
   }
   return { tmp: tmp.sort(), old: old.sort() };
 }
@@ -134,7 +137,8 @@ export async function recoverInterruptedSave(dir: string): Promise<string[]> {
   }
   for (const p of [...tmp, ...old]) {
     await Deno.remove(p, { recursive: true }).catch((e) => {
-      if (!(e instanceof Deno.errors.NotFound)) throw e;
+      // NotFound: removed meanwhile; no permission: a load from a read-only place still works
+      if (!(e instanceof Deno.errors.NotFound) && !isPermissionError(e)) throw e;
     });
     touched.push(p);
   }
