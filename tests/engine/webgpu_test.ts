@@ -2,27 +2,45 @@ import { assert } from "../_assert.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
 
-// Runs in a subprocess so the webgpu backend never touches the test process's engine.
+// Runs in a subprocess so the webgpu backend never touches the test process's engine. The same
+// runs on wasm then on webgpu (Mesa's lavapipe in CI): forward logits, a 5-step LoRA and a 5-step
+// QLoRA (NF4 base) training history, the async evaluation, and the refusals that name their fix.
 const SCRIPT = `
-import * as tf from "@tensorflow/tfjs-core";
-import { initEngine, loadModel, train } from "${ROOT}mod.ts";
+import { attachLoRA, evaluateLossAsync, initEngine, loadModel, train } from "${ROOT}mod.ts";
 const dir = "${ROOT}tests/fixtures/external/tiny-random-llama-2";
-await initEngine({ backend: "wasm" });
-const m1 = await loadModel(dir);
-const want = await m1.forward([[1, 42, 99]]).data();
-const info = await initEngine({ backend: "webgpu" });
-const m2 = await loadModel(dir);
-const got = await m2.forward([[1, 42, 99]]).data();
-let err = 0, den = 0;
-for (let i = 0; i < want.length; i++) { err = Math.max(err, Math.abs(got[i] - want[i])); den = Math.max(den, Math.abs(want[i])); }
-let refused = "";
-try { await train(m2, [{ ids: [1, 2, 3] }], { steps: 1 }); } catch (e) { refused = (e as Error).message; }
-console.log(JSON.stringify({ backend: info.backend, rel: err / den, refused }));
+const data = [{ ids: [1, 5, 9, 13, 17, 21] }, { ids: [1, 4, 8, 15, 16, 23, 42] }, { ids: [1, 7, 7, 2] }];
+const opts = { steps: 5, lr: 1e-2, batchSize: 2, shuffleSeed: false as const };
+const out: Record<string, unknown> = {};
+for (const backend of ["wasm", "webgpu"] as const) {
+  const info = await initEngine({ backend });
+  const m = await loadModel(dir);
+  const logits = Array.from(await m.forward([[1, 42, 99]]).data());
+  attachLoRA(m, { r: 4, alpha: 8, seed: 1 });
+  const lora = (await train(m, data, opts)).map((r) => r.loss);
+  const evalLoss = (await evaluateLossAsync(m, data.map((d) => ({ ids: d.ids, labels: d.ids })))).loss;
+  let refused = "";
+  try { await train(m, data, { ...opts, steps: 1, optimizer: "galore" }); } catch (e) { refused = (e as Error).message; }
+  m.dispose();
+  const q = await loadModel(dir, { quantize: "nf4" });
+  attachLoRA(q, { r: 4, alpha: 8, seed: 1 });
+  const qlora = (await train(q, data, { ...opts, optimizer: "adamw8bit" })).map((r) => r.loss);
+  q.dispose();
+  out[backend] = { backend: info.backend, logits, lora, qlora, evalLoss, refused };
+}
+console.log(JSON.stringify(out));
 `;
 
+function maxRel(got: number[], want: number[]): number {
+  let err = 0, den = 0;
+  for (let i = 0; i < want.length; i++) {
+    err = Math.max(err, Math.abs(got[i] - want[i]));
+    den = Math.max(den, Math.abs(want[i]));
+  }
+  return err / den;
+}
+
 Deno.test({
-  name:
-    "the webgpu backend (Mesa lavapipe here) runs a forward equal to wasm, and train() refuses it clearly",
+  name: "webgpu (Mesa lavapipe here) agrees with wasm: logits, 5-step LoRA and QLoRA histories, async eval",
   ignore: !("gpu" in navigator),
   fn: async () => {
     const file = `${ROOT}out/_webgpu_check.ts`;
@@ -41,9 +59,24 @@ Deno.test({
       const err = new TextDecoder().decode(out.stderr);
       throw new Error(`subprocess failed: ${err.slice(-2000)}`);
     }
-    const r = JSON.parse(line);
-    assert(r.backend === "webgpu", line);
-    assert(r.rel < 1e-4, `relative error ${r.rel}`);
-    assert(r.refused.includes("synchronously") && r.refused.includes('backend: "wasm"'), r.refused);
+    const { wasm, webgpu } = JSON.parse(line);
+    assert(wasm.backend === "wasm" && webgpu.backend === "webgpu", line);
+    assert(
+      maxRel(webgpu.logits, wasm.logits) < 1e-4,
+      `logits: relative error ${maxRel(webgpu.logits, wasm.logits)}`,
+    );
+    assert(wasm.lora.length === 5 && wasm.lora[4] < wasm.lora[0], `wasm LoRA learns: ${wasm.lora}`);
+    for (const k of ["lora", "qlora"]) {
+      for (let i = 0; i < 5; i++) {
+        const d = Math.abs(webgpu[k][i] - wasm[k][i]) / Math.abs(wasm[k][i]);
+        assert(d < 1e-3, `${k} step ${i + 1}: webgpu ${webgpu[k][i]} vs wasm ${wasm[k][i]}`);
+      }
+    }
+    assert(
+      Math.abs(webgpu.evalLoss - wasm.evalLoss) / wasm.evalLoss < 1e-4,
+      `eval ${webgpu.evalLoss} vs ${wasm.evalLoss}`,
+    );
+    assert(wasm.refused === "", `wasm runs GaLore: ${wasm.refused}`);
+    assert(webgpu.refused.includes('"galore"') && webgpu.refused.includes('backend: "wasm"'), webgpu.refused);
   },
 });
