@@ -19,6 +19,12 @@ import { installHeapGuard } from "./heap_guard.ts";
 import { registerMatmulKernels } from "./matmul_kernels.ts";
 import { registerMissingKernels } from "./missing_kernels.ts";
 import { installWebgpuKernelFixes } from "./webgpu_kernels.ts";
+import {
+  type AdapterDescription,
+  describeAdapter,
+  formatAdapter,
+  installBufferLimitGuard,
+} from "./webgpu_info.ts";
 import { boolean, defineOptions, type FieldsOf, integer, oneOf } from "../options/schema.ts";
 
 /** Backends the toolkit knows how to start. */
@@ -32,6 +38,8 @@ export interface EngineInfo {
   blas: boolean;
   /** One line explaining the choice (printed by the demo). */
   reason: string;
+  /** On webgpu: the adapter (name, hardware or software, buffer limits). */
+  adapter?: AdapterDescription;
 }
 
 /** Options for {@linkcode initEngine}. */
@@ -119,23 +127,6 @@ export function requireSyncReads(what: string): void {
   }
 }
 
-/** True when navigator.gpu offers a hardware adapter (not lavapipe/llvmpipe/SwiftShader). */
-async function hasRealGpu(): Promise<boolean> {
-  try {
-    const gpu = (globalThis.navigator as Navigator & { gpu?: GPU }).gpu;
-    if (!gpu) return false;
-    const adapter = await gpu.requestAdapter();
-    if (!adapter) return false;
-    const info = adapter.info as GPUAdapterInfo & { isFallbackAdapter?: boolean };
-    const desc = `${info?.description ?? ""} ${info?.device ?? ""} ${info?.architecture ?? ""}`.toLowerCase();
-    const fallback = info?.isFallbackAdapter ??
-      (adapter as GPUAdapter & { isFallbackAdapter?: boolean }).isFallbackAdapter ?? false;
-    return !fallback && !/llvmpipe|lavapipe|swiftshader|software/.test(desc);
-  } catch {
-    return false;
-  }
-}
-
 async function activate(name: string): Promise<void> {
   if (!(await tf.setBackend(name))) throw new Error(`Backend "${name}" could not be started`);
   await tf.ready();
@@ -158,15 +149,23 @@ async function startWasm(options: EngineOptions): Promise<EngineInfo> {
 }
 
 async function startWebgpu(): Promise<EngineInfo> {
+  const adapter = await describeAdapter();
+  if (!adapter) {
+    throw new Error(
+      'Backend "webgpu": Deno reports no WebGPU adapter (no GPU driver; on Linux install a Vulkan driver, e.g. ' +
+        'mesa-vulkan-drivers for the software one); use backend "wasm".',
+    );
+  }
   await import("npm:@tensorflow/tfjs-backend-webgpu@4.22.0");
   await activate("webgpu");
   installWebgpuKernelFixes();
-  const gpu = (await hasRealGpu()) ? "GPU" : "software adapter (no hardware GPU found)";
+  installBufferLimitGuard();
   return {
     backend: "webgpu",
     blas: false,
-    reason: `webgpu backend on a ${gpu}: forward passes with async reads only; train(), generate() and the ` +
-      "8-bit/GaLore optimizers need synchronous reads, which tfjs-webgpu cannot do under Deno",
+    adapter,
+    reason: `webgpu backend on ${formatAdapter(adapter)}: train() (mode "full"; AdamW, Lion, 8-bit AdamW), ` +
+      "evaluateLossAsync() and generateAsync() read with await",
   };
 }
 
@@ -209,8 +208,19 @@ export async function initEngine(options: EngineOptions = {}): Promise<EngineInf
   let info: EngineInfo;
   switch (want) {
     case "auto": {
-      // WebGPU is never chosen automatically: the trainer, generation and the 8-bit/GaLore
-      // optimizers read values synchronously (dataSync), which tfjs-webgpu cannot do under Deno.
+      // WebGPU when Deno reports a hardware adapter (never a software one such as lavapipe).
+      const adapter = await describeAdapter();
+      if (adapter?.hardware) {
+        const gpu = await startWebgpu().catch((e) => {
+          console.warn(`[engine] auto: WebGPU on ${adapter.name} failed to start (${(e as Error).message})`);
+          return undefined;
+        });
+        if (gpu) {
+          console.log(`[engine] auto: WebGPU on ${formatAdapter(adapter)}`);
+          info = gpu;
+          break;
+        }
+      }
       info = await startWasm(options)
         .catch(async (e) => {
           await activate("cpu");

@@ -6,6 +6,7 @@ const ROOT = new URL("../../", import.meta.url).pathname;
 // runs on wasm then on webgpu (Mesa's lavapipe in CI): forward logits, a 5-step LoRA and a 5-step
 // QLoRA (NF4 base) training history, the async evaluation, and the refusals that name their fix.
 const SCRIPT = `
+import * as tf from "@tensorflow/tfjs-core";
 import { attachLoRA, evaluateLossAsync, initEngine, loadModel, train } from "${ROOT}mod.ts";
 const dir = "${ROOT}tests/fixtures/external/tiny-random-llama-2";
 const data = [{ ids: [1, 5, 9, 13, 17, 21] }, { ids: [1, 4, 8, 15, 16, 23, 42] }, { ids: [1, 7, 7, 2] }];
@@ -25,7 +26,13 @@ for (const backend of ["wasm", "webgpu"] as const) {
   attachLoRA(q, { r: 4, alpha: 8, seed: 1 });
   const qlora = (await train(q, data, { ...opts, optimizer: "adamw8bit" })).map((r) => r.loss);
   q.dispose();
-  out[backend] = { backend: info.backend, logits, lora, qlora, evalLoss, refused };
+  let tooBig = "";
+  if (backend === "webgpu") {
+    const l = info.adapter!.limits;
+    const n = Math.min(l.maxBufferSize, l.maxStorageBufferBindingSize) / 4 + 1;
+    try { tf.fill([n], 1); } catch (e) { tooBig = (e as Error).message; }
+  }
+  out[backend] = { backend: info.backend, adapter: info.adapter, logits, lora, qlora, evalLoss, refused, tooBig };
 }
 console.log(JSON.stringify(out));
 `;
@@ -40,7 +47,8 @@ function maxRel(got: number[], want: number[]): number {
 }
 
 Deno.test({
-  name: "webgpu (Mesa lavapipe here) agrees with wasm: logits, 5-step LoRA and QLoRA histories, async eval",
+  name:
+    "webgpu (Mesa lavapipe here) agrees with wasm: logits, 5-step LoRA and QLoRA histories, async eval; adapter described, oversized buffers refused",
   ignore: !("gpu" in navigator),
   fn: async () => {
     const file = `${ROOT}out/_webgpu_check.ts`;
@@ -61,6 +69,15 @@ Deno.test({
     }
     const { wasm, webgpu } = JSON.parse(line);
     assert(wasm.backend === "wasm" && webgpu.backend === "webgpu", line);
+    assert(
+      wasm.adapter === undefined && typeof webgpu.adapter.name === "string",
+      JSON.stringify(webgpu.adapter),
+    );
+    assert(webgpu.adapter.limits.maxStorageBufferBindingSize > 0 && webgpu.adapter.limits.maxBufferSize > 0);
+    assert(
+      webgpu.tooBig.includes("more than this adapter's") && webgpu.tooBig.includes('backend: "wasm"'),
+      webgpu.tooBig,
+    );
     assert(
       maxRel(webgpu.logits, wasm.logits) < 1e-4,
       `logits: relative error ${maxRel(webgpu.logits, wasm.logits)}`,
