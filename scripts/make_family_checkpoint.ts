@@ -77,6 +77,38 @@ export const FAMILY_PRESETS: Record<string, FamilyPreset> = {
       torch_dtype: "float32",
     },
   },
+  phi3: {
+    doc:
+      "Phi-3-style: fused qkv_proj and gate_up_proj, untied lm_head, sliding_window above the test lengths",
+    config: {
+      architectures: ["Phi3ForCausalLM"],
+      model_type: "phi3",
+      vocab_size: 96,
+      hidden_size: 32,
+      intermediate_size: 48,
+      num_hidden_layers: 2,
+      num_attention_heads: 4,
+      num_key_value_heads: 2,
+      hidden_act: "silu",
+      max_position_embeddings: 512,
+      original_max_position_embeddings: 512,
+      initializer_range: 0.02,
+      rms_norm_eps: 1e-5,
+      use_cache: true,
+      tie_word_embeddings: false,
+      rope_theta: 10000.0,
+      rope_scaling: null,
+      partial_rotary_factor: 1.0,
+      resid_pdrop: 0.0,
+      embd_pdrop: 0.0,
+      attention_dropout: 0.0,
+      sliding_window: 256,
+      bos_token_id: 1,
+      eos_token_id: 2,
+      pad_token_id: 0,
+      torch_dtype: "float32",
+    },
+  },
 };
 
 /** How a tensor is filled: a weight, a bias, a norm weight around 1, or a norm offset around 0. */
@@ -98,7 +130,7 @@ export function familyTensors(c: Record<string, unknown>): { name: string; shape
   const H = c.num_attention_heads as number, G = (c.num_key_value_heads ?? H) as number;
   const Dh = (c.head_dim ?? D / H) as number;
   const type = c.model_type as string;
-  if (type !== "qwen2" && type !== "gemma") {
+  if (type !== "qwen2" && type !== "gemma" && type !== "phi3") {
     throw new RangeError(`make_family_checkpoint: no tensor layout for model_type "${type}"`);
   }
   const qkvBias = type === "qwen2";
@@ -113,6 +145,17 @@ export function familyTensors(c: Record<string, unknown>): { name: string; shape
       { name: `${p}.${name}.weight`, shape: [o, i], fill: "weight" as Fill },
       ...(bias ? [{ name: `${p}.${name}.bias`, shape: [o], fill: "bias" as Fill }] : []),
     ];
+    if (type === "phi3") {
+      out.push(
+        { name: `${p}.input_layernorm.weight`, shape: [D], fill: norm },
+        ...proj("self_attn.qkv_proj", (H + 2 * G) * Dh, D, false),
+        ...proj("self_attn.o_proj", D, H * Dh, false),
+        { name: `${p}.post_attention_layernorm.weight`, shape: [D], fill: norm },
+        ...proj("mlp.gate_up_proj", 2 * F, D, false),
+        ...proj("mlp.down_proj", D, F, false),
+      );
+      continue;
+    }
     out.push(
       { name: `${p}.input_layernorm.weight`, shape: [D], fill: norm },
       ...proj("self_attn.q_proj", H * Dh, D, qkvBias),

@@ -12,6 +12,7 @@ import type { DyLoRALinear, DyLoRAMode } from "./dylora.ts";
 import { adapterKind, type AdapterKindName, type AdapterLayerOptions } from "./registry.ts";
 import { boolean, defineOptions, type FieldsOf, integer, number, oneOf } from "../options/schema.ts";
 import { targetModulesField } from "../options/target_modules.ts";
+import { expandFusedTargets } from "../models/fused_linears.ts";
 
 /** Which linear layers get adapters: names (`"q_proj"`), a RegExp on the full path, or `"all-linear"`. */
 export type TargetModules = string[] | RegExp | "all-linear";
@@ -121,6 +122,8 @@ export function resolveTargets(model: LlamaForCausalLM, targets: TargetModules):
   if (!Array.isArray(targets) || targets.length === 0) {
     throw new TypeError('targetModules must be a non-empty list of names, a RegExp or "all-linear"');
   }
+  // PEFT names of fused checkpoints (Phi-3 qkv_proj, gate_up_proj) stand for their parts.
+  targets = expandFusedTargets(targets, model.config);
   for (const t of targets) {
     if (!paths.some((p) => p === t || p.endsWith(`.${t}`))) {
       throw new RangeError(`unknown target module "${t}" (known: ${BLOCK_LINEAR_NAMES.join(", ")})`);

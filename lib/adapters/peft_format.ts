@@ -16,6 +16,7 @@ import type { PeftLayerConfig, PeftTensor } from "./adapter_layer.ts";
 import { adapterLayers, attachLoRA, detachAdapter } from "./attach.ts";
 import { adapterKind } from "./registry.ts";
 import { defineOptions, type FieldsOf, integer, string } from "../options/schema.ts";
+import { fusedModuleShape, fusePeftRows, splitPeftTensors } from "../models/fused_linears.ts";
 
 /** PEFT key of a module's factor. */
 export function peftKey(module: string, factor: "A" | "B"): string {
@@ -117,7 +118,13 @@ export async function writeAdapterFiles(
   options: SaveAdapterOptions = {},
 ): Promise<void> {
   const o = saveAdapterSchema.parse(options);
-  const { rows, config: { r, alpha, rslora, dropout, useDora } } = exportFactors(model, o.r);
+  const exported = exportFactors(model, o.r);
+  const { rslora, dropout, useDora } = exported.config;
+  // Fused checkpoints (Phi-3): the parts' factors are written under the fused module names.
+  const fused = fusePeftRows(exported.rows, model.config, exported.config.r, rslora);
+  const rows = fused.rows;
+  const r = exported.config.r * fused.rankFactor;
+  const alpha = exported.config.alpha * fused.alphaFactor;
   refuseNonFinite(rows);
   await Deno.mkdir(dir, { recursive: true });
   const entries = rows.flatMap((row) =>
@@ -243,9 +250,11 @@ export async function loadAdapter(model: LlamaForCausalLM, dir: string): Promise
       if (!tensors.has(module)) tensors.set(module, new Map());
     }
     if (tensors.size === 0) throw new RangeError(`${path}: holds no LoRA factors`);
-    const linears = new Map(model.linears().map((l) => [l.name, l]));
+    const linears = new Map<string, { inFeatures: number; outFeatures: number }>(
+      model.linears().map((l) => [l.name, l]),
+    );
     for (const [mod, values] of tensors) {
-      const lin = linears.get(mod);
+      const lin = linears.get(mod) ?? fusedModuleShape(model.config, mod);
       if (!lin) {
         throw new RangeError(`${path}: module "${mod}" does not exist in this model (another architecture?)`);
       }
@@ -261,17 +270,19 @@ export async function loadAdapter(model: LlamaForCausalLM, dir: string): Promise
         values.set(suffix, data);
       }
     }
+    // Fused modules (Phi-3 qkv_proj, gate_up_proj) become their parts, each with A and its rows of B.
+    const byModule = splitPeftTensors(tensors, model.config, r, path);
     attachLoRA(model, {
       r,
       alpha,
       dropout: (cfg.lora_dropout as number) ?? 0,
       rslora: cfg.use_rslora === true,
-      targetModules: [...tensors.keys()],
+      targetModules: [...byModule.keys()],
       useDora,
     });
     try {
       for (const l of adapterLayers(model)) {
-        const values = tensors.get(l.name);
+        const values = byModule.get(l.name);
         if (!values) throw new RangeError(`${path}: no factors for targeted module "${l.name}"`);
         l.importPeft(values);
       }

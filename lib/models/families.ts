@@ -9,6 +9,7 @@
  */
 import { QWEN2_FAMILY } from "./families/qwen2.ts";
 import { GEMMA_FAMILY } from "./families/gemma.ts";
+import { PHI3_FAMILY } from "./families/phi3.ts";
 
 /** MLP flavour: SwiGLU has three matrices (gate, up, down), GELU two (up, down). */
 export type MlpKind = "swiglu" | "gelu";
@@ -51,6 +52,11 @@ export interface ModelFamily {
   readonly scaleEmbeddings?: boolean;
   /** The MLP activation from the config when the family reads it its own way (Gemma); else `hidden_act`. */
   readonly activation?: (raw: Record<string, unknown>, source: string) => "silu" | "gelu_tanh";
+  /**
+   * Checkpoints store q/k/v as one `self_attn.qkv_proj` and gate/up as one `mlp.gate_up_proj`
+   * (Phi-3): split on load, fused on save and in PEFT adapters (`lib/models/fused_linears.ts`).
+   */
+  readonly fusedLinears?: boolean;
 }
 
 const LLAMA_NAMES = {
@@ -71,7 +77,7 @@ const llamaLike = {
 
 /** Every model family by `model_type`. */
 export const MODEL_FAMILIES: Readonly<
-  Record<"llama" | "mistral" | "qwen2" | "gemma" | "falcon", ModelFamily>
+  Record<"llama" | "mistral" | "qwen2" | "gemma" | "phi3" | "falcon", ModelFamily>
 > = {
   llama: {
     ...llamaLike,
@@ -87,6 +93,7 @@ export const MODEL_FAMILIES: Readonly<
   },
   qwen2: QWEN2_FAMILY,
   gemma: GEMMA_FAMILY,
+  phi3: PHI3_FAMILY,
   falcon: {
     modelType: "falcon",
     aliases: ["RefinedWeb", "RefinedWebModel"],
@@ -111,7 +118,7 @@ export const MODEL_FAMILIES: Readonly<
  * ```ts
  * import { findModelFamily } from "./families.ts";
  * if (findModelFamily("RefinedWeb")?.modelType !== "falcon") throw new Error("alias");
- * if (findModelFamily("phi") !== undefined) throw new Error("not a row yet");
+ * if (findModelFamily("phi") !== undefined) throw new Error("phi (1/2) is not a row");
  * ```
  */
 export function findModelFamily(modelType: string): ModelFamily | undefined {

@@ -42,6 +42,8 @@ export interface LlamaConfig {
   embedScale: number;
   /** RMSNorm scales by `1 + weight` (Gemma). */
   normUnitOffset: boolean;
+  /** Checkpoints fuse q/k/v into `qkv_proj` and gate/up into `gate_up_proj` (Phi-3). */
+  fusedLinears: boolean;
   bosTokenId?: number;
   eosTokenId?: number | number[];
   /** The folder the model was loaded from (`loadModel`), for exports and adapter configs. */
@@ -160,9 +162,14 @@ export function parseLlamaConfig(raw: Record<string, unknown>, source = "config.
     rmsNormEps: raw.rms_norm_eps == null ? 1e-6 : positive(raw, "rms_norm_eps", source),
     ropeTheta: raw.rope_theta == null ? 10000 : positive(raw, "rope_theta", source),
     ropeScaling: parseRopeScaling(raw.rope_scaling, source),
-    maxPositionEmbeddings: raw.max_position_embeddings == null
-      ? 2048
-      : positiveInt(raw, "max_position_embeddings", source),
+    // A sliding window (Mistral v0.1, Phi-3-mini) is honoured by refusing longer sequences: below
+    // the window, sliding-window attention equals full causal attention.
+    maxPositionEmbeddings: Math.min(
+      raw.max_position_embeddings == null ? 2048 : positiveInt(raw, "max_position_embeddings", source),
+      typeof raw.sliding_window === "number" && raw.use_sliding_window !== false && raw.sliding_window > 0
+        ? raw.sliding_window
+        : Infinity,
+    ),
     tieWordEmbeddings: typeof raw.tie_word_embeddings === "boolean"
       ? raw.tie_word_embeddings
       : family.tieWordEmbeddings,
@@ -170,6 +177,7 @@ export function parseLlamaConfig(raw: Record<string, unknown>, source = "config.
     hiddenAct,
     embedScale: family.scaleEmbeddings ? Math.sqrt(hiddenSize) : 1,
     normUnitOffset: family.normUnitOffset === true,
+    fusedLinears: family.fusedLinears === true,
     bosTokenId: typeof raw.bos_token_id === "number" ? raw.bos_token_id : undefined,
     eosTokenId: raw.eos_token_id as number | number[] | undefined,
     raw,

@@ -14,6 +14,7 @@ import { DenseLinear, type LinearFactory } from "./linear.ts";
 import { LlamaForCausalLM } from "./llama.ts";
 import { RMSNorm } from "./rms_norm.ts";
 import { Bias } from "./bias.ts";
+import { splitFusedReader } from "./fused_linears.ts";
 import { array, defineOptions, type FieldsOf, string } from "../options/schema.ts";
 import { QUANTIZE_RENAMED, quantizeField, type QuantizeOption } from "../quant/quantize_option.ts";
 
@@ -201,6 +202,12 @@ export async function chooseLinearFactory(
     }
   }
   const method = qc?.quant_method ?? (gptqFile ? "gptq" : undefined);
+  if (method !== undefined && config.fusedLinears) {
+    throw new RangeError(
+      `${dir} is pre-quantized (${method}) with fused qkv_proj / gate_up_proj (${config.modelType}), which is ` +
+        'not supported; load the full-precision checkpoint with { quantize: "nf4" } instead',
+    );
+  }
   if (method !== undefined && options.quantize) {
     throw new RangeError(`${dir} is already quantized (${method}); load it without the quantize option`);
   }
@@ -254,7 +261,8 @@ export async function loadModel(dir: string, options: LoadModelOptions = {}): Pr
   try {
     const factory = await chooseLinearFactory(dir, config, options);
     const read = new Set<string>();
-    const model = await buildModel(config, trackReads(reader, read), factory);
+    // Fused q/k/v and gate/up tensors (Phi-3) are read as their parts.
+    const model = await buildModel(config, splitFusedReader(trackReads(reader, read), config), factory);
     try {
       await refuseUnusedTensors(dir, reader, read, config);
     } catch (e) {

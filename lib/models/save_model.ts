@@ -7,6 +7,7 @@ import { writeSafetensors } from "../io/safetensors_writer.ts";
 import { writeDirAtomic } from "../io/atomic_dir.ts";
 import type { LlamaForCausalLM } from "./llama.ts";
 import { BLOCK_LINEAR_NAMES } from "./llama_block.ts";
+import { fuseStateDict } from "./fused_linears.ts";
 import { defineOptions, type FieldsOf, oneOf, record, string } from "../options/schema.ts";
 
 /** Options for {@linkcode saveCheckpoint}. */
@@ -64,7 +65,7 @@ export function stateDict(
     const h = model.lmHead;
     dense("lm_head.weight", () => h.denseWeight(), [h.outFeatures, h.inFeatures]);
   }
-  return out;
+  return fuseStateDict(out, model.config); // Phi-3: q/k/v → qkv_proj, gate/up → gate_up_proj
 }
 
 /** Files of a checkpoint save (everything else in the folder, e.g. a tokenizer, is carried over). */

@@ -11,6 +11,9 @@ this repo:
   embeddings multiplied by `hidden_size ** 0.5` (the "normalizer"); GemmaMLP
   `down(gelu(gate(x), approximate="tanh") * up(x))`; `head_dim` from the config (256 in the
   released models, not hidden / heads); scaling `head_dim ** -0.5`; tied embeddings by default.
+- phi3 (`modeling_phi3.py`): the Llama decoder with `self_attn.qkv_proj` (q = the first H*E output
+  rows, k the next K*E, v the rest) and `mlp.gate_up_proj` (`gate, up = gate_up.chunk(2, dim=-1)`,
+  `down(up * silu(gate))`); partial_rotary_factor must be 1 and rope_scaling null here.
 - llama / mistral: the same decoder, biases only where `attention_bias` / `mlp_bias` say.
 The safetensors reader and RoPE frequencies come from llama_ref.py (same directory).
 
@@ -43,8 +46,10 @@ def read_family_config(model_dir):
     with open(os.path.join(model_dir, "config.json")) as f:
         raw = json.load(f)
     mt = raw.get("model_type", "llama")
-    if mt not in ("llama", "mistral", "qwen2", "gemma"):
+    if mt not in ("llama", "mistral", "qwen2", "gemma", "phi3"):
         raise NotImplementedError("families_ref.py: model_type %r is not written yet" % mt)
+    if mt == "phi3" and (raw.get("partial_rotary_factor", 1.0) != 1.0 or raw.get("rope_scaling")):
+        raise NotImplementedError("phi3 with partial rotary or rope scaling is not covered by this reference")
     if mt == "qwen2" and raw.get("use_sliding_window", False):
         raise NotImplementedError("qwen2 with use_sliding_window is not covered by this reference")
     heads = raw["num_attention_heads"]
@@ -61,6 +66,7 @@ def read_family_config(model_dir):
         "vocab": raw["vocab_size"],
         "tied": raw.get("tie_word_embeddings", mt == "gemma"),
         "gemma": mt == "gemma",
+        "phi3": mt == "phi3",
     }
     if mt == "gemma":
         act = raw.get("hidden_activation") or "gelu_pytorch_tanh"
@@ -129,9 +135,14 @@ class FamilyRef:
             p = "model.layers.%d." % i
             h = self.norm(x, p + "input_layernorm.weight")
             a = p + "self_attn."
-            q = self.linear(h, a, "q_proj").reshape(B, T, H, E).transpose(0, 2, 1, 3)
-            k = self.linear(h, a, "k_proj").reshape(B, T, K, E).transpose(0, 2, 1, 3)
-            v = self.linear(h, a, "v_proj").reshape(B, T, K, E).transpose(0, 2, 1, 3)
+            if c["phi3"]:
+                qkv = h @ self.get(a + "qkv_proj.weight").T
+                q, k, v = qkv[..., :H * E], qkv[..., H * E:(H + K) * E], qkv[..., (H + K) * E:]
+            else:
+                q, k, v = self.linear(h, a, "q_proj"), self.linear(h, a, "k_proj"), self.linear(h, a, "v_proj")
+            q = q.reshape(B, T, H, E).transpose(0, 2, 1, 3)
+            k = k.reshape(B, T, K, E).transpose(0, 2, 1, 3)
+            v = v.reshape(B, T, K, E).transpose(0, 2, 1, 3)
             q = apply_rope(q, pos, self.inv_freq)
             k = apply_rope(k, pos, self.inv_freq)
             k = np.repeat(k, H // K, axis=1)
@@ -145,7 +156,11 @@ class FamilyRef:
             x = x + self.linear(attn, a, "o_proj")
             h = self.norm(x, p + "post_attention_layernorm.weight")
             m = p + "mlp."
-            x = x + self.linear(act(self.linear(h, m, "gate_proj")) * self.linear(h, m, "up_proj"), m, "down_proj")
+            if c["phi3"]:
+                gate, up = np.split(h @ self.get(m + "gate_up_proj.weight").T, 2, axis=-1)
+            else:
+                gate, up = self.linear(h, m, "gate_proj"), self.linear(h, m, "up_proj")
+            x = x + self.linear(act(gate) * up, m, "down_proj")
         x = self.norm(x, "model.norm.weight")
         head = self.get("model.embed_tokens.weight") if c["tied"] else self.get("lm_head.weight")
         unused = sorted(set(self.w) - self.used)
