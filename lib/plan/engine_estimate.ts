@@ -537,6 +537,9 @@ function checkEngineRuns(shape: ModelShape): void {
         "use planMemory for a framework-agnostic plan",
     );
   }
+  // Families the engine runs (Qwen2's q/k/v biases, Gemma, Phi-3's fused projections) are estimated
+  // with the Llama layout: biases are a few vectors per layer, fused modules the same matrices.
+  if (family?.engine) return;
   if (shape.mlp !== "swiglu" || shape.norm !== "rmsnorm" || shape.qkvBias || shape.outBias) {
     throw new RangeError(
       `estimateTrainingMemory: our engine runs Llama-family models (SwiGLU, RMSNorm, no biases); ` +

@@ -84,11 +84,16 @@ Deno.test("4-bit weights are costed from the quant-format registry", () => {
   assertEquals(e.breakdown.hostOffloaded, host);
 });
 
-Deno.test("model families: qwen2 plans (with q/k/v biases) but the engine estimate refuses it with the reason", () => {
+Deno.test("model families: qwen2 plans and is estimated (the engine runs it); falcon's estimate is refused with the reason", () => {
   const cfg = { ...CFG, model_type: "qwen2" };
   assert(modelShape(cfg).qkvBias, "the qwen2 row has q/k/v biases");
   assert(planMemory({ config: cfg, method: "lora" }).total > 0);
-  assertThrows(() => estimateTrainingMemory(cfg, {}), RangeError, "biases");
+  assert(estimateTrainingMemory(cfg, {}).peakTensorBytes > 0, "qwen2 runs on the engine");
+  assertThrows(
+    () => estimateTrainingMemory({ ...CFG, model_type: "falcon", n_head: 4 }, {}),
+    RangeError,
+    "LayerNorm",
+  );
   assertEquals(
     linearModules(modelShape({ ...CFG, model_type: "falcon", n_head: 4 }))[0].name,
     "query_key_value",
