@@ -72,30 +72,45 @@ export function releaseKeptWeights(): void {
 /** Fills `out` (`[O·I]`, row-major) with the dequantized weight. */
 export type DequantizeInto = (out: Float32Array) => void;
 
+/**
+ * On the webgpu backend: the dequantized weight `[O, I]` made on the GPU from packed data
+ * uploaded once (see lib/engine/webgpu_dequant.ts), and how to free that upload.
+ */
+export interface DeviceDequantizer {
+  weight: () => tf.Tensor;
+  release: () => void;
+}
+
 /** A linear layer backed by a packed weight and a dequantizer. */
 export class QuantizedLinear implements Linear {
   private readonly dequantizeInto: DequantizeInto;
+  private readonly device?: DeviceDequantizer;
 
   /**
    * @param dequantize the weight `[O, I]` as fp32 (row-major): a function returning a fresh array,
    *   or `{ into }` writing it into a given buffer (then it goes straight to the wasm heap).
+   *   `{ into, device }` also dequantizes on the GPU when the backend is webgpu.
    * @param storageInfo what the packed form costs (for summaries).
    */
   constructor(
     readonly name: string,
     readonly outFeatures: number,
     readonly inFeatures: number,
-    dequantize: (() => Float32Array) | { into: DequantizeInto },
+    dequantize: (() => Float32Array) | { into: DequantizeInto; device?: DeviceDequantizer },
     private readonly storageInfo: StorageInfo,
   ) {
     this.dequantizeInto = typeof dequantize === "function" ? (out) => out.set(dequantize()) : dequantize.into;
+    if (typeof dequantize !== "function") this.device = dequantize.device;
   }
 
   /** A fresh dequantized weight tensor `[O, I]`, counted by the probe until {@linkcode release}. */
   private weightTensor(): tf.Tensor2D {
     const w = timedSpan(
       "dequantize",
-      () => filledTensor([this.outFeatures, this.inFeatures], this.dequantizeInto),
+      () =>
+        this.device && tf.getBackend() === "webgpu"
+          ? this.device.weight()
+          : filledTensor([this.outFeatures, this.inFeatures], this.dequantizeInto),
     ) as tf.Tensor2D;
     stats.live++;
     stats.count++;
@@ -150,5 +165,7 @@ export class QuantizedLinear implements Linear {
     return filledTensor([this.outFeatures, this.inFeatures], this.dequantizeInto) as tf.Tensor2D;
   }
 
-  dispose(): void {}
+  dispose(): void {
+    this.device?.release();
+  }
 }

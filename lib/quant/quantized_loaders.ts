@@ -10,6 +10,7 @@ import { dequantize4bitInto, type Quant4bitState, quantize4bit } from "./blockwi
 import { parseBnbWeight, type TensorEntry } from "./bnb_format.ts";
 import { dequantizeGptq, type GptqFormat } from "./gptq.ts";
 import { QuantizedLinear } from "./quantized_linear.ts";
+import { dequantize4bitOnDevice, releaseOnDevice } from "../engine/webgpu_dequant.ts";
 import { bitsPerParam } from "./storage.ts";
 import { type QuantizeOption, resolveQuantize } from "./quantize_option.ts";
 
@@ -37,7 +38,8 @@ async function readChecked(
 /** A {@linkcode QuantizedLinear} over a 4-bit state kept in host memory. */
 export function fourBitLinear(name: string, state: Quant4bitState): QuantizedLinear {
   const [O, I] = state.shape;
-  return new QuantizedLinear(name, O, I, { into: (out) => dequantize4bitInto(state, out) }, {
+  const device = { weight: () => dequantize4bitOnDevice(state), release: () => releaseOnDevice(state) };
+  return new QuantizedLinear(name, O, I, { into: (out) => dequantize4bitInto(state, out), device }, {
     params: state.numel,
     bytes: Math.ceil(bitsPerParam(state) * state.numel / 8),
     dtype: state.quantType + (state.nested ? "+dq" : ""),
