@@ -13,6 +13,7 @@ const SCRIPT_TASKS = Object.keys(TASKS).filter((t) => !NOT_SCRIPTS.includes(t));
 /** The script tasks checked here, by running them. */
 const COVERED = [
   "bench",
+  "bench:gpu",
   "demo",
   "kernel:install",
   "merge",
