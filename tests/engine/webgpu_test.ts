@@ -7,7 +7,9 @@ const ROOT = new URL("../../", import.meta.url).pathname;
 // QLoRA (NF4 base) training history, the async evaluation, and the refusals that name their fix.
 const SCRIPT = `
 import * as tf from "@tensorflow/tfjs-core";
-import { attachLoRA, evaluateLossAsync, initEngine, loadModel, train } from "${ROOT}mod.ts";
+import {
+  attachLoRA, EMBEDDED_MODEL_DIR, evaluateLossAsync, generateAsync, initEngine, loadModel, loadTokenizer, train,
+} from "${ROOT}mod.ts";
 const dir = "${ROOT}tests/fixtures/external/tiny-random-llama-2";
 const data = [{ ids: [1, 5, 9, 13, 17, 21] }, { ids: [1, 4, 8, 15, 16, 23, 42] }, { ids: [1, 7, 7, 2] }];
 const opts = { steps: 5, lr: 1e-2, batchSize: 2, shuffleSeed: false as const };
@@ -32,7 +34,10 @@ for (const backend of ["wasm", "webgpu"] as const) {
     const n = Math.min(l.maxBufferSize, l.maxStorageBufferBindingSize) / 4 + 1;
     try { tf.fill([n], 1); } catch (e) { tooBig = (e as Error).message; }
   }
-  out[backend] = { backend: info.backend, adapter: info.adapter, logits, lora, qlora, evalLoss, refused, tooBig };
+  const e = await loadModel(EMBEDDED_MODEL_DIR);
+  const text = await generateAsync(e, await loadTokenizer(EMBEDDED_MODEL_DIR), "ROMEO:\\n", { maxNewTokens: 6 });
+  e.dispose();
+  out[backend] = { backend: info.backend, adapter: info.adapter, text, logits, lora, qlora, evalLoss, refused, tooBig };
 }
 console.log(JSON.stringify(out));
 `;
@@ -48,7 +53,7 @@ function maxRel(got: number[], want: number[]): number {
 
 Deno.test({
   name:
-    "webgpu (Mesa lavapipe here) agrees with wasm: logits, 5-step LoRA and QLoRA histories, async eval; adapter described, oversized buffers refused",
+    "webgpu (Mesa lavapipe here) agrees with wasm: logits, 5-step LoRA and QLoRA histories, async eval and generation; adapter described, oversized buffers refused",
   ignore: !("gpu" in navigator),
   fn: async () => {
     const file = `${ROOT}out/_webgpu_check.ts`;
@@ -92,6 +97,10 @@ Deno.test({
     assert(
       Math.abs(webgpu.evalLoss - wasm.evalLoss) / wasm.evalLoss < 1e-4,
       `eval ${webgpu.evalLoss} vs ${wasm.evalLoss}`,
+    );
+    assert(
+      wasm.text.length > 0 && webgpu.text === wasm.text,
+      `generateAsync: ${webgpu.text} vs ${wasm.text}`,
     );
     assert(wasm.refused === "", `wasm runs GaLore: ${wasm.refused}`);
     assert(webgpu.refused.includes('"galore"') && webgpu.refused.includes('backend: "wasm"'), webgpu.refused);
