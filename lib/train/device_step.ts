@@ -60,19 +60,18 @@ export function checkDeviceOptimizer(where: string, name: string): void {
 /**
  * Throws a clear error, before anything runs, when a `train()` run needs synchronous
  * reads: the block-wise modes (gradient checkpointing, layer-wise updates) read each
- * block's loss and norms mid-backward, and saving a training state reads the optimizer
- * states synchronously.
+ * block's loss and norms mid-backward, and GaLore reads gradients in its projector refreshes.
  *
  * @example
  * ```ts
  * import { checkDeviceTraining } from "./device_step.ts";
- * checkDeviceTraining({ mode: "full", optimizer: "adamw", saveEvery: 0 });
+ * checkDeviceTraining({ mode: "full", optimizer: "adamw" });
  * let msg = "";
- * try { checkDeviceTraining({ mode: "layerwise", optimizer: "adamw", saveEvery: 0 }); } catch (e) { msg = (e as Error).message; }
+ * try { checkDeviceTraining({ mode: "layerwise", optimizer: "adamw" }); } catch (e) { msg = (e as Error).message; }
  * if (!msg.includes("layerwise")) throw new Error("the mode is named");
  * ```
  */
-export function checkDeviceTraining(o: { mode: string; optimizer: string; saveEvery: number }): void {
+export function checkDeviceTraining(o: { mode: string; optimizer: string }): void {
   const fix = 'on webgpu, or initEngine({ backend: "wasm" }) for it';
   if (o.mode !== "full") {
     throw new Error(
@@ -81,14 +80,17 @@ export function checkDeviceTraining(o: { mode: string; optimizer: string; saveEv
         `(gradientCheckpointing: false) ${fix}.`,
     );
   }
-  if (o.saveEvery > 0) {
-    throw new Error(
-      `train(): saveEvery ${o.saveEvery} writes training states with synchronous reads of the optimizer ` +
-        `state, which the webgpu backend cannot do under Deno; set saveEvery: 0 and save the adapter after ` +
-        `training ${fix}.`,
-    );
-  }
   checkDeviceOptimizer("train()", o.optimizer);
+}
+
+/**
+ * Host fallback for saving a training state on webgpu: brings every tfjs variable (trainable
+ * weights, optimizer moments, frozen dense weights) to the host with one wait, so that the save's
+ * synchronous reads (`dataSync`) find them cached. The cached copies of weights that never change
+ * stay in host memory afterwards (the embeddings and any other dense frozen weight).
+ */
+export async function prefetchVariables(): Promise<void> {
+  await prefetchToHost(Object.values(tf.engine().registeredVariables));
 }
 
 /**

@@ -5,7 +5,7 @@
  * @module
  */
 import { canReadSync } from "../engine/async_reads.ts";
-import { checkDeviceTraining, runDeviceStep } from "./device_step.ts";
+import { checkDeviceTraining, prefetchVariables, runDeviceStep } from "./device_step.ts";
 import { memorySnapshot } from "../engine/memory.ts";
 import type { Tokenizer } from "../io/tokenizer.ts";
 import type { LlamaForCausalLM } from "../models/llama.ts";
@@ -318,9 +318,7 @@ export async function train(
   // webgpu cannot read synchronously: the steps run as runDeviceStep (async reads, batched).
   const sync = canReadSync();
   const optimizerName = typeof options.optimizer === "object" ? options.optimizer.name : options.optimizer;
-  if (!sync) {
-    checkDeviceTraining({ mode: o.mode, optimizer: optimizerName ?? "adamw", saveEvery: o.saveEvery });
-  }
+  if (!sync) checkDeviceTraining({ mode: o.mode, optimizer: optimizerName ?? "adamw" });
   const tok = options.tokenizer;
   const tokenized = tokenizeRecords(await collect(data), tok, options.tokenize);
   checkExamples(tokenized, model, options.tokenize?.truncation ?? "left", "train");
@@ -555,6 +553,8 @@ export async function train(
           hasOptimizerState: false,
           history,
         };
+        // webgpu: the save reads weights and optimizer states synchronously; bring them to the host first.
+        if (!sync) await prefetchVariables();
         const optState = exportOptimizerState(optimizer) ?? null;
         state.hasOptimizerState = optState !== null;
         await writeTrainingState(dir, model, state, optState);

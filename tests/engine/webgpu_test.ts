@@ -28,6 +28,18 @@ for (const backend of ["wasm", "webgpu"] as const) {
   attachLoRA(q, { r: 4, alpha: 8, seed: 1 });
   const qlora = (await train(q, data, { ...opts, optimizer: "adamw8bit" })).map((r) => r.loss);
   q.dispose();
+  // Save every 2 steps, then resume from step 2 in a fresh model: the same history as uninterrupted.
+  const saveDir = await Deno.makeTempDir({ prefix: "nbtune_webgpu_save_" });
+  const run = async (extra: Record<string, unknown>) => {
+    const r = await loadModel(dir);
+    attachLoRA(r, { r: 4, alpha: 8, seed: 1 });
+    const h = (await train(r, data, { ...opts, steps: 4, outputDir: saveDir, ...extra })).map((x) => x.loss);
+    r.dispose();
+    return h;
+  };
+  const whole = await run({ saveEvery: 2 });
+  const resumed = await run({ resumeFrom: saveDir + "/step-2" });
+  await Deno.remove(saveDir, { recursive: true });
   let tooBig = "";
   if (backend === "webgpu") {
     const l = info.adapter!.limits;
@@ -37,7 +49,7 @@ for (const backend of ["wasm", "webgpu"] as const) {
   const e = await loadModel(EMBEDDED_MODEL_DIR);
   const text = await generateAsync(e, await loadTokenizer(EMBEDDED_MODEL_DIR), "ROMEO:\\n", { maxNewTokens: 6 });
   e.dispose();
-  out[backend] = { backend: info.backend, adapter: info.adapter, text, logits, lora, qlora, evalLoss, refused, tooBig };
+  out[backend] = { backend: info.backend, adapter: info.adapter, text, whole, resumed, logits, lora, qlora, evalLoss, refused, tooBig };
 }
 console.log(JSON.stringify(out));
 `;
@@ -53,7 +65,7 @@ function maxRel(got: number[], want: number[]): number {
 
 Deno.test({
   name:
-    "webgpu (Mesa lavapipe here) agrees with wasm: logits, 5-step LoRA and QLoRA histories, async eval and generation; adapter described, oversized buffers refused",
+    "webgpu (Mesa lavapipe here) agrees with wasm: logits, 5-step LoRA and QLoRA histories, async eval and generation, save + exact resume; adapter described, oversized buffers refused",
   ignore: !("gpu" in navigator),
   fn: async () => {
     const file = `${ROOT}out/_webgpu_check.ts`;
@@ -73,7 +85,7 @@ Deno.test({
       throw new Error(`subprocess failed: ${err.slice(-2000)}`);
     }
     const { wasm, webgpu } = JSON.parse(line);
-    assert(wasm.backend === "wasm" && webgpu.backend === "webgpu", line);
+    assert(wasm.backend === "wasm" && webgpu.backend === "webgpu", line.slice(0, 300));
     assert(
       wasm.adapter === undefined && typeof webgpu.adapter.name === "string",
       JSON.stringify(webgpu.adapter),
@@ -98,6 +110,12 @@ Deno.test({
       Math.abs(webgpu.evalLoss - wasm.evalLoss) / wasm.evalLoss < 1e-4,
       `eval ${webgpu.evalLoss} vs ${wasm.evalLoss}`,
     );
+    assert(
+      // GPU reductions are not bit-deterministic run to run (lavapipe differs in the last ulp).
+      webgpu.whole.length === 4 && maxRel(webgpu.resumed, webgpu.whole) < 1e-5,
+      `webgpu resumed ${webgpu.resumed} vs uninterrupted ${webgpu.whole}`,
+    );
+    assert(maxRel(webgpu.whole, wasm.whole) < 1e-3, `save/resume run: ${webgpu.whole} vs ${wasm.whole}`);
     assert(
       wasm.text.length > 0 && webgpu.text === wasm.text,
       `generateAsync: ${webgpu.text} vs ${wasm.text}`,
