@@ -2,7 +2,7 @@
  * Full fine-tuning of the embedded model with AdamW, 8-bit AdamW, GaLore and
  * GaLore 8-bit + layer-wise, same data and steps: final losses, optimizer-state
  * bytes, peak step memory and step time, each as a ratio to AdamW.
- * Run: `deno run -A bench/optimizer_compare.ts [--steps 100] [--seeds 1,2,3] [--cases 2,4,5]` (prints
+ * Run: `deno run -A bench/optimizer_compare.ts [--steps 100] [--seeds 1,2,3] [--cases 2,4,5] [--clip]` (prints
  * a markdown table per seed, and with several seeds each case's eval loss against AdamW's: mean, min, max).
  * @module
  */
@@ -50,6 +50,23 @@ export const CASES: OptimizerCase[] = [
       divergence: { layerwiseCheck: "per-block" },
     },
   },
+];
+
+/** Issue 16: layer-wise 8-bit GaLore + residual under each layer-wise clipping mode (`--clip`). */
+export const CLIP_CASES: OptimizerCase[] = [
+  CASES[0],
+  ...([["no clipping", { maxGradNorm: 0 }], ["prepass", {}], ["previous", { layerwiseClip: "previous" }], [
+    "per-block",
+    { layerwiseClip: "per-block" },
+  ]] as const).map(([name, o]) => ({
+    name: `GaLore 8-bit layer-wise + residual, clip ${name}`,
+    options: {
+      optimizer: "galore8bit" as const,
+      galore: { ...GALORE, residual: true, layerwise: true },
+      divergence: { layerwiseCheck: "per-block" as const },
+      ...o,
+    },
+  })),
 ];
 
 /** Result of one case. */
@@ -184,7 +201,9 @@ if (import.meta.main) {
   const seeds = (arg("--seeds") ?? "1").split(",").map(Number);
   // --cases 2,4: indices into CASES (AdamW, case 0, is always run: the baseline).
   const only = arg("--cases")?.split(",").map(Number);
-  const cases = CASES.filter((_, i) => i === 0 || !only || only.includes(i));
+  // --clip: the layer-wise clipping modes (CLIP_CASES) instead of CASES.
+  const all = Deno.args.includes("--clip") ? CLIP_CASES : CASES;
+  const cases = all.filter((_, i) => i === 0 || !only || only.includes(i));
   const runs: CaseResult[][] = [];
   for (const seed of seeds) {
     const res = await compareOptimizers(steps, cases, seed);

@@ -1,6 +1,7 @@
 /**
- * Optimizers on the embedded model (issue 5's must-show): 8-bit AdamW and GaLore
- * against fp32 AdamW over the same steps and data order.
+ * Optimizers on the embedded model (issues 5 and 16): 8-bit AdamW and GaLore against fp32
+ * AdamW over the same steps and data order (one seed; the 3-seed figures are
+ * bench/optimizer_compare.ts's, in the README).
  */
 import { assert } from "../_assert.ts";
 import { initEngine } from "../../lib/engine/backend.ts";
@@ -49,11 +50,14 @@ Deno.test("8-bit AdamW tracks fp32 AdamW on the embedded model (final eval loss 
   assert(ratio < 0.3, `state ratio ${ratio}`);
 });
 
-Deno.test("GaLore (rank = hidden / 4, scale 2) ends within 2% of full AdamW and shrinks the projected weights' state 4x", async () => {
-  // scale 2 is what the GaLore seed found closest to full fine-tuning; it is here too (scale 1 lags, 3 overshoots).
-  const h = await run({ optimizer: "galore", galore: { r: 32, updateProjGap: 10, scale: 2 } });
-  const rel = Math.abs(final(h) / final(adamw) - 1);
-  assert(rel < 0.02, `GaLore ${final(h)} vs AdamW ${final(adamw)} (${(100 * rel).toFixed(2)}%)`);
+const GALORE = { r: 32, updateProjGap: 10, scale: 2, residual: true };
+
+Deno.test("GaLore with Fira's residual (rank = hidden / 4, scale 2) trains as well as full AdamW (eval loss at most 3% above) and shrinks the projected weights' state 4x", async () => {
+  // Plain GaLore (no residual) ends 6.3% above AdamW on this seed on the AMD EPYC CI machine
+  // (13.9% before moments were rotated at refreshes): see the README's optimizer results.
+  const h = await run({ optimizer: "galore", galore: GALORE });
+  const rel = final(h) / final(adamw) - 1;
+  assert(rel < 0.03, `GaLore ${final(h)} vs AdamW ${final(adamw)} (${(100 * rel).toFixed(2)}%)`);
   // Expected state: AdamW keeps 2 moments per parameter. GaLore keeps 2·r·n per projected [m, n]
   // weight (the smaller side projected to r = 32 of 128), plus the projector (r·128), and full
   // moments for the embedding, lm_head and norms.
@@ -67,4 +71,21 @@ Deno.test("GaLore (rank = hidden / 4, scale 2) ends within 2% of full AdamW and 
   const got = stateBytes(h);
   assert(Math.abs(got / expected - 1) < 0.01, `GaLore state ${got} bytes, expected ${expected}`);
   assert(got < 0.5 * stateBytes(adamw));
+});
+
+Deno.test("layer-wise 8-bit GaLore with the residual and previous-norm clipping trains as well as AdamW (eval loss at most 3% above) with about a quarter of its peak step tensors", async () => {
+  const h = await run({
+    optimizer: "galore8bit",
+    galore: { ...GALORE, layerwise: true },
+    layerwiseClip: "previous",
+    divergence: { layerwiseCheck: "per-block" },
+  });
+  const rel = final(h) / final(adamw) - 1;
+  assert(
+    rel < 0.03,
+    `layer-wise 8-bit GaLore ${final(h)} vs AdamW ${final(adamw)} (${(100 * rel).toFixed(2)}%)`,
+  );
+  const peak = (x: StepRecord[]) => Math.max(...x.map((r) => r.memory.peakTensorBytes ?? 0));
+  const ratio = peak(h) / peak(adamw);
+  assert(ratio < 0.3, `peak step tensors ${peak(h)} vs AdamW ${peak(adamw)} (x${ratio.toFixed(2)})`);
 });
