@@ -99,9 +99,9 @@ export { makeMicroBatch } from "./lib/train/batching.ts";
 export { accumulateGradients } from "./lib/train/accumulate.ts";
 export { learningRateAt } from "./lib/train/schedule.ts";
 export { evaluateLoss, evaluateLossAsync } from "./lib/train/evaluate.ts";
-export type { EvalResult } from "./lib/train/evaluate.ts";
+export type { EvalResult, EvaluateOptions, ProgressSink } from "./lib/train/evaluate.ts";
 export { exactMatch } from "./lib/train/score.ts";
-export type { ExactMatchResult } from "./lib/train/score.ts";
+export type { ExactMatchOptions, ExactMatchResult } from "./lib/train/score.ts";
 
 // memory planning
 export { presetNames } from "./lib/plan/presets.ts";

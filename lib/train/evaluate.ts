@@ -8,7 +8,23 @@ import type { LlamaForCausalLM } from "../models/llama.ts";
 import { chunk, makeMicroBatch } from "./batching.ts";
 import type { Example } from "./data.ts";
 import { microBatchLossSum } from "./loss.ts";
-import { defineOptions, type FieldsOf, integer } from "../options/schema.ts";
+import { custom, defineOptions, type FieldsOf, integer } from "../options/schema.ts";
+
+/** What the evaluation helpers tick: the notebook's `progress(total)` bar, or anything with `tick(n)`. */
+export interface ProgressSink {
+  /** Adds `n` finished items. */
+  tick(n?: number): void;
+}
+
+/** An option holding a progress bar (anything with `tick(n)`, as `progress()` returns). */
+export function progressField(doc: string) {
+  return custom<ProgressSink>(
+    doc,
+    "a progress bar (progress(total))",
+    (v) => typeof (v as ProgressSink | null)?.tick === "function",
+    { example: { tick() {} } },
+  );
+}
 import { readScalars } from "../engine/async_reads.ts";
 
 /** Options of {@linkcode evaluateLoss}. */
@@ -17,6 +33,8 @@ export interface EvaluateOptions {
   batchSize?: number;
   /** Token id used to pad a batch (its positions carry no loss). @default {0} */
   padId?: number;
+  /** A progress bar (`progress(examples.length)`) ticked by the examples of each batch as it is scored. */
+  progress?: ProgressSink;
 }
 
 /** The schema of {@linkcode evaluateLoss}'s options. */
@@ -25,6 +43,7 @@ export const evaluateSchema = defineOptions(
   {
     batchSize: integer("Examples per eval batch.", { min: 1, default: 8 }),
     padId: integer("Token id used to pad a batch.", { min: 0, default: 0 }),
+    progress: progressField("A progress bar ticked by the examples of each batch as it is scored."),
   } satisfies FieldsOf<EvaluateOptions>,
 );
 
@@ -70,6 +89,7 @@ export function evaluateLoss(
     if (mb.numTargets === 0) continue;
     sum += tf.tidy(() => microBatchLossSum(model, mb).dataSync()[0]);
     tokens += mb.numTargets;
+    o.progress?.tick(group.length);
   }
   if (tokens === 0) throw new RangeError("evaluation data has no target tokens");
   const loss = sum / tokens;
@@ -109,6 +129,7 @@ export async function evaluateLossAsync(
       if (mb.numTargets === 0) continue;
       sums.push(tf.tidy(() => microBatchLossSum(model, mb)));
       tokens += mb.numTargets;
+      o.progress?.tick(group.length);
     }
     if (tokens === 0) throw new RangeError("evaluation data has no target tokens");
     const loss = (await readScalars(sums)).reduce((a, b) => a + b, 0) / tokens;

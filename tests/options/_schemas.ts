@@ -41,6 +41,7 @@ import { initModelSchema } from "../../lib/models/init_model.ts";
 import { saveCheckpointSchema } from "../../lib/models/save_model.ts";
 import { exportMergedSchema } from "../../lib/models/export_merged.ts";
 import { evaluateSchema } from "../../lib/train/evaluate.ts";
+import { exactMatchSchema } from "../../lib/train/score.ts";
 import { rankSweepChartSchema } from "../../lib/notebook/rank_sweep_chart.ts";
 import { trainByteLevelBpeSchema } from "../../scripts/train_tokenizer.ts";
 import { matmulBenchSchema } from "../../bench/matmul_bench.ts";
@@ -103,6 +104,7 @@ export const EXTRA_SCHEMAS: DocumentedSchema[] = [
   { schema: saveCheckpointSchema, file: "lib/models/save_model.ts", iface: "SaveCheckpointOptions" },
   { schema: exportMergedSchema, file: "lib/models/export_merged.ts", iface: "ExportMergedOptions" },
   { schema: evaluateSchema, file: "lib/train/evaluate.ts", iface: "EvaluateOptions" },
+  { schema: exactMatchSchema, file: "lib/train/score.ts", iface: "ExactMatchOptions" },
   { schema: rankSweepChartSchema, file: "lib/notebook/rank_sweep_chart.ts", iface: "RankSweepChartOptions" },
   { schema: trainByteLevelBpeSchema, file: "scripts/train_tokenizer.ts", iface: "TrainByteLevelBpeOptions" },
   { schema: matmulBenchSchema, file: "bench/matmul_bench.ts", iface: "MatmulBenchOptions" },

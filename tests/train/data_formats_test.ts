@@ -150,3 +150,40 @@ Deno.test("alpaca: Stanford Alpaca's prompt (with and without input), loss on th
     'field "output" must be a string',
   );
 });
+
+Deno.test("evaluateLoss and exactMatch tick a progress bar per scored example", async () => {
+  const { initEngine } = await import("../../lib/engine/backend.ts");
+  const { initModel } = await import("../../lib/models/init_model.ts");
+  const { evaluateLoss, evaluateLossAsync } = await import("../../lib/train/evaluate.ts");
+  const { exactMatch } = await import("../../lib/train/score.ts");
+  await initEngine({ backend: "cpu" });
+  const tok = chatmlTokenizer();
+  const model = initModel({
+    model_type: "qwen2",
+    vocab_size: 2003,
+    hidden_size: 16,
+    intermediate_size: 32,
+    num_hidden_layers: 1,
+    num_attention_heads: 2,
+    num_key_value_heads: 1,
+  }, { seed: 1 });
+  const ticks: number[] = [];
+  const bar = { tick: (n = 1) => void ticks.push(n) };
+  const exs = tokenizeRecords([{ text: "one two" }, { text: "three" }, { text: "four five six" }], tok);
+  evaluateLoss(model, exs, { batchSize: 2, progress: bar });
+  assertEquals(ticks, [2, 1]);
+  await evaluateLossAsync(model, exs, { batchSize: 2, progress: bar });
+  assertEquals(ticks, [2, 1, 2, 1]);
+  ticks.length = 0;
+  exactMatch(model, tok, [{ prompt: "a", completion: "b" }, { prompt: "c", completion: "d" }], {
+    maxNewTokens: 2,
+    progress: bar,
+  });
+  assertEquals(ticks, [1, 1]);
+  assertThrows(
+    () => exactMatch(model, tok, [{ prompt: "a", completion: "b" }], { progress: 3 as never }),
+    TypeError,
+    "progress",
+  );
+  model.dispose();
+});
