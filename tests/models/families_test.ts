@@ -251,3 +251,48 @@ Deno.test("phi3: fused qkv_proj / gate_up_proj: PEFT names on the fused modules 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("llama attention_bias / mlp_bias give biased projections that save and reload; a sliding window caps positions", async () => {
+  const config = {
+    model_type: "llama",
+    vocab_size: 32,
+    hidden_size: 16,
+    intermediate_size: 32,
+    num_hidden_layers: 1,
+    num_attention_heads: 2,
+    num_key_value_heads: 1,
+    attention_bias: true,
+    mlp_bias: true,
+  };
+  const model = initModel(config, { seed: 2 });
+  assertEquals(Object.keys(model.layers[0].biases).sort(), [
+    "down_proj",
+    "gate_proj",
+    "k_proj",
+    "o_proj",
+    "q_proj",
+    "up_proj",
+    "v_proj",
+  ]);
+  for (const b of Object.values(model.layers[0].biases)) {
+    b!.variable.assign(tf.randomNormal(b!.variable.shape, 0, 0.5, "float32", 4));
+  }
+  const dir = await Deno.makeTempDir();
+  try {
+    await saveCheckpoint(model, dir);
+    const back = await loadModel(dir);
+    assert(relError(logits(back, [[1, 2, 3]]), logits(model, [[1, 2, 3]])) < 1e-6, "biases saved and read");
+    back.dispose();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+  model.dispose();
+  const windowed = initModel({
+    ...config,
+    model_type: "mistral",
+    max_position_embeddings: 4096,
+    sliding_window: 64,
+  });
+  assertEquals(windowed.config.maxPositionEmbeddings, 64);
+  windowed.dispose();
+});
