@@ -20,6 +20,11 @@
  * `v (C∘C)ᵀ` for the right), exact for m on the part of the gradient both subspaces hold,
  * and the second moment of independent coordinates for v.
  *
+ * With `residual`, Fira's term is added: `W ← … − lr · scale · φ ⊙ (G − P·R)`, φ per column
+ * (per row for a right projection) `‖D‖ / ‖R‖` (see `residualUpdate`). With `eightBit` the
+ * low-rank moments are stored with the R directions as rows (`[R, M]` for a right projection)
+ * and 8-bit blocks that never straddle a row.
+ *
  * All state (moments, projector, step counter) is per parameter name, so layer-wise
  * stepping — one `step` call per block — is exactly one call with all parameters.
  * @module
