@@ -50,14 +50,14 @@ function partRows(config: LlamaConfig, group: FusedGroup): number[] {
 }
 
 /** Where a part's rows live inside its fused tensor. */
-interface PartOf {
+export interface PartOf {
   fusedModule: string;
   start: number;
   rows: number;
 }
 
 /** Part module path (`model.layers.0.self_attn.q_proj`) → its place in the fused module. */
-function partIndex(config: LlamaConfig): Map<string, PartOf> {
+export function partIndex(config: LlamaConfig): Map<string, PartOf> {
   const out = new Map<string, PartOf>();
   for (let i = 0; i < config.numHiddenLayers; i++) {
     for (const g of fusedGroups(config)) {

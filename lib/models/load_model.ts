@@ -202,7 +202,7 @@ export async function chooseLinearFactory(
     }
   }
   const method = qc?.quant_method ?? (gptqFile ? "gptq" : undefined);
-  if (method !== undefined && config.fusedLinears) {
+  if (method === "gptq" && config.fusedLinears) {
     throw new RangeError(
       `${dir} is pre-quantized (${method}) with fused qkv_proj / gate_up_proj (${config.modelType}), which is ` +
         'not supported; load the full-precision checkpoint with { quantize: "nf4" } instead',
@@ -220,7 +220,10 @@ export async function chooseLinearFactory(
           `${dir}/config.json: only 4-bit bitsandbytes checkpoints are supported (load_in_4bit)`,
         );
       }
-      return q.bnbLinearFactory(`${dir}/model.safetensors`);
+      // Fused checkpoints (Phi-3): each part is a 4-bit layer over its rows of the fused weight.
+      return config.fusedLinears
+        ? (await import("./fused_bnb.ts")).fusedBnbLinearFactory(config, `${dir}/model.safetensors`)
+        : q.bnbLinearFactory(`${dir}/model.safetensors`);
     case "gptq": {
       const g = { ...(gptqFile ?? {}), ...(qc ?? {}) } as Record<string, unknown>;
       const bits = Number(g.bits ?? 4);

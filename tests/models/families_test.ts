@@ -13,6 +13,7 @@ import { saveCheckpoint } from "../../lib/models/save_model.ts";
 import { attachLoRA } from "../../lib/adapters/attach.ts";
 import { mergeAdapter } from "../../lib/adapters/merge.ts";
 import { loadAdapter, saveAdapter } from "../../lib/adapters/peft_format.ts";
+import { quantizeCheckpoint } from "../../lib/quant/quantize_checkpoint.ts";
 import { FAMILY_PRESETS, makeFamilyCheckpoint } from "../../scripts/make_family_checkpoint.ts";
 import { openSafetensors } from "../../lib/io/safetensors_reader.ts";
 import { writeSafetensors } from "../../lib/io/safetensors_writer.ts";
@@ -245,6 +246,15 @@ Deno.test("phi3: fused qkv_proj / gate_up_proj: PEFT names on the fused modules 
     attachLoRA(m2, { r: 2, targetModules: ["qkv_proj", "gate_up_proj"] });
     assertEquals(m2.adapter!.modules.length, 2 * 5);
     m2.dispose();
+    // A bitsandbytes NF4 checkpoint of the fused weights loads as 4-bit parts: the same codes and
+    // scales as quantizing the parts on load (the parts start on absmax block boundaries).
+    const nf4 = { type: "nf4", doubleQuant: false, blocksize: 64 } as const;
+    await quantizeCheckpoint(dir, `${dir}/bnb`, { quantize: nf4 });
+    const fromDisk = await loadModel(`${dir}/bnb`), onLoad = await loadModel(dir, { quantize: nf4 });
+    assertEquals(fromDisk.layers[0].linears.k_proj.storage()[0].dtype, "nf4");
+    assert(relError(logits(fromDisk, ids), logits(onLoad, ids)) < 1e-6, "bnb fused split == quantized parts");
+    fromDisk.dispose();
+    onLoad.dispose();
     await patchConfig(dir, { partial_rotary_factor: 0.75 });
     await assertRejects(() => loadModel(dir), RangeError, "partial_rotary_factor: 0.75");
   } finally {
