@@ -3,8 +3,7 @@ import { numberToF16Bits } from "../../lib/io/dtypes.ts";
 import { FormatError } from "../../lib/io/format_error.ts";
 import { dequantizeGguf, GGML_TYPES, openGguf, parseGgufHeader } from "../../lib/io/gguf.ts";
 
-const FIXTURE =
-  new URL("../fixtures/external/gguf/llama-2-tiny-random.gguf", import.meta.url).pathname;
+const FIXTURE = new URL("../fixtures/external/gguf/llama-2-tiny-random.gguf", import.meta.url).pathname;
 
 Deno.test("openGguf() reads the header, metadata and tensor infos of llama-2-tiny-random.gguf", async () => {
   using g = await openGguf(FIXTURE);

@@ -3,9 +3,8 @@ import { FormatError } from "../../lib/io/format_error.ts";
 import { decodeSafetensors, openSafetensors } from "../../lib/io/safetensors_reader.ts";
 import { writeSafetensors } from "../../lib/io/safetensors_writer.ts";
 
-const FIXTURE =
-  new URL("../fixtures/external/tiny-random-llama-2/model.safetensors", import.meta.url)
-    .pathname;
+const FIXTURE = new URL("../fixtures/external/tiny-random-llama-2/model.safetensors", import.meta.url)
+  .pathname;
 const HAS_FIXTURE = (() => {
   try {
     return Deno.statSync(FIXTURE).isFile;
