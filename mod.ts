@@ -117,7 +117,7 @@ export { estimateTrainingMemory } from "./lib/plan/engine_estimate.ts";
 export type { EngineEstimate } from "./lib/plan/engine_estimate.ts";
 
 // notebook helpers
-export { display } from "./lib/notebook/display.ts";
+export { display, isJupyter } from "./lib/notebook/display.ts";
 export type { RichObject } from "./lib/notebook/display.ts";
 export { plotlyChart, plotlySetup, writeHtml } from "./lib/notebook/plotly.ts";
 export type { PlotlyFigure } from "./lib/notebook/plotly.ts";
@@ -130,4 +130,5 @@ export { formatBytes, showMemory, table } from "./lib/notebook/tables.ts";
 export type { TableOptions } from "./lib/notebook/tables.ts";
 export { plotPlans, showPlanTable } from "./lib/notebook/plan_chart.ts";
 export { rankSweepChart } from "./lib/notebook/rank_sweep_chart.ts";
+export { syntheticHistory } from "./lib/notebook/synthetic.ts";
 export type { RankSweepChartOptions } from "./lib/notebook/rank_sweep_chart.ts";

@@ -3,7 +3,9 @@
 #
 #  1. installs the "nbtune" kernelspec into out/jupyter (a Jupyter data dir selected with JUPYTER_PATH);
 #  2. runs notebooks/*.ipynb with scripts/run_notebooks.py (grace-period client; fails on error outputs,
-#     missing outputs and incomplete live charts), executed copies in out/notebooks/;
+#     missing outputs and incomplete live charts), executed copies in out/notebooks/; with --check, so it
+#     writes nothing back and fails when a committed notebook's code differs from what produced its
+#     committed outputs (the drift check; `deno task notebooks` re-executes and writes them back);
 #  3. exports the executed 01-quickstart (it has a live chart) to HTML and checks in headless Chromium
 #     that every Plotly chart drew (scripts/check_notebook_html.ts); HTML and screenshot in
 #     out/notebooks/html/.
@@ -41,7 +43,7 @@ else
 fi
 mkdir -p "$OUT"
 log="$OUT/run_notebooks.log"
-"$PYTHON" scripts/run_notebooks.py --kernel nbtune --timeout 600 --out "$OUT" "${notebooks[@]}" 2>&1 |
+"$PYTHON" scripts/run_notebooks.py --check --kernel nbtune --timeout 600 --out "$OUT" "${notebooks[@]}" 2>&1 |
   grep -v '^Warning "deno jupyter" is unstable' | tee "$log"
 run_status=${PIPESTATUS[0]}
 if [ "$run_status" -ne 0 ]; then status=1; fi
