@@ -307,9 +307,9 @@ async function main() {
       "| 7B shape (QLoRA r=16 all linear, 1 x 256, checkpointing) | measured | planner |",
       "| --- | ---: | ---: |",
       `| load + stream-quantize, s | ${(big.loadSeconds as number).toFixed(0)} | |`,
-      `| seconds per step (steps 2-3; step 1 ${(big.warmupSeconds as number).toFixed(0)} s) | ${
-        (big.secondsPerStep as number[]).map((s) => s.toFixed(0)).join(", ")
-      } | |`,
+      `| seconds per step (steps 2-${(big.secondsPerStep as number[]).length + 1}; step 1 ${
+        (big.warmupSeconds as number).toFixed(0)
+      } s) | ${(big.secondsPerStep as number[]).map((s) => s.toFixed(0)).join(", ")} | |`,
       `| peak RSS GB (RSS after each step) | ${gb(big.peakRssBytes as number)} (${
         (big.rssPerStep as number[]).map(gb).join(", ")
       }) | ${p ? gb(p.tensorBytes + p.hostBytes) + " (tensors + 4-bit host)" : "-"} |`,
