@@ -153,7 +153,9 @@ export function installHeapGuard(backend?: unknown): boolean {
       throw new HeapOutOfMemoryError(bytes, mod.HEAPU8.buffer.byteLength, liveTensorBytes());
     }
     const p = raw(bytes);
-    if (p === 0 && bytes > 0) {
+    // Near the 4 GiB top, the allocator's 32-bit break arithmetic can wrap and hand out a block
+    // that ends past the heap (then "Invalid typed array length" / "offset is out of bounds").
+    if ((p === 0 && bytes > 0) || (p >>> 0) + bytes > mod.HEAPU8.buffer.byteLength) {
       throw new HeapOutOfMemoryError(bytes, mod.HEAPU8.buffer.byteLength, liveTensorBytes());
     }
     return p;
