@@ -131,4 +131,5 @@ export type { TableOptions } from "./lib/notebook/tables.ts";
 export { plotPlans, showPlanTable } from "./lib/notebook/plan_chart.ts";
 export { rankSweepChart } from "./lib/notebook/rank_sweep_chart.ts";
 export { syntheticHistory } from "./lib/notebook/synthetic.ts";
+export { memoryPartsChart, memoryTotalChart, reportLossChart } from "./lib/notebook/report_charts.ts";
 export type { RankSweepChartOptions } from "./lib/notebook/rank_sweep_chart.ts";

@@ -6,10 +6,13 @@
  * 2. QLoRA: attaches LoRA adapters and fine-tunes them with gradient
  *    accumulation (micro-batch 8 × 2), printing loss as it goes.
  * 3. Shows the generation and the score after, peak memory and throughput.
- * 4. QDyLoRA: one DyLoRA run on the same 4-bit base, then a rank sweep (exact
- *    match at every rank 1..8) — pick the best rank after a single run.
- * 5. Writes `out/demo/report.html` (loss, memory and rank-sweep charts) and
- *    `out/demo/history.json`.
+ * 4. QDyLoRA: one DyLoRA run on the same 4-bit base (`--sweep-steps`, fewer
+ *    than the QLoRA run's), then a rank sweep (exact match at every rank 1..8) —
+ *    pick the best rank after a single run. Every long phase prints progress.
+ * 5. Writes `out/demo/report.html` — the settings, before/after generations,
+ *    scores, peak memory, tokens/s and time, then the loss (log axis, smoothed),
+ *    memory in two views and the rank sweep — and `out/demo/history.json`, and
+ *    prints the total time.
  *
  * Options: `deno task demo --help`.
  * @module
@@ -40,6 +43,13 @@ const DEMO_CLI = defineCli({
       description: "tfjs backend",
       example: "--backend cpu",
     },
+    "sweep-steps": {
+      type: "integer",
+      default: 150,
+      min: 1,
+      description: "QDyLoRA fine-tuning steps before the rank sweep (at most --steps)",
+      example: "--sweep-steps 100",
+    },
     sweep: {
       type: "boolean",
       default: true,
@@ -50,11 +60,14 @@ const DEMO_CLI = defineCli({
   examples: ["deno task demo", "deno task demo --steps 20 --no-sweep", "deno task demo --backend cpu"],
 });
 
-if (import.meta.main) await runCli(DEMO_CLI, ({ values }) => demo(values));
+if (import.meta.main) {
+  await runCli(DEMO_CLI, ({ values }) => demo({ ...values, sweepSteps: values["sweep-steps"] }));
+}
 
 async function demo(
-  { steps, lr, out: outDir, backend, sweep }: {
+  { steps, lr, out: outDir, backend, sweep, sweepSteps: sweepStepsOption }: {
     steps: number;
+    sweepSteps: number;
     lr: number;
     out: string;
     backend: string;
@@ -74,11 +87,13 @@ async function demo(
     liveTrainingChart,
     loadModel,
     loadTokenizer,
-    lossChart,
-    memoryChart,
+    memoryPartsChart,
+    memoryTotalChart,
+    progress,
     rankSweep,
     rankSweepChart,
     readJsonl,
+    reportLossChart,
     table,
     train,
     trainableParametersLine,
@@ -86,6 +101,8 @@ async function demo(
   } = await import("../mod.ts"); // after parsing, so --help and usage errors answer without loading tfjs
   const t0 = performance.now();
   const pct = (x: number) => `${(100 * x).toFixed(0)}%`;
+  const elapsed = () => `${((performance.now() - t0) / 1000).toFixed(0)} s`;
+  const sweepSteps = Math.min(sweepStepsOption, steps);
   const TARGETS = "all-linear" as const;
 
   const engine = await initEngine({ backend: backend as BackendName });
@@ -103,13 +120,12 @@ async function demo(
   const scoreSet = evalData.slice(0, 50);
   const heldOutLoss = evalData.slice(50, 114);
 
-  const sample = scoreSet[0].prompt;
-  const show = (label: string) =>
-    console.log(
-      `${label} ${JSON.stringify(generate(model, tokenizer, sample, { maxNewTokens: 24, stop: ["\n"] }))}`,
-    );
-  console.log(`\nprompt: ${JSON.stringify(sample)}`);
-  show("before:");
+  const samples = scoreSet.slice(0, 4);
+  const reply = (prompt: string) => generate(model, tokenizer, prompt, { maxNewTokens: 24, stop: ["\n"] });
+  const repliesBefore = samples.map((r) => reply(r.prompt));
+  console.log(`\nprompt: ${JSON.stringify(samples[0].prompt)}`);
+  console.log(`before: ${JSON.stringify(repliesBefore[0])}`);
+  console.log(`scoring exact match on ${scoreSet.length} held-out prompts… (${elapsed()})`);
   const before = exactMatch(model, tokenizer, scoreSet);
   console.log(`herald exact match before fine-tuning: ${pct(before.accuracy)} of ${scoreSet.length}`);
 
@@ -131,27 +147,48 @@ async function demo(
   });
   await chart.finish();
 
+  console.log(`\nscoring exact match on ${scoreSet.length} held-out prompts… (${elapsed()})`);
   const after = exactMatch(model, tokenizer, scoreSet);
-  console.log();
-  show("after: ");
+  const repliesAfter = samples.map((r) => reply(r.prompt));
+  console.log(`after:  ${JSON.stringify(repliesAfter[0])}`);
   console.log(`herald exact match after fine-tuning: ${pct(after.accuracy)} of ${scoreSet.length}`);
   model.dispose();
 
   const figures = [
-    lossChart(history, { title: "QLoRA loss" }),
-    memoryChart(history, { title: "QLoRA memory" }),
+    reportLossChart(history, { title: `QLoRA training loss (${steps} steps)` }),
+    memoryPartsChart(history, { title: "QLoRA memory: the parts the method changes (peak step)" }),
+    memoryTotalChart(history, { title: "QLoRA memory: the whole step at its peak, activations included" }),
   ];
   let sweepRows: { rank: number; loss: number; score?: number }[] = [];
   let bestRank = 0;
   if (sweep) {
-    console.log(`\nQDyLoRA: one run with ranks 1..8 on the same NF4 base (${steps} steps)`);
+    console.log(
+      `\nQDyLoRA: one run with ranks 1..8 on the same NF4 base (${sweepSteps} steps) (${elapsed()})`,
+    );
     const dy = await loadModel(EMBEDDED_MODEL_DIR, { quantize: "nf4" });
     attachDyLoRA(dy, { r: 8, alpha: 16, targetModules: TARGETS });
-    await train(dy, trainData, { tokenizer, steps, batchSize: 8, gradAccumSteps: 2, lr, warmupSteps: 10 });
+    const dyBar = progress(sweepSteps, { label: "QDyLoRA steps" });
+    await train(dy, trainData, {
+      tokenizer,
+      steps: sweepSteps,
+      batchSize: 8,
+      gradAccumSteps: 2,
+      lr,
+      warmupSteps: 10,
+      measureMemory: false,
+      onStep: (r) => dyBar.tick(1, `loss ${r.loss.toFixed(3)}`),
+    });
+    await dyBar.done();
+    const sweepBar = progress(8, { label: "rank sweep (eval loss + exact match per rank)" });
     const result = rankSweep(dy, heldOutLoss, undefined, {
       tokenizer,
-      scorer: (m) => exactMatch(m, tokenizer, scoreSet).accuracy,
+      scorer: (m) => {
+        const accuracy = exactMatch(m, tokenizer, scoreSet).accuracy;
+        sweepBar.tick(1, `exact match ${pct(accuracy)}`);
+        return accuracy;
+      },
     });
+    await sweepBar.done();
     sweepRows = result.rows;
     bestRank = result.best;
     await display(table(
@@ -162,7 +199,11 @@ async function demo(
       })),
       { title: `QDyLoRA rank sweep (best rank: ${result.best})` },
     ));
-    figures.push(rankSweepChart(result));
+    figures.push(rankSweepChart(result, {
+      title: `QDyLoRA rank sweep: one ${sweepSteps}-step run served at every rank`,
+      scoreLabel: "exact match, %",
+      scoreScale: 100,
+    }));
     dy.dispose();
   }
 
@@ -171,7 +212,7 @@ async function demo(
   const tokens = history.reduce((s, h) => s + h.tokens, 0);
   const secs = history.reduce((s, h) => s + h.seconds, 0);
   const last = history.at(-1)!;
-  await display(table([
+  const summary = table([
     { metric: "loss (first → last step)", value: `${history[0].loss.toFixed(3)} → ${last.loss.toFixed(3)}` },
     { metric: "held-out loss (last)", value: last.evalLoss?.toFixed(3) ?? "" },
     { metric: "QLoRA exact match before → after", value: `${pct(before.accuracy)} → ${pct(after.accuracy)}` },
@@ -188,19 +229,48 @@ async function demo(
       value: formatBytes(last.memory.breakdown?.hostOffloaded ?? 0),
     },
     { metric: "peak process RSS", value: formatBytes(peakRss) },
-  ], { title: "Demo summary" }));
+    { metric: "time so far (whole demo)", value: elapsed() },
+  ], { title: "Results" });
+  await display(summary);
+  const settings = table([
+    {
+      setting: "model",
+      value: `embedded Llama (${
+        EMBEDDED_MODEL_DIR.replace(/^.*[\\/]/, "")
+      }), base in NF4 with double quantization`,
+    },
+    {
+      setting: "task",
+      value: `herald: ${trainData.length} training pairs; exact match on ${scoreSet.length} held-out prompts`,
+    },
+    { setting: "adapters", value: `LoRA r=8, alpha 16, dropout 0.05, on ${TARGETS} layers` },
+    { setting: "QLoRA steps", value: `${steps} (micro-batch 8 × 2 accumulated = 16 per step)` },
+    { setting: "learning rate", value: `${lr}, 10 warmup steps, cosine decay` },
+    { setting: "held-out loss", value: `every 50 steps on ${heldOutLoss.length} pairs` },
+    {
+      setting: "QDyLoRA",
+      value: sweep ? `max rank 8, ${sweepSteps} steps, then ranks 1..8 scored` : "skipped (--no-sweep)",
+    },
+    { setting: "engine", value: engine.reason },
+  ], { title: "Settings" });
+  const generations = table(
+    samples.map((r, i) => ({
+      prompt: r.prompt.trim(),
+      expected: r.completion.trim(),
+      "before fine-tuning": repliesBefore[i],
+      "after fine-tuning": repliesAfter[i],
+    })),
+    { title: "Generations before and after the QLoRA fine-tune" },
+  );
 
   await Deno.mkdir(outDir, { recursive: true });
   await Deno.writeTextFile(
     `${outDir}/history.json`,
     JSON.stringify({ qlora: history, rankSweep: sweepRows }, null, 1),
   );
-  await writeHtml(`${outDir}/report.html`, figures, {
+  await writeHtml(`${outDir}/report.html`, [settings, summary, generations, ...figures], {
     title: "nbtune demo: QLoRA and QDyLoRA on the embedded model",
   });
-  console.log(
-    `\nwrote ${outDir}/report.html and ${outDir}/history.json (${
-      ((performance.now() - t0) / 1000).toFixed(0)
-    } s total)`,
-  );
+  console.log(`\nwrote ${outDir}/report.html and ${outDir}/history.json`);
+  console.log(`demo total time: ${((performance.now() - t0) / 1000).toFixed(1)} s`);
 }

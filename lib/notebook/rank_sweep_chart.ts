@@ -5,12 +5,18 @@
  */
 import type { RankSweepRow } from "../adapters/rank_sweep.ts";
 import type { PlotlyFigure } from "./plotly.ts";
-import { defineOptions, type FieldsOf, string } from "../options/schema.ts";
+import { defineOptions, type FieldsOf, number, string } from "../options/schema.ts";
+import { LEGEND_BELOW } from "./report_charts.ts";
 
 /** Options for {@linkcode rankSweepChart}. */
 export interface RankSweepChartOptions {
   /** Figure title. @default "Rank sweep (one DyLoRA run)" */
   title?: string;
+  /** What the score is, with its unit, for the right axis and the legend (e.g. "exact match, %").
+   * @default "score" */
+  scoreLabel?: string;
+  /** Multiply scores by this before plotting (100 turns a fraction into %). @default 1 */
+  scoreScale?: number;
 }
 
 /** The schema of {@linkcode rankSweepChart}'s options. */
@@ -18,6 +24,11 @@ export const rankSweepChartSchema = defineOptions(
   "rankSweepChart",
   {
     title: string("Figure title.", { default: "Rank sweep (one DyLoRA run)" }),
+    scoreLabel: string('What the score is, with its unit (e.g. "exact match, %").', { default: "score" }),
+    scoreScale: number("Multiply scores by this before plotting (100 turns a fraction into %).", {
+      above: 0,
+      default: 1,
+    }),
   } satisfies FieldsOf<RankSweepChartOptions>,
 );
 
@@ -36,7 +47,7 @@ export function rankSweepChart(
   sweep: { rows: readonly RankSweepRow[] },
   options: RankSweepChartOptions = {},
 ): PlotlyFigure {
-  const { title } = rankSweepChartSchema.parse(options);
+  const { title, scoreLabel, scoreScale } = rankSweepChartSchema.parse(options);
   const rows = sweep.rows;
   if (!Array.isArray(rows) || rows.length === 0) {
     throw new TypeError("rankSweepChart: the sweep has no rows (pass the result of rankSweep)");
@@ -49,15 +60,20 @@ export function rankSweepChart(
     type: "scatter",
     mode: "lines+markers",
   });
-  const data: Record<string, unknown>[] = [trace(rows.map((r) => r.loss), "eval loss")];
-  if (scored) data.push({ ...trace(rows.map((r) => r.score), "score"), yaxis: "y2" });
+  const data: Record<string, unknown>[] = [trace(rows.map((r) => r.loss), "held-out loss (left axis)")];
+  if (scored) {
+    const scores = rows.map((r) => (r.score === undefined ? undefined : r.score * scoreScale));
+    data.push({ ...trace(scores, `${scoreLabel} (right axis)`), yaxis: "y2" });
+  }
   return {
     data,
     layout: {
       title: { text: title },
-      xaxis: { title: { text: "rank" }, dtick: 1 },
-      yaxis: { title: { text: "eval loss" } },
-      ...(scored ? { yaxis2: { title: { text: "score" }, overlaying: "y", side: "right" } } : {}),
+      height: 440,
+      ...LEGEND_BELOW,
+      xaxis: { title: { text: "LoRA rank served" }, dtick: 1 },
+      yaxis: { title: { text: "held-out loss, nats per token" } },
+      ...(scored ? { yaxis2: { title: { text: scoreLabel }, overlaying: "y", side: "right" } } : {}),
     },
   };
 }
