@@ -161,6 +161,112 @@ async function ensureCheckpoint(name: string): Promise<string> {
 
 const gb = (n: number) => (n / 1e9).toFixed(2);
 
+/** One row of `bench/results/latest.json` (the format `bench/run.ts` writes). */
+export interface ResultRow {
+  suite: string;
+  name: string;
+  unit: string;
+  value: number;
+  baseline?: number;
+  ratio?: number;
+}
+
+/**
+ * The `suite: "scale"` rows for `latest.json` from a run's model rows and its 7B result.
+ *
+ * @example
+ * ```ts
+ * import { resultRows } from "./scale.ts";
+ * const rows = resultRows([{ model: "m", batch: 1, seq: 8, nbtuneTokensPerSecond: 2, torchTokensPerSecond: 1,
+ *   nbtunePeakRssBytes: 5, torchPeakRssBytes: 10, shareOfCeiling: 0.5 }], undefined);
+ * if (rows[0].ratio !== 2 || rows.length !== 3) throw new Error(JSON.stringify(rows));
+ * ```
+ */
+export function resultRows(
+  rows: Record<string, unknown>[],
+  big: Record<string, unknown> | undefined,
+): ResultRow[] {
+  const out: ResultRow[] = [];
+  const n = (v: unknown) => v as number;
+  for (const r of rows) {
+    const shape = `${r.model} ${r.batch}x${r.seq}`;
+    const torch = r.torchTokensPerSecond === undefined ? {} : {
+      baseline: n(r.torchTokensPerSecond),
+      ratio: n(r.nbtuneTokensPerSecond) / n(r.torchTokensPerSecond),
+    };
+    out.push({
+      suite: "scale",
+      name: `${shape}: nbtune (Q)LoRA tokens/s vs PyTorch CPU fp32 LoRA`,
+      unit: "tokens/s",
+      value: n(r.nbtuneTokensPerSecond),
+      ...torch,
+    });
+    out.push({
+      suite: "scale",
+      name: `${shape}: peak RSS, nbtune vs PyTorch`,
+      unit: "bytes",
+      value: n(r.nbtunePeakRssBytes),
+      ...(r.torchPeakRssBytes === undefined ? {} : {
+        baseline: n(r.torchPeakRssBytes),
+        ratio: n(r.nbtunePeakRssBytes) / n(r.torchPeakRssBytes),
+      }),
+    });
+    out.push({
+      suite: "scale",
+      name: `${shape}: nbtune share of the sgemm ceiling measured in the same run`,
+      unit: "fraction",
+      value: n(r.shareOfCeiling),
+    });
+  }
+  if (big) {
+    const p = big.predicted as { tensorBytes: number; hostBytes: number } | undefined;
+    const steps = big.secondsPerStep as number[];
+    out.push(
+      { suite: "scale", name: "llama-2-7b: load + stream-quantize", unit: "s", value: n(big.loadSeconds) },
+      {
+        suite: "scale",
+        name: "llama-2-7b 1x256 QLoRA r=16: seconds per step (mean of the timed steps)",
+        unit: "s",
+        value: steps.reduce((a, b) => a + b, 0) / steps.length,
+      },
+      {
+        suite: "scale",
+        name: "llama-2-7b: peak RSS vs the planner (tensors + 4-bit host bytes)",
+        unit: "bytes",
+        value: n(big.peakRssBytes),
+        ...(p
+          ? {
+            baseline: p.tensorBytes + p.hostBytes,
+            ratio: n(big.peakRssBytes) / (p.tensorBytes + p.hostBytes),
+          }
+          : {}),
+      },
+      {
+        suite: "scale",
+        name: "llama-2-7b: wasm heap high-water vs the planner's peak tensor bytes",
+        unit: "bytes",
+        value: n(big.heapBytes),
+        ...(p ? { baseline: p.tensorBytes, ratio: n(big.heapBytes) / p.tensorBytes } : {}),
+      },
+    );
+  }
+  return out;
+}
+
+/** Replaces this run's rows (same suite and name) in `latest.json`, keeping every other row. */
+export function mergeLatest(path: string, rows: ResultRow[]): void {
+  let latest: ResultRow[] = [];
+  try {
+    latest = JSON.parse(Deno.readTextFileSync(path));
+  } catch {
+    latest = [];
+  }
+  if (!Array.isArray(latest)) throw new TypeError(`${path} must hold a JSON array of result rows`);
+  const names = new Set(rows.map((r) => `${r.suite}\u0000${r.name}`));
+  const kept = latest.filter((r) => !names.has(`${r.suite}\u0000${r.name}`));
+  Deno.writeTextFileSync(path, JSON.stringify([...kept, ...rows], null, 1) + "\n");
+}
+
 async function main() {
   const args = Deno.args;
   if (args[0] === "--worker") {
@@ -264,21 +370,7 @@ async function main() {
     console.log(JSON.stringify(big));
   }
   const when = new Date().toISOString();
-  const path = here("./results/latest.json");
-  let latest: Record<string, unknown> = {};
-  try {
-    latest = JSON.parse(Deno.readTextFileSync(path));
-  } catch {
-    latest = {};
-  }
-  const prev = (latest.scale ?? {}) as Record<string, unknown>;
-  latest.scale = {
-    ...prev,
-    note: "Shared 2-core machine, other work running: compare ratios within one run.",
-    ...(rows.length ? { when, rows } : {}),
-    ...(big ? { sevenB: { when, ...big } } : {}),
-  };
-  Deno.writeTextFileSync(path, JSON.stringify(latest, null, 2) + "\n");
+  mergeLatest(here("./results/latest.json"), resultRows(rows, big));
   const md = [
     `# bench:scale (${when})`,
     "",
