@@ -6,6 +6,7 @@
  * @module
  */
 
+import { LEGEND_BELOW } from "./report_charts.ts";
 import { planLabel } from "../plan/fit_plan.ts";
 import type { MemoryPlan } from "../plan/plan_memory.ts";
 import { DEVICE_PARTS, planChartSpec, planTable } from "../plan/plan_table.ts";
@@ -32,7 +33,7 @@ export interface PlotPlansOptions {
    * @default "auto" */
   unit?: PlanUnit;
   /** Figure height in pixels.
-   * @default 420 */
+   * @default 480 */
   height?: number;
 }
 
@@ -74,7 +75,7 @@ export const plotPlansSchema = defineOptions(
   {
     ...planDisplayFields,
     title: string("Figure title.", { default: "Peak memory by part" }),
-    height: number("Figure height in pixels.", { above: 0, default: 420 }),
+    height: number("Figure height in pixels.", { above: 0, default: 480 }),
   } satisfies FieldsOf<PlotPlansOptions>,
 );
 
@@ -158,7 +159,9 @@ export function plotPlans(plans: MemoryPlan[], options: PlotPlansOptions = {}): 
     title: { text: options.title ?? "Peak memory by part" },
     yaxis: { title: { text: unit.name === "MB" ? "MB (1e6 bytes)" : "GB (1e9 bytes)" } },
     height,
-    legend: { traceorder: "normal" },
+    // Below the plot (the parts are many; a legend at the right would be clipped in short figures).
+    legend: { ...LEGEND_BELOW.legend, traceorder: "normal" },
+    margin: LEGEND_BELOW.margin,
   };
   // Rescale the budget line and its note to the unit shown.
   if (Array.isArray(layout.shapes)) {
