@@ -9,6 +9,7 @@ import type { StepRecord } from "../train/types.ts";
 import { memoryPartLabel } from "../engine/memory_parts.ts";
 import type { RichObject } from "./display.ts";
 import { plotlyChart, type PlotlyFigure } from "./plotly.ts";
+import { LEGEND_BELOW } from "./report_charts.ts";
 import { defineOptions, type FieldsOf, number, string } from "../options/schema.ts";
 
 /** Options for {@linkcode lossChart}, {@linkcode memoryChart} and {@linkcode trainingChart}. */
@@ -133,7 +134,6 @@ function memoryTraces(history: StepRecord[], axes: Axes): Record<string, unknown
   }));
 }
 
-const LEGEND = { orientation: "h", y: -0.15 };
 const MARGIN = { l: 60, r: 70, t: 50, b: 40 };
 
 /**
@@ -155,8 +155,7 @@ export function lossChart(history: StepRecord[], options: ChartOptions = {}): Pl
     layout: {
       title: { text: title },
       height,
-      margin: MARGIN,
-      legend: LEGEND,
+      ...LEGEND_BELOW,
       xaxis: { title: { text: "step" } },
       yaxis: { title: { text: "loss" } },
       yaxis2: {
@@ -188,8 +187,7 @@ export function memoryChart(history: StepRecord[], options: ChartOptions = {}): 
     layout: {
       title: { text: title },
       height,
-      margin: MARGIN,
-      legend: LEGEND,
+      ...LEGEND_BELOW,
       xaxis: { title: { text: "step" } },
       yaxis: { title: { text: "MiB" } },
     },
