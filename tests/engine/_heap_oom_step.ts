@@ -20,7 +20,10 @@ const model = initModel({
   num_key_value_heads: 2,
 }, { seed: 1 });
 attachLoRA(model, { r: 4, targetModules: "all-linear" });
-const data = Array.from({ length: 8 }, (_, k) => ({ ids: Array.from({ length: 256 }, (_, i) => (i * 7 + k) % 32000) }));
+const data = Array.from(
+  { length: 8 },
+  (_, k) => ({ ids: Array.from({ length: 256 }, (_, i) => (i * 7 + k) % 32000) }),
+);
 const N = 64 * 1024 * 1024; // 256 MiB of float32
 const filler: tf.Tensor[] = [];
 // Fill the heap, then free 256 MiB: the step's logits ([8, 256, 32000] floats, 250 MiB, several
