@@ -277,6 +277,17 @@ async function main() {
       CASES[args[4]] ?? CASES["llama-7b"],
     );
   }
+  if (args.includes("--help") || args.includes("-h")) {
+    console.log(
+      "usage: deno task bench:scale [--models smollm-135m,tinyllama-1.1b,embedded] [--steps 2] [--skip-torch] [--7b]\n" +
+        "  --models LIST  shapes to compare with PyTorch (default all three)\n" +
+        "  --steps N      timed steps after one warm-up (default 2)\n" +
+        "  --skip-torch   nbtune only\n" +
+        "  --7b           then the Llama-2-7B shape: stream-quantized load + 3 timed QLoRA steps\n" +
+        "example: deno task bench:scale --models smollm-135m --7b",
+    );
+    return;
+  }
   const flag = (name: string) => args.includes(name);
   const opt = (name: string, dflt: string) => (args.includes(name) ? args[args.indexOf(name) + 1] : dflt);
   const models = opt("--models", "smollm-135m,tinyllama-1.1b,embedded").split(",").filter(Boolean);

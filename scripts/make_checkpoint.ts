@@ -262,8 +262,23 @@ export async function makeCheckpoint(
 }
 
 if (import.meta.main) {
+  if (Deno.args.includes("--help") || Deno.args.includes("-h")) {
+    console.log(
+      `${USAGE}\n  <name>            model shape\n  --out DIR         output (default out/checkpoints/<name>)\n` +
+        `  --layers N        fewer layers (small test variants)\n  --seed N          weights seed (default 1)\n` +
+        `  --max-shard-gb X  largest shard (default 2, or half the model when smaller)\n` +
+        `example: deno task make-checkpoint tinyllama-1.1b`,
+    );
+    Deno.exit(0);
+  }
+  let args: MakeCheckpointArgs;
   try {
-    const args = parseMakeCheckpointArgs(Deno.args);
+    args = parseMakeCheckpointArgs(Deno.args);
+  } catch (e) {
+    console.error((e as Error).message);
+    Deno.exit(2);
+  }
+  try {
     const t0 = performance.now();
     const r = await makeCheckpoint(args);
     console.log(
@@ -274,7 +289,7 @@ if (import.meta.main) {
         `(${((performance.now() - t0) / 1000).toFixed(1)} s)`,
     );
   } catch (e) {
-    console.error((e as Error).message);
+    console.error(`make-checkpoint: ${(e as Error).message}`);
     Deno.exit(1);
   }
 }

@@ -184,6 +184,14 @@ export function randomMicroBatch(batch: number, seq: number, vocab: number, seed
 }
 
 if (import.meta.main) {
+  if (Deno.args.includes("--help") || Deno.args.includes("-h")) {
+    console.log(
+      `${USAGE}\n  --seq 256 --batch 1 --r 16 --quantize nf4 --checkpointing on --steps 1 (defaults)\n` +
+        `  --md FILE / --json FILE  append the tables / write the raw profile\n` +
+        `example: deno task profile out/checkpoints/smollm-135m`,
+    );
+    Deno.exit(0);
+  }
   let args: ProfileArgs;
   try {
     args = parseProfileArgs(Deno.args);
