@@ -43,12 +43,21 @@ export function resetDequantStats(): void {
 /** Weights dequantized in a recompute pass and kept for its backward (see {@linkcode keepDequantizedForBackward}). */
 const kept = new Set<tf.Tensor>();
 let keepDepth = 0;
+let keptElements = 0;
+
+/**
+ * Most fp32 bytes of weights kept for the backward at once. A 1.1B block (176 MB) is kept whole; a 7B
+ * block (808 MB) only up to this, the rest is dequantized again, so the heap's high-water mark grows by
+ * at most this much.
+ */
+export const KEEP_DEQUANTIZED_BYTES = 256 * 1024 * 1024;
 
 /**
  * Runs `fn` (a forward pass that is about to be differentiated, such as a block's recompute under
  * gradient checkpointing) so that each quantized layer keeps the weight it dequantizes for its
- * backward instead of dequantizing again: 2 dequantizations per layer per step instead of 3. The
- * kept weights are freed by the backward, or by {@linkcode releaseKeptWeights}.
+ * backward instead of dequantizing again: 2 dequantizations per layer per step instead of 3, within
+ * {@linkcode KEEP_DEQUANTIZED_BYTES}. The kept weights are freed by the backward, or by
+ * {@linkcode releaseKeptWeights}.
  */
 export function keepDequantizedForBackward<T>(fn: () => T): T {
   keepDepth++;
@@ -63,6 +72,7 @@ export function keepDequantizedForBackward<T>(fn: () => T): T {
 export function releaseKeptWeights(): void {
   for (const w of kept) {
     kept.delete(w);
+    keptElements -= w.size;
     stats.live--;
     liveElements -= w.size;
     w.dispose();
@@ -134,15 +144,18 @@ export class QuantizedLinear implements Linear {
       const w = this.weightTensor();
       const y = tf.matMul(input as tf.Tensor2D, w, false, true); // [N, O]
       let keep: tf.Tensor2D | undefined;
-      if (keepDepth > 0) {
+      if (keepDepth > 0 && 4 * (keptElements + w.size) <= KEEP_DEQUANTIZED_BYTES) {
         keep = tf.keep(w);
         kept.add(keep);
+        keptElements += w.size;
       } else this.release(w);
       return {
         value: y,
         // Frozen weight: only dL/dx = dy · W, with the kept weight or a recomputed one.
         gradFunc: (dy: tf.Tensor) => {
-          const w2 = keep && kept.delete(keep) ? keep : this.weightTensor();
+          const reuse = keep !== undefined && kept.delete(keep);
+          if (reuse) keptElements -= keep!.size;
+          const w2 = reuse ? keep! : this.weightTensor();
           keep = undefined;
           const dx = tf.matMul(dy as tf.Tensor2D, w2); // [N, I]
           this.release(w2);
