@@ -58,6 +58,15 @@ export const KEEP_DEQUANTIZED_BYTES = 256 * 1024 * 1024;
  * backward instead of dequantizing again: 2 dequantizations per layer per step instead of 3, within
  * {@linkcode KEEP_DEQUANTIZED_BYTES}. The kept weights are freed by the backward, or by
  * {@linkcode releaseKeptWeights}.
+ *
+ * @example
+ * ```ts
+ * import { keepDequantizedForBackward, releaseKeptWeights } from "./quantized_linear.ts";
+ * // Any forward pass; quantized layers inside it keep their dequantized weights for the backward.
+ * const y = keepDequantizedForBackward(() => 6 * 7);
+ * releaseKeptWeights(); // after the backward: frees whatever it did not use
+ * if (y !== 42) throw new Error();
+ * ```
  */
 export function keepDequantizedForBackward<T>(fn: () => T): T {
   keepDepth++;
@@ -68,7 +77,16 @@ export function keepDequantizedForBackward<T>(fn: () => T): T {
   }
 }
 
-/** Frees weights kept by {@linkcode keepDequantizedForBackward} whose backward never ran. */
+/**
+ * Frees weights kept by {@linkcode keepDequantizedForBackward} whose backward never ran.
+ *
+ * @example
+ * ```ts
+ * import { dequantStats, releaseKeptWeights } from "./quantized_linear.ts";
+ * releaseKeptWeights();
+ * if (dequantStats().live !== 0) throw new Error("nothing should be alive");
+ * ```
+ */
 export function releaseKeptWeights(): void {
   for (const w of kept) {
     kept.delete(w);
