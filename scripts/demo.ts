@@ -6,8 +6,8 @@
  * 2. QLoRA: attaches LoRA adapters and fine-tunes them with gradient
  *    accumulation (micro-batch 8 × 2), printing loss as it goes.
  * 3. Shows the generation and the score after, peak memory and throughput.
- * 4. QDyLoRA: one DyLoRA run on the same 4-bit base (`--sweep-steps`, fewer
- *    than the QLoRA run's), then a rank sweep (exact match at every rank 1..8) —
+ * 4. QDyLoRA: one DyLoRA run on the same 4-bit base (`--sweep-steps`, at most
+ *    the QLoRA run's), then a rank sweep (exact match at every rank 1..8) —
  *    pick the best rank after a single run. Every long phase prints progress.
  * 5. Writes `out/demo/report.html` — the settings, before/after generations,
  *    scores, peak memory, tokens/s and time, then the loss (log axis, smoothed),
@@ -45,7 +45,7 @@ const DEMO_CLI = defineCli({
     },
     "sweep-steps": {
       type: "integer",
-      default: 150,
+      default: 300,
       min: 1,
       description: "QDyLoRA fine-tuning steps before the rank sweep (at most --steps)",
       example: "--sweep-steps 100",

@@ -72,8 +72,11 @@ export function rankSweepChart(
       height: 440,
       ...LEGEND_BELOW,
       xaxis: { title: { text: "LoRA rank served" }, dtick: 1 },
-      yaxis: { title: { text: "held-out loss, nats per token" } },
-      ...(scored ? { yaxis2: { title: { text: scoreLabel }, overlaying: "y", side: "right" } } : {}),
+      yaxis: { title: { text: "held-out loss, nats per token" }, rangemode: "tozero" },
+      // From zero: a score that moves between 24 and 26 should not look like a cliff.
+      ...(scored
+        ? { yaxis2: { title: { text: scoreLabel }, overlaying: "y", side: "right", rangemode: "tozero" } }
+        : {}),
     },
   };
 }

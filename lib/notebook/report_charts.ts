@@ -61,7 +61,8 @@ export function reportLossChart(
   }
   const steps = history.map((r) => r.step);
   const loss = history.map((r) => r.loss);
-  const weight = Math.min(0.95, Math.max(0, 1 - 10 / history.length));
+  // Light smoothing: a heavier EMA lags behind a fast early drop and draws a curve above every raw point.
+  const weight = Math.min(0.8, Math.max(0, 1 - 10 / history.length));
   const evals = history.filter((r) => r.evalLoss !== undefined);
   const data: Record<string, unknown>[] = [
     {
