@@ -12,6 +12,7 @@
  * `bench/results/scale.md`. Not part of CI. The machine is shared: compare ratios from one run.
  * @module
  */
+import { CliUsageError, defineCli, parseCli, runCli } from "../scripts/_cli.ts";
 import { initEngine } from "../lib/engine/backend.ts";
 import { loadBlas } from "../lib/engine/blas.ts";
 import { heapStats } from "../lib/engine/heap_guard.ts";
@@ -267,6 +268,38 @@ export function mergeLatest(path: string, rows: ResultRow[]): void {
   Deno.writeTextFileSync(path, JSON.stringify([...kept, ...rows], null, 1) + "\n");
 }
 
+const SCALE_CLI = defineCli({
+  name: "bench:scale",
+  summary:
+    "nbtune QLoRA vs PyTorch CPU fp32 LoRA (its better of 1 and 2 threads) at real model shapes, side " +
+    "by side in one run: tokens/s, peak RSS, the ratio and the share of the sgemm ceiling; then optionally " +
+    "the Llama-2-7B shape. Makes the checkpoints it needs (out/checkpoints). Not part of CI.",
+  usage: "deno task bench:scale [options]",
+  options: {
+    models: {
+      type: "list",
+      choices: ["smollm-135m", "tinyllama-1.1b", "embedded"],
+      default: "smollm-135m,tinyllama-1.1b,embedded",
+      description: "shapes to compare with PyTorch",
+      example: "--models smollm-135m",
+    },
+    steps: {
+      type: "integer",
+      min: 1,
+      default: 2,
+      description: "timed steps after one warm-up",
+      example: "--steps 3",
+    },
+    "skip-torch": { type: "boolean", description: "nbtune only", example: "--skip-torch" },
+    "7b": {
+      type: "boolean",
+      description: "then the Llama-2-7B shape: stream-quantized load + 3 timed QLoRA steps",
+      example: "--7b",
+    },
+  },
+  examples: ["deno task bench:scale", "deno task bench:scale --models smollm-135m --7b"],
+});
+
 async function main() {
   const args = Deno.args;
   if (args[0] === "--worker") {
@@ -277,26 +310,15 @@ async function main() {
       CASES[args[4]] ?? CASES["llama-7b"],
     );
   }
-  if (args.includes("--help") || args.includes("-h")) {
-    console.log(
-      "usage: deno task bench:scale [--models smollm-135m,tinyllama-1.1b,embedded] [--steps 2] [--skip-torch] [--7b]\n" +
-        "  --models LIST  shapes to compare with PyTorch (default all three)\n" +
-        "  --steps N      timed steps after one warm-up (default 2)\n" +
-        "  --skip-torch   nbtune only\n" +
-        "  --7b           then the Llama-2-7B shape: stream-quantized load + 3 timed QLoRA steps\n" +
-        "example: deno task bench:scale --models smollm-135m --7b",
-    );
-    return;
-  }
-  const flag = (name: string) => args.includes(name);
-  const opt = (name: string, dflt: string) => (args.includes(name) ? args[args.indexOf(name) + 1] : dflt);
-  const models = opt("--models", "smollm-135m,tinyllama-1.1b,embedded").split(",").filter(Boolean);
+  const { values: v } = parseCli(SCALE_CLI, args);
+  const flag = (name: "skip-torch" | "7b") => v[name];
+  const models = v.models;
   for (const m of models) {
     if (!CASES[m] || m === "llama-7b") {
-      throw new TypeError(`unknown model "${m}": use smollm-135m, tinyllama-1.1b, embedded (and --7b)`);
+      throw new CliUsageError(`unknown model "${m}": use smollm-135m, tinyllama-1.1b, embedded (and --7b)`);
     }
   }
-  const steps = Number(opt("--steps", "2"));
+  const steps = v.steps;
   const ceiling = sgemmCeiling();
   console.log(`[scale] OpenBLAS sgemm ceiling now: ${(ceiling / 1e9).toFixed(0)} GFLOP/s`);
   const rows: Record<string, unknown>[] = [];
@@ -315,7 +337,7 @@ async function main() {
       name,
     ]);
     const torch: Record<string, unknown>[] = [];
-    if (!flag("--skip-torch")) {
+    if (!flag("skip-torch")) {
       for (const threads of [1, 2]) {
         console.log(`[scale] ${name}: PyTorch fp32 LoRA, ${threads} thread(s)...`);
         torch.push(
@@ -364,7 +386,7 @@ async function main() {
     console.log(JSON.stringify(row));
   }
   let big: Record<string, unknown> | undefined;
-  if (flag("--7b")) {
+  if (flag("7b")) {
     const dir = await ensureCheckpoint("llama-2-7b");
     console.log("[scale] llama-2-7b: stream-quantize on load + 3 QLoRA steps (checkpointing)...");
     const nb = await runJson(Deno.execPath(), [
@@ -426,4 +448,8 @@ async function main() {
   console.log(md.join("\n"));
 }
 
-if (import.meta.main) await main();
+if (import.meta.main) {
+  // "--worker" is the internal per-model subprocess; everything else is the CLI.
+  if (Deno.args[0] === "--worker") await main();
+  else await runCli(SCALE_CLI, () => main());
+}

@@ -7,6 +7,7 @@
  * norms are 1: the numbers are meaningless, the shapes and the work per step are real.
  * @module
  */
+import { CliUsageError, defineCli, parseCli, runCli } from "./_cli.ts";
 import { writeShardedSafetensors } from "../lib/io/checkpoint_files.ts";
 import type { SafetensorsEntry } from "../lib/io/safetensors_writer.ts";
 
@@ -85,12 +86,44 @@ export interface MakeCheckpointArgs {
   maxShardBytes?: number;
 }
 
-const USAGE = `usage: deno task make-checkpoint <${
-  Object.keys(CHECKPOINT_SHAPES).join("|")
-}> [--out dir] [--layers N] [--seed N] [--max-shard-gb X]`;
+const MAKE_CHECKPOINT_CLI = defineCli({
+  name: "make-checkpoint",
+  summary:
+    "Writes a random-weight HF checkpoint (BF16, sharded, model.safetensors.index.json, config.json) " +
+    "in the exact shape of a real model, for benchmarks at real sizes. Nothing it writes is committed.",
+  usage: "deno task make-checkpoint <name> [options]",
+  positionals: { min: 1, max: 1, names: `<${Object.keys(CHECKPOINT_SHAPES).join("|")}>` },
+  options: {
+    out: {
+      type: "string",
+      defaultText: "out/checkpoints/<name>",
+      placeholder: "DIR",
+      description: "output folder",
+      example: "--out /data/tinyllama-shape",
+    },
+    layers: {
+      type: "integer",
+      min: 1,
+      description: "fewer layers (small test variants)",
+      example: "--layers 2",
+    },
+    seed: { type: "integer", min: 0, default: 1, description: "weights seed", example: "--seed 7" },
+    "max-shard-size": {
+      type: "size",
+      defaultText: "2GB, or half the model when smaller (always 2+ shards)",
+      description: "largest shard",
+      example: "--max-shard-size 1GB",
+    },
+  },
+  examples: [
+    "deno task make-checkpoint tinyllama-1.1b",
+    "deno task make-checkpoint smollm-135m --layers 2 --out out/t",
+  ],
+  renamed: { "max-shard-gb": "--max-shard-size (with a unit, e.g. 2GB)" },
+});
 
 /**
- * Parses the command line; throws a TypeError with the usage line on anything unexpected.
+ * Parses the command line; throws a `CliUsageError` (one line) on anything unexpected.
  *
  * @example
  * ```ts
@@ -100,39 +133,17 @@ const USAGE = `usage: deno task make-checkpoint <${
  * ```
  */
 export function parseMakeCheckpointArgs(args: string[]): MakeCheckpointArgs {
-  const positional: string[] = [];
-  let out: string | undefined, layers: number | undefined, seed = 1, maxShardGb: number | undefined;
-  const int = (flag: string, v: string | undefined) => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < 0) {
-      throw new TypeError(`${flag} needs a non-negative integer, got ${v}\n${USAGE}`);
-    }
-    return n;
-  };
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i];
-    if (a === "--out") {
-      out = args[++i];
-      if (!out) throw new TypeError(`--out needs a directory\n${USAGE}`);
-    } else if (a === "--layers") {
-      layers = int(a, args[++i]);
-      if (layers === 0) throw new TypeError(`--layers must be at least 1\n${USAGE}`);
-    } else if (a === "--seed") seed = int(a, args[++i]);
-    else if (a === "--max-shard-gb") {
-      maxShardGb = Number(args[++i]);
-      if (!(maxShardGb > 0)) throw new TypeError(`--max-shard-gb needs a positive number\n${USAGE}`);
-    } else if (a.startsWith("--")) throw new TypeError(`unknown flag ${a}\n${USAGE}`);
-    else positional.push(a);
+  const { values: v, positionals } = parseCli(MAKE_CHECKPOINT_CLI, args);
+  const name = positionals[0];
+  if (!(name in CHECKPOINT_SHAPES)) {
+    throw new CliUsageError(`unknown model "${name}": use ${Object.keys(CHECKPOINT_SHAPES).join(", ")}`);
   }
-  if (positional.length !== 1) throw new TypeError(`expected one model name\n${USAGE}`);
-  const name = positional[0];
-  if (!(name in CHECKPOINT_SHAPES)) throw new TypeError(`unknown model "${name}"\n${USAGE}`);
   return {
     name,
-    out: out ?? `out/checkpoints/${name}`,
-    ...(layers === undefined ? {} : { layers }),
-    seed,
-    ...(maxShardGb === undefined ? {} : { maxShardBytes: Math.round(maxShardGb * 1e9) }),
+    out: v.out ?? `out/checkpoints/${name}`,
+    ...(v.layers === undefined ? {} : { layers: v.layers }),
+    seed: v.seed,
+    ...(v["max-shard-size"] === undefined ? {} : { maxShardBytes: v["max-shard-size"] }),
   };
 }
 
@@ -262,23 +273,8 @@ export async function makeCheckpoint(
 }
 
 if (import.meta.main) {
-  if (Deno.args.includes("--help") || Deno.args.includes("-h")) {
-    console.log(
-      `${USAGE}\n  <name>            model shape\n  --out DIR         output (default out/checkpoints/<name>)\n` +
-        `  --layers N        fewer layers (small test variants)\n  --seed N          weights seed (default 1)\n` +
-        `  --max-shard-gb X  largest shard (default 2, or half the model when smaller)\n` +
-        `example: deno task make-checkpoint tinyllama-1.1b`,
-    );
-    Deno.exit(0);
-  }
-  let args: MakeCheckpointArgs;
-  try {
-    args = parseMakeCheckpointArgs(Deno.args);
-  } catch (e) {
-    console.error((e as Error).message);
-    Deno.exit(2);
-  }
-  try {
+  await runCli(MAKE_CHECKPOINT_CLI, async () => {
+    const args = parseMakeCheckpointArgs(Deno.args);
     const t0 = performance.now();
     const r = await makeCheckpoint(args);
     console.log(
@@ -288,8 +284,5 @@ if (import.meta.main) {
         `${(r.bytes / 1e9).toFixed(2)} GB BF16 in ${r.shards} shard(s) -> ${r.dir} ` +
         `(${((performance.now() - t0) / 1000).toFixed(1)} s)`,
     );
-  } catch (e) {
-    console.error(`make-checkpoint: ${(e as Error).message}`);
-    Deno.exit(1);
-  }
+  });
 }

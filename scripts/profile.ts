@@ -7,6 +7,7 @@
  * the optimizer state); the profiled step(s) follow.
  * @module
  */
+import { defineCli, parseCli, runCli } from "./_cli.ts";
 import { initEngine } from "../lib/engine/backend.ts";
 import { heapStats } from "../lib/engine/heap_guard.ts";
 import { type KernelProfileResult, startKernelProfile } from "../lib/engine/kernel_timer.ts";
@@ -30,12 +31,64 @@ export interface ProfileArgs {
   json?: string;
 }
 
-const USAGE =
-  "usage: deno task profile <model dir> [--seq 256] [--batch 1] [--r 16] [--quantize nf4|fp4|none] " +
-  "[--checkpointing on|off] [--steps 1] [--md file] [--json file]";
+const PROFILE_CLI = defineCli({
+  name: "profile",
+  summary: "Times one QLoRA training step of a checkpoint by kernel family (matmul, NF4 dequantization, " +
+    "attention, norms/elementwise, cross-entropy, optimizer, JS/other) and by phase, as tables.",
+  usage: "deno task profile <model_dir> [options]",
+  positionals: { min: 1, max: 1, names: "<model_dir>" },
+  options: {
+    seq: { type: "integer", min: 1, default: 256, description: "sequence length", example: "--seq 128" },
+    batch: { type: "integer", min: 1, default: 1, description: "micro-batch size", example: "--batch 2" },
+    r: {
+      type: "integer",
+      min: 1,
+      default: 16,
+      description: "LoRA rank on all linear layers",
+      example: "--r 8",
+    },
+    quantize: {
+      type: "string",
+      choices: ["nf4", "fp4", "none"],
+      default: "nf4",
+      description: "4-bit base format (none: fp32 base, plain LoRA)",
+      example: "--quantize none",
+    },
+    checkpointing: {
+      type: "string",
+      choices: ["on", "off"],
+      default: "on",
+      description: "gradient checkpointing",
+      example: "--checkpointing off",
+    },
+    steps: {
+      type: "integer",
+      min: 1,
+      default: 1,
+      description: "profiled steps (after one warm-up)",
+      example: "--steps 2",
+    },
+    md: {
+      type: "string",
+      placeholder: "FILE",
+      description: "append the tables to this markdown file",
+      example: "--md out/p.md",
+    },
+    json: {
+      type: "string",
+      placeholder: "FILE",
+      description: "write the raw profile as JSON",
+      example: "--json out/p.json",
+    },
+  },
+  examples: [
+    "deno task profile out/checkpoints/smollm-135m",
+    "deno task profile out/checkpoints/tinyllama-1.1b --seq 128",
+  ],
+});
 
 /**
- * Parses the command line (TypeError with the usage line on anything unexpected).
+ * Parses the command line (a one-line `CliUsageError` on anything unexpected).
  *
  * @example
  * ```ts
@@ -45,47 +98,18 @@ const USAGE =
  * ```
  */
 export function parseProfileArgs(args: string[]): ProfileArgs {
-  const out: ProfileArgs = {
-    dir: "",
-    seq: 256,
-    batch: 1,
-    r: 16,
-    quantize: "nf4",
-    checkpointing: true,
-    steps: 1,
+  const { values: v, positionals } = parseCli(PROFILE_CLI, args);
+  return {
+    dir: positionals[0],
+    seq: v.seq,
+    batch: v.batch,
+    r: v.r,
+    quantize: v.quantize === "none" ? false : v.quantize as "nf4" | "fp4",
+    checkpointing: v.checkpointing === "on",
+    steps: v.steps,
+    ...(v.md === undefined ? {} : { md: v.md }),
+    ...(v.json === undefined ? {} : { json: v.json }),
   };
-  const pos: string[] = [];
-  const int = (flag: string, v: string | undefined) => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < 1) {
-      throw new TypeError(`${flag} needs a positive integer, got ${v}\n${USAGE}`);
-    }
-    return n;
-  };
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i];
-    if (a === "--seq") out.seq = int(a, args[++i]);
-    else if (a === "--batch") out.batch = int(a, args[++i]);
-    else if (a === "--r") out.r = int(a, args[++i]);
-    else if (a === "--steps") out.steps = int(a, args[++i]);
-    else if (a === "--md") out.md = args[++i];
-    else if (a === "--json") out.json = args[++i];
-    else if (a === "--quantize") {
-      const q = args[++i];
-      if (q !== "nf4" && q !== "fp4" && q !== "none") {
-        throw new TypeError(`--quantize: nf4, fp4 or none\n${USAGE}`);
-      }
-      out.quantize = q === "none" ? false : q;
-    } else if (a === "--checkpointing") {
-      const v = args[++i];
-      if (v !== "on" && v !== "off") throw new TypeError(`--checkpointing: on or off\n${USAGE}`);
-      out.checkpointing = v === "on";
-    } else if (a.startsWith("--")) throw new TypeError(`unknown flag ${a}\n${USAGE}`);
-    else pos.push(a);
-  }
-  if (pos.length !== 1) throw new TypeError(`expected one model directory\n${USAGE}`);
-  out.dir = pos[0];
-  return out;
 }
 
 /** Kernel family of a kernel name (phase decides cross-entropy and optimizer). */
@@ -184,67 +208,55 @@ export function randomMicroBatch(batch: number, seq: number, vocab: number, seed
 }
 
 if (import.meta.main) {
-  if (Deno.args.includes("--help") || Deno.args.includes("-h")) {
-    console.log(
-      `${USAGE}\n  --seq 256 --batch 1 --r 16 --quantize nf4 --checkpointing on --steps 1 (defaults)\n` +
-        `  --md FILE / --json FILE  append the tables / write the raw profile\n` +
-        `example: deno task profile out/checkpoints/smollm-135m`,
-    );
-    Deno.exit(0);
-  }
-  let args: ProfileArgs;
-  try {
-    args = parseProfileArgs(Deno.args);
-  } catch (e) {
-    console.error((e as Error).message);
-    Deno.exit(2);
-  }
-  const info = await initEngine();
-  console.log(`[engine] ${info.reason}`);
-  const t0 = performance.now();
-  const model = await loadModel(args.dir, { quantize: args.quantize });
-  const loadS = (performance.now() - t0) / 1000;
-  attachLoRA(model, { r: args.r, alpha: 2 * args.r, targetModules: "all-linear" });
-  model.setTraining(true);
-  const params = model.trainableParams();
-  const optimizer = createAdamW({});
-  const mb = randomMicroBatch(args.batch, args.seq, model.config.vocabSize);
-  const mode: StepMode = args.checkpointing ? "checkpointed" : "full";
-  const step = (label: string) =>
-    runStep(model, params, [mb], optimizer, { lr: 1e-4, maxGradNorm: 1, mode, label });
-  let rssPeak = 0;
-  const timer = setInterval(() => rssPeak = Math.max(rssPeak, Deno.memoryUsage().rss), 50);
-  const tw = performance.now();
-  step("warm-up step");
-  const warmS = (performance.now() - tw) / 1000;
-  const results: KernelProfileResult[] = [];
-  for (let i = 0; i < args.steps; i++) {
-    const prof = startKernelProfile();
-    try {
-      step(`profiled step ${i + 1}`);
-    } finally {
-      results.push(prof.stop());
+  await runCli(PROFILE_CLI, async () => {
+    const args = parseProfileArgs(Deno.args);
+    const info = await initEngine();
+    console.log(`[engine] ${info.reason}`);
+    const t0 = performance.now();
+    const model = await loadModel(args.dir, { quantize: args.quantize });
+    const loadS = (performance.now() - t0) / 1000;
+    attachLoRA(model, { r: args.r, alpha: 2 * args.r, targetModules: "all-linear" });
+    model.setTraining(true);
+    const params = model.trainableParams();
+    const optimizer = createAdamW({});
+    const mb = randomMicroBatch(args.batch, args.seq, model.config.vocabSize);
+    const mode: StepMode = args.checkpointing ? "checkpointed" : "full";
+    const step = (label: string) =>
+      runStep(model, params, [mb], optimizer, { lr: 1e-4, maxGradNorm: 1, mode, label });
+    let rssPeak = 0;
+    const timer = setInterval(() => rssPeak = Math.max(rssPeak, Deno.memoryUsage().rss), 50);
+    const tw = performance.now();
+    step("warm-up step");
+    const warmS = (performance.now() - tw) / 1000;
+    const results: KernelProfileResult[] = [];
+    for (let i = 0; i < args.steps; i++) {
+      const prof = startKernelProfile();
+      try {
+        step(`profiled step ${i + 1}`);
+      } finally {
+        results.push(prof.stop());
+      }
     }
-  }
-  clearInterval(timer);
-  rssPeak = Math.max(rssPeak, Deno.memoryUsage().rss);
-  const name = args.dir.replace(/\/$/, "").split("/").pop();
-  const title =
-    `${name}: QLoRA ${args.quantize || "fp32"} r=${args.r} all-linear, ${args.batch} x ${args.seq}, ` +
-    `checkpointing ${args.checkpointing ? "on" : "off"}`;
-  const best = results.reduce((a, b) => (a.wallMs <= b.wallMs ? a : b));
-  const md = profileMarkdown(title, best, args.batch * args.seq) +
-    `Load ${loadS.toFixed(1)} s, warm-up step ${warmS.toFixed(1)} s, peak RSS ${
-      (rssPeak / 2 ** 30).toFixed(2)
-    } GiB, ` +
-    `wasm heap ${(heapStats().heapBytes / 2 ** 30).toFixed(2)} GiB. ${info.reason}.\n`;
-  console.log(md);
-  if (args.md) await Deno.writeTextFile(args.md, md + "\n", { append: true });
-  if (args.json) {
-    await Deno.writeTextFile(
-      args.json,
-      JSON.stringify({ title, loadS, warmS, rssPeak, profile: best, families: familyTable(best) }, null, 1),
-    );
-  }
-  model.dispose();
+    clearInterval(timer);
+    rssPeak = Math.max(rssPeak, Deno.memoryUsage().rss);
+    const name = args.dir.replace(/\/$/, "").split("/").pop();
+    const title =
+      `${name}: QLoRA ${args.quantize || "fp32"} r=${args.r} all-linear, ${args.batch} x ${args.seq}, ` +
+      `checkpointing ${args.checkpointing ? "on" : "off"}`;
+    const best = results.reduce((a, b) => (a.wallMs <= b.wallMs ? a : b));
+    const md = profileMarkdown(title, best, args.batch * args.seq) +
+      `Load ${loadS.toFixed(1)} s, warm-up step ${warmS.toFixed(1)} s, peak RSS ${
+        (rssPeak / 2 ** 30).toFixed(2)
+      } GiB, ` +
+      `wasm heap ${(heapStats().heapBytes / 2 ** 30).toFixed(2)} GiB. ${info.reason}.\n`;
+    console.log(md);
+    if (args.md) await Deno.writeTextFile(args.md, md + "\n", { append: true });
+    if (args.json) {
+      await Deno.writeTextFile(
+        args.json,
+        JSON.stringify({ title, loadS, warmS, rssPeak, profile: best, families: familyTable(best) }, null, 1),
+      );
+    }
+    model.dispose();
+  });
 }

@@ -1,3 +1,4 @@
+import { CliUsageError } from "../../scripts/_cli.ts";
 import * as tf from "@tensorflow/tfjs-core";
 import { assert, assertEquals, assertThrows } from "../_assert.ts";
 import { initEngine } from "../../lib/engine/backend.ts";
@@ -46,8 +47,8 @@ Deno.test("make-checkpoint: a 1-layer SmolLM-135M variant is sharded, indexed an
 });
 
 Deno.test("make-checkpoint: command line errors name the problem", () => {
-  assertThrows(() => parseMakeCheckpointArgs(["gpt-5"]), TypeError, "unknown model");
-  assertThrows(() => parseMakeCheckpointArgs(["smollm-135m", "--layers", "0"]), TypeError, "--layers");
-  assertThrows(() => parseMakeCheckpointArgs(["smollm-135m", "--bogus"]), TypeError, "unknown flag");
+  assertThrows(() => parseMakeCheckpointArgs(["gpt-5"]), CliUsageError, "unknown model");
+  assertThrows(() => parseMakeCheckpointArgs(["smollm-135m", "--layers", "0"]), CliUsageError, "--layers");
+  assertThrows(() => parseMakeCheckpointArgs(["smollm-135m", "--bogus"]), CliUsageError, "unknown option");
   assertEquals(parseMakeCheckpointArgs(["llama-2-7b", "--out", "x"]).out, "x");
 });
