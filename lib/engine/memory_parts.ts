@@ -37,6 +37,11 @@ export const MEMORY_PARTS: readonly (keyof MemoryBreakdown)[] = [
   "hostOffloaded",
 ];
 
+/** The device parts (everything but `hostOffloaded`), in the order tables and stacked bars show them. */
+export const DEVICE_PARTS: readonly (Exclude<keyof MemoryBreakdown, "hostOffloaded">)[] = MEMORY_PARTS.filter(
+  (p): p is Exclude<keyof MemoryBreakdown, "hostOffloaded"> => p !== "hostOffloaded",
+);
+
 /**
  * Human labels of the parts, for charts and tables.
  * @example

@@ -8,18 +8,10 @@ import { parseBytes } from "./bytes.ts";
 import { planLabel } from "./fit_plan.ts";
 import type { MemoryBreakdown, MemoryPlan } from "./plan_memory.ts";
 import { defineOptions, either, type FieldsOf, number, string } from "../options/schema.ts";
-import { MEMORY_PART_LABELS } from "../engine/memory_parts.ts";
+import { DEVICE_PARTS, MEMORY_PART_LABELS } from "../engine/memory_parts.ts";
 
-/** Device parts, in the order tables and stacked bars show them. */
-export const DEVICE_PARTS: readonly (Exclude<keyof MemoryBreakdown, "hostOffloaded">)[] = [
-  "weights",
-  "quantConstants",
-  "adapters",
-  "gradients",
-  "optimizerStates",
-  "activations",
-  "workspace",
-];
+/** Device parts, in the order tables and stacked bars show them (defined with the breakdown type). */
+export { DEVICE_PARTS };
 
 /** One table row; sizes in decimal GB (1e9 bytes). */
 export interface PlanRow {
