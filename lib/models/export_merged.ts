@@ -7,9 +7,8 @@
  */
 import { writeShardedSafetensors } from "../io/checkpoint_files.ts";
 import { writeDirAtomic } from "../io/atomic_dir.ts";
-import { fromFloat32 } from "../io/dtypes.ts";
 import type { LlamaForCausalLM } from "./llama.ts";
-import { stateDict } from "./save_model.ts";
+import { finiteEntries } from "./save_model.ts";
 import { defineOptions, type FieldsOf, integer, oneOf, string } from "../options/schema.ts";
 
 /** Options for {@linkcode exportMerged}. */
@@ -131,23 +130,12 @@ export async function exportMerged(
   let shards = 0, bytes = 0;
   const copied: string[] = [];
   await writeDirAtomic(dir, async (tmp) => {
-    const entries = stateDict(model).map((t) => ({
-      name: t.name,
+    const entries = finiteEntries(
+      model,
       dtype,
-      shape: t.shape,
-      data: () => {
-        const values = t.read();
-        const bad = values.findIndex((v) => !Number.isFinite(v));
-        if (bad >= 0) {
-          throw new RangeError(
-            `exportMerged: "${t.name}" holds ${
-              values[bad]
-            } at element ${bad} after merging; nothing was written`,
-          );
-        }
-        return fromFloat32(dtype, values);
-      },
-    }));
+      (name, value, at) =>
+        `exportMerged: "${name}" holds ${value} at element ${at} after merging; nothing was written`,
+    );
     const r = await writeShardedSafetensors(tmp, entries, {
       maxShardBytes: o.maxShardBytes,
       metadata: { format: "pt" },

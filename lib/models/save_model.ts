@@ -91,6 +91,28 @@ export async function saveCheckpoint(
 }
 
 /**
+ * The model's state dict as lazy safetensors entries in `dtype`, each refusing a non-finite value
+ * (`message(name, value, index)` says what happened): shared by `saveCheckpoint` and `exportMerged`.
+ */
+export function finiteEntries(
+  model: LlamaForCausalLM,
+  dtype: "F32" | "F16" | "BF16",
+  message: (name: string, value: number, index: number) => string,
+): { name: string; dtype: "F32" | "F16" | "BF16"; shape: number[]; data: () => Uint8Array }[] {
+  return stateDict(model).map((t) => ({
+    name: t.name,
+    dtype,
+    shape: t.shape,
+    data: () => {
+      const values = t.read();
+      const bad = values.findIndex((v) => !Number.isFinite(v));
+      if (bad >= 0) throw new RangeError(message(t.name, values[bad], bad));
+      return fromFloat32(dtype, values);
+    },
+  }));
+}
+
+/**
  * Writes the checkpoint's files into an existing folder, non-atomically: for composite
  * saves (training states) that wrap it in their own `writeDirAtomic`. Refuses non-finite weights.
  */
@@ -102,22 +124,13 @@ export async function writeCheckpointFiles(
   const dtype = saveCheckpointSchema.parse(options).dtype;
   await Deno.mkdir(dir, { recursive: true });
   const torchDtype = dtype === "F32" ? "float32" : dtype === "F16" ? "float16" : "bfloat16";
-  const tensors = stateDict(model).map((t) => ({
-    name: t.name,
+  const tensors = finiteEntries(
+    model,
     dtype,
-    shape: t.shape,
-    data: () => {
-      const values = t.read();
-      const bad = values.findIndex((v) => !Number.isFinite(v));
-      if (bad >= 0) {
-        throw new RangeError(
-          `saveCheckpoint: "${t.name}" holds ${values[bad]} at element ${bad}; the run diverged ` +
-            "(lower the learning rate and resume from an earlier save). Nothing was written.",
-        );
-      }
-      return fromFloat32(dtype, values);
-    },
-  }));
+    (name, value, at) =>
+      `saveCheckpoint: "${name}" holds ${value} at element ${at}; the run diverged ` +
+      "(lower the learning rate and resume from an earlier save). Nothing was written.",
+  );
   await writeSafetensors(`${dir}/model.safetensors`, tensors, {
     metadata: { format: "pt", ...options.metadata },
   });
