@@ -99,7 +99,8 @@ export function reportLossChart(
       height: 460,
       ...LEGEND_BELOW,
       xaxis: { title: { text: "optimizer step" } },
-      yaxis: { title: { text: "loss, nats per target token (log scale)" }, type: "log" },
+      // "D2": labels at 1, 2 and 5 of each decade only (every digit crowds the small decades).
+      yaxis: { title: { text: "loss, nats per target token (log scale)" }, type: "log", dtick: "D2" },
     },
   };
 }
