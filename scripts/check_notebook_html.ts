@@ -3,7 +3,7 @@
  *
  * For each executed notebook: `jupyter nbconvert --to html` into OUT, load the page in headless Chromium
  * with `--dump-dom` and assert that every chart `<div class="nbtune-plot">` was drawn by Plotly
- * (`js-plotly-plot` added to it, an `svg.main-svg`, `g.trace` groups with `path.js-line` lines), then
+ * (`js-plotly-plot` added to it, an `svg.main-svg`, `g.trace` groups with `path.js-line` lines or bar points), then
  * save a `--screenshot` PNG next to the HTML. The page is loaded with a small script added at its end
  * that measures, once the charts have drawn, the boxes of each chart's legend, axis titles and tick labels
  * (`getBoundingClientRect`): a legend that overlaps an axis title or tick label, or that sticks out of its
@@ -131,6 +131,7 @@ export function inspectDom(dom: string, minCharts: number): { summary: string; p
   const svgs = count(dom, /<svg\b[^>]*class="main-svg"/g);
   const traces = count(dom, /<g\b[^>]*class="trace\b/g);
   const lines = count(dom, /<path\b[^>]*class="js-line"/g);
+  const bars = count(dom, /<g\b[^>]*class="point"/g);
   const problems: string[] = [];
   if (divs.length < minCharts) {
     problems.push(`found ${divs.length} chart divs, expected at least ${minCharts}`);
@@ -138,12 +139,15 @@ export function inspectDom(dom: string, minCharts: number): { summary: string; p
   if (drawn < divs.length) {
     problems.push(`${divs.length - drawn} of ${divs.length} charts were not drawn by Plotly`);
   }
-  if (divs.length > 0 && (svgs === 0 || traces === 0 || lines === 0)) {
-    problems.push(`no plotted data (main-svg ${svgs}, g.trace ${traces}, path.js-line ${lines})`);
+  if (divs.length > 0 && (svgs === 0 || traces === 0 || lines + bars === 0)) {
+    problems.push(
+      `no plotted data (main-svg ${svgs}, g.trace ${traces}, path.js-line ${lines}, bars ${bars})`,
+    );
   }
   if (/>plotly\.js is not loaded/.test(dom)) problems.push("a chart reports that plotly.js is not loaded");
   return {
-    summary: `${drawn}/${divs.length} charts drawn, ${svgs} main-svg, ${traces} traces, ${lines} lines`,
+    summary:
+      `${drawn}/${divs.length} charts drawn, ${svgs} main-svg, ${traces} traces, ${lines} lines, ${bars} bars`,
     problems,
   };
 }
