@@ -38,6 +38,11 @@ export interface AdapterKind {
   peftShapes(inFeatures: number, outFeatures: number, r: number): Record<string, number[]>;
   /** `use_dora` in `adapter_config.json`. */
   readonly useDora: boolean;
+  /**
+   * Whether each training step samples a different sub-model (DyLoRA's rank): step losses then vary by
+   * design, so the trainer's loss-spike guard is off unless `divergence.lossSpikeFactor` is set.
+   */
+  readonly variesPerStep: boolean;
   /** Builds the layer over `base`. */
   create(base: Linear, options: AdapterLayerOptions): AdapterLayer;
 }
@@ -58,6 +63,7 @@ export const ADAPTER_KINDS: Readonly<Record<AdapterKindName, AdapterKind>> = {
     params: (I, O, r) => r * (I + O),
     peftShapes: loraShapes,
     useDora: false,
+    variesPerStep: false,
     create: (base, o) => new LoRALinear(base, o),
   },
   dylora: {
@@ -66,6 +72,7 @@ export const ADAPTER_KINDS: Readonly<Record<AdapterKindName, AdapterKind>> = {
     params: (I, O, r) => r * (I + O),
     peftShapes: loraShapes,
     useDora: false,
+    variesPerStep: true,
     create: (base, o) => new DyLoRALinear(base, { ...o, maxRank: o.r }),
   },
   dora: {
@@ -74,6 +81,7 @@ export const ADAPTER_KINDS: Readonly<Record<AdapterKindName, AdapterKind>> = {
     params: (I, O, r) => r * (I + O) + O,
     peftShapes: (I, O, r) => ({ ...loraShapes(I, O, r), "lora_magnitude_vector": [O] }),
     useDora: true,
+    variesPerStep: false,
     create: (base, o) => new DoRALinear(base, o),
   },
 };

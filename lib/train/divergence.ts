@@ -23,10 +23,18 @@ import { defineOptions, either, type FieldsOf, integer, number, object, oneOf } 
 export interface DivergenceOptions {
   /**
    * Stop when a step's loss exceeds this multiple of the mean loss of the last
-   * `lossSpikeWindow` steps (from the second step on); 0 turns the check off.
+   * `lossSpikeWindow` steps (from the second step on) and is `lossSpikeMargin` above it;
+   * 0 turns the check off. With an adapter whose steps vary by design (DyLoRA samples a
+   * rank per step) the check is off unless this is set.
    * @default {4}
    */
   lossSpikeFactor?: number;
+  /**
+   * A spike must also exceed the recent mean by this many nats, so the noise of a loss
+   * near zero (0.02 after 0.004) is not taken for divergence.
+   * @default {1}
+   */
+  lossSpikeMargin?: number;
   /** Steps in the recent mean the spike check compares with. @default {16} */
   lossSpikeWindow?: number;
   /** Layer-wise mode: check everything before any update ("prepass") or each block before its own ("per-block"). @default {"prepass"} */
@@ -39,6 +47,7 @@ export const divergenceFields = {
     number("A factor.", { above: 1 }),
     oneOf("Off.", [0] as const),
   ], { default: 4 }),
+  lossSpikeMargin: number("Nats a spike must also exceed the recent mean by.", { min: 0, default: 1 }),
   lossSpikeWindow: integer("Steps in the recent mean.", { min: 1, default: 16 }),
   layerwiseCheck: oneOf(
     "Layer-wise: check all gradients before any update (prepass) or each block before its own.",
@@ -150,7 +159,7 @@ export interface StepGuard {
  * @example
  * ```ts
  * import { DivergenceError, LossHistory } from "./divergence.ts";
- * const h = new LossHistory({ lossSpikeFactor: 4, lossSpikeWindow: 16, layerwiseCheck: "prepass" });
+ * const h = new LossHistory({ lossSpikeFactor: 4, lossSpikeMargin: 1, lossSpikeWindow: 16, layerwiseCheck: "prepass" });
  * for (const l of [2, 1.8, 1.7]) h.push(l);
  * h.guard(4, 1e-3).checkLoss(2.5); // fine
  * let e: unknown;
@@ -192,12 +201,14 @@ export class LossHistory {
         }
         if (o.lossSpikeFactor > 0 && recent.length >= 1) {
           const mean = recent.reduce((a, b) => a + b, 0) / recent.length;
-          if (loss > o.lossSpikeFactor * mean) {
+          if (loss > o.lossSpikeFactor * mean && loss - mean > o.lossSpikeMargin) {
             throw new DivergenceError({
               step,
               microBatch,
               lr,
-              reason: `the loss ${loss.toPrecision(4)} is more than ${o.lossSpikeFactor}× the mean ${
+              reason: `the loss ${
+                loss.toPrecision(4)
+              } is more than ${o.lossSpikeFactor}× (and ${o.lossSpikeMargin} nats above) the mean ${
                 mean.toPrecision(4)
               } of the last ${recent.length} steps (divergence.lossSpikeFactor)`,
               weightsChanged: false,

@@ -4,6 +4,7 @@
  * nothing itself: notebooks and the CLI listen through `onStep`.
  * @module
  */
+import { adapterKind } from "../adapters/registry.ts";
 import { canReadSync } from "../engine/async_reads.ts";
 import { checkDeviceTraining, prefetchVariables, runDeviceStep } from "./device_step.ts";
 import { memorySnapshot } from "../engine/memory.ts";
@@ -382,7 +383,12 @@ export async function train(
     }
     return out;
   };
-  const losses = new LossHistory(resolveDivergence(options.divergence));
+  const divergence = resolveDivergence(options.divergence);
+  // DyLoRA-like adapters train a different sub-model each step: their step losses differ by design,
+  // so the spike check is off for them unless the caller set a factor (non-finite losses still stop).
+  const variesPerStep = model.adapter !== undefined && adapterKind(model.adapter.type).variesPerStep;
+  if (variesPerStep && options.divergence?.lossSpikeFactor === undefined) divergence.lossSpikeFactor = 0;
+  const losses = new LossHistory(divergence);
   // What a resumed run must repeat for its history to equal an uninterrupted run's.
   const fingerprint: Record<string, unknown> = {
     totalSteps,

@@ -68,7 +68,12 @@ Deno.test("runDeviceStep: a NaN weight stops the step with a DivergenceError nam
   p.variable.assign(tf.fill(p.variable.shape, NaN));
   const opt = createAdamW();
   const before = tf.memory().numTensors;
-  const guard = new LossHistory({ lossSpikeFactor: 4, lossSpikeWindow: 16, layerwiseCheck: "prepass" }).guard(
+  const guard = new LossHistory({
+    lossSpikeFactor: 4,
+    lossSpikeMargin: 1,
+    lossSpikeWindow: 16,
+    layerwiseCheck: "prepass",
+  }).guard(
     7,
     1e-3,
   );

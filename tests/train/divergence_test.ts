@@ -10,9 +10,9 @@ import { assert, assertEquals, assertRejects } from "../_assert.ts";
 import { initEngine } from "../../lib/engine/backend.ts";
 import { initModel } from "../../lib/models/init_model.ts";
 import type { LlamaForCausalLM } from "../../lib/models/llama.ts";
-import { attachLoRA } from "../../lib/adapters/attach.ts";
+import { attachDyLoRA, attachLoRA } from "../../lib/adapters/attach.ts";
 import { train, type TrainOptions } from "../../lib/train/trainer.ts";
-import { DivergenceError } from "../../lib/train/divergence.ts";
+import { DivergenceError, LossHistory } from "../../lib/train/divergence.ts";
 import { saveAdapter } from "../../lib/adapters/peft_format.ts";
 
 await initEngine({ backend: "cpu" });
@@ -172,13 +172,51 @@ Deno.test("a loss far above its recent level stops training before the step chan
   };
   const { result, unchanged } = await run();
   assert(result instanceof DivergenceError && result.info.step === 5, String(result));
-  assert(/more than 4× the mean/.test(result.message), result.message);
+  assert(/more than 4× \(and 1 nats above\) the mean/.test(result.message), result.message);
   assert(unchanged, "the spiking step changed weights");
   assertEquals(
     (await run({ lossSpikeFactor: 0 })).result,
     undefined,
     "lossSpikeFactor 0 turns the check off",
   );
+});
+
+Deno.test("a spike must also be lossSpikeMargin nats above the recent mean: noise near zero loss is not divergence", () => {
+  const h = new LossHistory({
+    lossSpikeFactor: 4,
+    lossSpikeMargin: 1,
+    lossSpikeWindow: 16,
+    layerwiseCheck: "prepass",
+  });
+  for (const l of [0.004, 0.005, 0.004]) h.push(l);
+  h.guard(4, 1e-3).checkLoss(0.05); // 11x the mean, but 0.05 nats above it
+  let e: unknown;
+  try {
+    h.guard(4, 1e-3).checkLoss(3);
+  } catch (x) {
+    e = x;
+  }
+  assert(e instanceof DivergenceError && /nats above/.test(e.message), String(e));
+});
+
+Deno.test("DyLoRA (a rank sampled per step) turns the spike check off unless lossSpikeFactor is set", async () => {
+  const run = async (divergence?: TrainOptions["divergence"]) => {
+    const model = attachDyLoRA(initModel(CONFIG, { seed: 3 }), { r: 4 });
+    const result = await train(model, DATA, {
+      ...BASE,
+      lr: 1e-2,
+      steps: 6,
+      divergence,
+      onStep: (r) => {
+        if (r.step === 4) tf.tidy(() => model.norm.weight.assign(tf.mul(model.norm.weight, 1000))); // sabotage
+      },
+    }).then(() => undefined, (e) => e as Error);
+    model.dispose();
+    return result;
+  };
+  assertEquals(await run(), undefined, "the default guard took DyLoRA's per-step variation for divergence");
+  const explicit = await run({ lossSpikeFactor: 4 });
+  assert(explicit instanceof DivergenceError && explicit.info.step === 5, String(explicit));
 });
 
 Deno.test("saveAdapter refuses non-finite factors, naming the tensor", async () => {
