@@ -227,16 +227,8 @@ export function traceHead(
   const logits = t.op([x, t.param(V * D, o.headTrainable)], N * V, "in"); // lm_head (or tied embedding) matmul
   let z = t.op([logits], N * V, "in"); // reshape [B, T, V]
   z = t.op([z], N * V, "in"); // reshape [N, V] (loss)
-  // logSumExp: max (saves x and out), sub, exp (out), sum, log, reshape(max), add
-  const mx = t.op([z], N, "in+out");
-  const ex = t.op([t.op([z, mx], N * V, "in")], N * V, "out");
-  const lg = t.op([t.sum(ex, N)], N, "in");
-  const lse = t.op([t.op([mx], N, "in"), lg], N, "in");
-  // picked = sum(mul(logits, oneHot(targets))): oneHot saves indices; mul casts both sides
-  const oh = t.op([t.leaf(N)], N * V, "in");
-  const prod = t.op([t.op([z], N * V, "none"), t.op([oh], N * V, "none")], N * V, "in");
-  const picked = t.sum(prod, N);
-  const diff = t.op([lse, picked], N, "in");
-  const weighted = t.op([diff, t.leaf(N)], N, "in"); // · loss weights
-  return t.op([t.sum(weighted, 1), t.leaf(1)], 1, "in"); // sum, ÷ divisor
+  // The fused cross-entropy (lib/train/loss.ts, wasm): one custom op that saves the logits; targets and
+  // loss weights are read on the host, so there is no one-hot and no other [N, V] temporary.
+  const loss = t.op([z], 1, "in");
+  return t.op([loss, t.leaf(1)], 1, "in"); // ÷ divisor
 }
