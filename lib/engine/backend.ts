@@ -24,6 +24,7 @@ import {
   describeAdapter,
   formatAdapter,
   installBufferLimitGuard,
+  mayHaveHardwareGpu,
 } from "./webgpu_info.ts";
 import { boolean, defineOptions, type FieldsOf, integer, oneOf } from "../options/schema.ts";
 
@@ -208,8 +209,9 @@ export async function initEngine(options: EngineOptions = {}): Promise<EngineInf
   let info: EngineInfo;
   switch (want) {
     case "auto": {
-      // WebGPU when Deno reports a hardware adapter (never a software one such as lavapipe).
-      const adapter = await describeAdapter();
+      // WebGPU when Deno reports a hardware adapter (never a software one such as lavapipe); no probe
+      // on a Linux machine without GPU device nodes.
+      const adapter = mayHaveHardwareGpu() ? await describeAdapter() : undefined;
       if (adapter?.hardware) {
         const gpu = await startWebgpu().catch((e) => {
           console.warn(`[engine] auto: WebGPU on ${adapter.name} failed to start (${(e as Error).message})`);

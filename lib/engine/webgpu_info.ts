@@ -37,6 +37,31 @@ export function isSoftwareAdapterName(name: string): boolean {
 }
 
 /**
+ * Whether this machine can have a hardware GPU adapter at all. On Linux a GPU shows up as a render node
+ * (`/dev/dri/renderD*`) or an NVIDIA device (`/dev/nvidia*`); without either, `"auto"` skips the WebGPU
+ * probe, so CPU-only servers start faster and Mesa prints nothing (it warns on stderr when
+ * `XDG_RUNTIME_DIR` is unset). Other systems are always probed.
+ *
+ * @example
+ * ```ts
+ * import { mayHaveHardwareGpu } from "./webgpu_info.ts";
+ * if (typeof mayHaveHardwareGpu() !== "boolean") throw new Error("a boolean");
+ * ```
+ */
+export function mayHaveHardwareGpu(): boolean {
+  if (Deno.build.os !== "linux") return true;
+  const any = (dir: string, prefix: string) => {
+    try {
+      for (const e of Deno.readDirSync(dir)) if (e.name.startsWith(prefix)) return true;
+    } catch {
+      // no such folder, or not readable: no device there
+    }
+    return false;
+  };
+  return any("/dev/dri", "renderD") || any("/dev", "nvidia");
+}
+
+/**
  * Describes the adapter Deno's `navigator.gpu` offers, or undefined when there is none
  * (no WebGPU in this runtime, or no usable driver).
  *
