@@ -6,7 +6,7 @@
 
 import { parseBytes } from "./bytes.ts";
 import { planLabel } from "./fit_plan.ts";
-import type { MemoryBreakdown, MemoryPlan } from "./plan_memory.ts";
+import type { MemoryPlan } from "./plan_memory.ts";
 import { defineOptions, either, type FieldsOf, number, string } from "../options/schema.ts";
 import { DEVICE_PARTS, MEMORY_PART_LABELS } from "../engine/memory_parts.ts";
 
