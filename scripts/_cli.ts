@@ -11,6 +11,7 @@
  * - library errors that name an API option (`overwrite: true`) are rewritten to the flag (`--overwrite`).
  * @module
  */
+import { parseBytes } from "../lib/plan/bytes.ts";
 import { parseArgs } from "node:util";
 
 /** How an option's value is read. `size` is bytes from a number with a unit; `list` is comma-separated. */
@@ -110,18 +111,6 @@ const BUILTIN: Record<string, CliOption> = {
   help: { type: "boolean", description: "print this help and exit", example: "--help" },
 };
 
-const SIZE_UNITS: Record<string, number> = {
-  b: 1,
-  kb: 1e3,
-  mb: 1e6,
-  gb: 1e9,
-  tb: 1e12,
-  kib: 2 ** 10,
-  mib: 2 ** 20,
-  gib: 2 ** 30,
-  tib: 2 ** 40,
-};
-
 /**
  * Reads a size with a unit (B, KB, MB, GB, TB, KiB, MiB, GiB, TiB; case-insensitive) as bytes.
  *
@@ -139,16 +128,16 @@ const SIZE_UNITS: Record<string, number> = {
  * ```
  */
 export function parseSize(text: string, flag = "size"): number {
-  const m = /^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([a-z]*)\s*$/i.exec(text);
   const units = "B, KB, MB, GB, TB, KiB, MiB, GiB, TiB";
-  if (m && m[2] === "") {
-    throw new CliUsageError(`${flag} needs a unit: write ${m[1]}GB or ${m[1]}GiB (units: ${units})`);
+  const bare = /^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*$/i.exec(text);
+  if (bare) {
+    throw new CliUsageError(`${flag} needs a unit: write ${bare[1]}GB or ${bare[1]}GiB (units: ${units})`);
   }
-  const unit = m ? SIZE_UNITS[m[2].toLowerCase()] : undefined;
-  if (!m || unit === undefined) {
+  try {
+    return parseBytes(text); // the planner's parser: same units, same number syntax
+  } catch {
     throw new CliUsageError(`${flag} needs a size with a unit such as 24GB, got "${text}" (units: ${units})`);
   }
-  return Number(m[1]) * unit;
 }
 
 /** Edit distance, for "did you mean". */
