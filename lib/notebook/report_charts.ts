@@ -7,7 +7,7 @@
  * @module
  */
 import type { StepRecord } from "../train/types.ts";
-import { type MemoryBreakdown, memoryPartLabel } from "../engine/memory_parts.ts";
+import { DEVICE_PARTS, type MemoryBreakdown, memoryPartLabel } from "../engine/memory_parts.ts";
 import type { PlotlyFigure } from "./plotly.ts";
 
 const MIB = 2 ** 20;
@@ -204,16 +204,7 @@ export function memoryTotalChart(
   options: { title?: string } = {},
 ): PlotlyFigure {
   const b = peakRecord(history, "memoryTotalChart").memory.breakdown;
-  const device = ([
-    "weights",
-    "quantConstants",
-    "adapters",
-    "gradients",
-    "optimizerStates",
-    "activations",
-    "workspace",
-  ] as const)
-    .filter((p) => b[p] > 0);
+  const device = DEVICE_PARTS.filter((p) => b[p] > 0);
   const rows = ["tensor memory (device)", "host memory"];
   const data: Record<string, unknown>[] = device.map((p) => ({
     type: "bar",
