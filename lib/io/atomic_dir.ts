@@ -32,7 +32,8 @@ function split(dir: string): { parent: string; base: string } {
     : { parent: i === 0 ? "/" : clean.slice(0, i), base: clean.slice(i + 1) };
 }
 
-async function exists(path: string): Promise<boolean> {
+/** Whether `path` exists (a dangling link counts); other errors than NotFound are thrown. */
+export async function pathExists(path: string): Promise<boolean> {
   try {
     await Deno.lstat(path);
     return true;
@@ -129,7 +130,7 @@ export async function recoverInterruptedSave(dir: string): Promise<string[]> {
   const { parent } = split(dir);
   const { tmp, old } = await interruptedSaves(dir);
   const touched: string[] = [];
-  if (old.length > 0 && !(await exists(dir))) {
+  if (old.length > 0 && !(await pathExists(dir))) {
     const restore = old.pop()!;
     await Deno.rename(restore, dir);
     await fsyncPath(parent);
@@ -199,7 +200,7 @@ export async function writeDirAtomic(
   const { parent } = split(clean);
   await Deno.mkdir(parent, { recursive: true });
   await recoverInterruptedSave(clean);
-  if (await exists(clean) && !(await Deno.lstat(clean)).isDirectory) {
+  if (await pathExists(clean) && !(await Deno.lstat(clean)).isDirectory) {
     throw new TypeError(`save: ${clean} exists and is not a folder; choose another destination.`);
   }
   const id = crypto.randomUUID().slice(0, 8);
@@ -207,10 +208,10 @@ export async function writeDirAtomic(
   await Deno.mkdir(tmp);
   try {
     await write(tmp);
-    if (options.carry && await exists(clean)) {
+    if (options.carry && await pathExists(clean)) {
       for await (const e of Deno.readDir(clean)) {
         const leftover = e.name.includes(TMP_MARK) || e.name.includes(OLD_MARK);
-        if (!leftover && options.carry(e.name) && !(await exists(`${tmp}/${e.name}`))) {
+        if (!leftover && options.carry(e.name) && !(await pathExists(`${tmp}/${e.name}`))) {
           await linkTree(`${clean}/${e.name}`, `${tmp}/${e.name}`);
         }
       }
@@ -220,7 +221,7 @@ export async function writeDirAtomic(
     await Deno.remove(tmp, { recursive: true }).catch(() => {});
     throw e;
   }
-  if (await exists(clean)) {
+  if (await pathExists(clean)) {
     const old = `${clean}${OLD_MARK}${id}`;
     await Deno.rename(clean, old);
     await fsyncPath(parent);

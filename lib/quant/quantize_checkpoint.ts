@@ -12,7 +12,7 @@
  */
 
 import { openCheckpoint, writeShardedSafetensors } from "../io/checkpoint_files.ts";
-import { recoverInterruptedSave, writeDirAtomic } from "../io/atomic_dir.ts";
+import { pathExists, recoverInterruptedSave, writeDirAtomic } from "../io/atomic_dir.ts";
 import type { SafetensorsDtype } from "../io/dtypes.ts";
 import type { SafetensorsEntry } from "../io/safetensors_writer.ts";
 import { type Quant4bitState, quantize4bit, WEIGHT_DTYPES, type WeightDtype } from "./blockwise_4bit.ts";
@@ -140,16 +140,6 @@ async function nonEmpty(dir: string): Promise<boolean> {
   }
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.lstat(path);
-    return true;
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
-    throw e;
-  }
-}
-
 /** A spooled tensor: where its bytes lie in the spool file. */
 interface Spooled {
   entry: Omit<SafetensorsEntry, "data">;
@@ -213,7 +203,7 @@ export async function quantizeCheckpoint(
   const o = resolveOptions(options);
   const config = await readConfig(inDir);
   const outAbs = await Deno.realPath(inDir).then(async (inReal) => {
-    if ((await exists(outDir)) && (await Deno.realPath(outDir)) === inReal) {
+    if ((await pathExists(outDir)) && (await Deno.realPath(outDir)) === inReal) {
       throw new RangeError(`quantizeCheckpoint: outDir is the input directory ${inDir}; choose another.`);
     }
     return outDir.replace(/\/+$/, "");
