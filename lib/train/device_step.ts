@@ -19,7 +19,7 @@ import type { NamedParam } from "../models/linear.ts";
 import type { Optimizer } from "../optim/optimizer.ts";
 import type { MicroBatch } from "./batching.ts";
 import { microBatchLossSum } from "./loss.ts";
-import { DivergenceError, type StepGuard } from "./divergence.ts";
+import { checkSaturated, DivergenceError, type StepGuard } from "./divergence.ts";
 import type { StepResult } from "./step.ts";
 import { prefetchToHost, readScalars } from "../engine/async_reads.ts";
 
@@ -182,16 +182,7 @@ export async function runDeviceStep(
       );
     }
     guard?.checkLoss(loss);
-    if (guard && sq === 0 && loss > 1e-3) {
-      throw new DivergenceError({
-        step: guard.step,
-        lr,
-        reason: `every gradient is exactly 0 while the loss is ${
-          loss.toPrecision(4)
-        }: the model is saturated (weights blown up by a too large learning rate?)`,
-        weightsChanged: false,
-      });
-    }
+    checkSaturated(guard, lr, sq, loss);
     const norm = Math.sqrt(sq);
     const maxNorm = options.maxGradNorm;
     // The same factor as clipByGlobalNorm (torch's).

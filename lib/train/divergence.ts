@@ -219,3 +219,32 @@ export class LossHistory {
     };
   }
 }
+
+/**
+ * Every gradient exactly 0 at a clearly non-zero loss: the model is saturated (its weights were blown
+ * up, e.g. by lr 1e6: the loss then sits at ln(vocab) and nothing can recover). Throws a
+ * {@linkcode DivergenceError} then; does nothing without a guard.
+ *
+ * @example
+ * ```ts
+ * import { checkSaturated, DivergenceError, LossHistory } from "./divergence.ts";
+ * const g = new LossHistory({ lossSpikeFactor: 4, lossSpikeMargin: 1, lossSpikeWindow: 16, layerwiseCheck: "prepass" })
+ *   .guard(2, 1e6);
+ * checkSaturated(g, 1e-3, 0.5, 2); // non-zero gradients: fine
+ * let e: unknown;
+ * try { checkSaturated(g, 1e6, 0, 6.2); } catch (x) { e = x; }
+ * if (!(e instanceof DivergenceError)) throw new Error("saturation stops training");
+ * ```
+ */
+export function checkSaturated(guard: StepGuard | undefined, lr: number, sumSq: number, loss: number): void {
+  if (guard && sumSq === 0 && loss > 1e-3) {
+    throw new DivergenceError({
+      step: guard.step,
+      lr,
+      reason: `every gradient is exactly 0 while the loss is ${
+        loss.toPrecision(4)
+      }: the model is saturated (weights blown up by a too large learning rate?)`,
+      weightsChanged: false,
+    });
+  }
+}

@@ -14,7 +14,7 @@ import { accumulateGradients, clipByGlobalNorm } from "./accumulate.ts";
 import type { MicroBatch } from "./batching.ts";
 import { blockwiseBackward } from "./blockwise.ts";
 import { withPhase } from "../engine/kernel_timer.ts";
-import { DivergenceError, firstNonFinite, type StepGuard } from "./divergence.ts";
+import { checkSaturated, DivergenceError, firstNonFinite, type StepGuard } from "./divergence.ts";
 import { restoreLayerRng, snapshotLayerRng } from "./layer_rng.ts";
 import { type LayerwiseClip, layerwiseClipScale, needsNormPrepass } from "./layerwise_clip.ts";
 
@@ -101,20 +101,6 @@ export function runStep(
       weightsChanged: updated.length > 0,
     });
   };
-  // Every gradient exactly 0 at a clearly non-zero loss: the model is saturated (its weights
-  // were blown up, e.g. by lr 1e6: the loss then sits at ln(vocab) and nothing can recover).
-  const checkSaturated = (sumSq: number, loss: number) => {
-    if (guard && sumSq === 0 && loss > 1e-3) {
-      throw new DivergenceError({
-        step: guard.step,
-        lr,
-        reason: `every gradient is exactly 0 while the loss is ${
-          loss.toPrecision(4)
-        }: the model is saturated (weights blown up by a too large learning rate?)`,
-        weightsChanged: false,
-      });
-    }
-  };
   const checkWeights = (ps: NamedParam[]) => {
     if (!guard) return;
     const bad = firstNonFinite(ps.map((p) => p.variable));
@@ -147,7 +133,7 @@ export function runStep(
         pre += sumSquares(gs);
       }, (l) => checkLoss(l));
       restoreLayerRng(model, rng);
-      checkSaturated(pre, l);
+      checkSaturated(guard, lr, pre, l);
       globalNorm = Math.sqrt(pre);
     }
     const totalSize = params.reduce((s, p) => s + p.variable.size, 0);
@@ -245,7 +231,7 @@ export function runStep(
     throw nonFinite(label, "the gradient norm", clipped.norm);
   }
   try {
-    checkSaturated(clipped.norm, loss);
+    checkSaturated(guard, lr, clipped.norm, loss);
   } catch (e) {
     tf.dispose(clipped.grads);
     throw e;
