@@ -10,6 +10,7 @@
  * tries that library first.
  * @module
  */
+import { envGet, ffiGranted } from "./permissions.ts";
 import { array, defineOptions, type FieldsOf, integer, string } from "../options/schema.ts";
 
 /** CBLAS constants (cblas.h). */
@@ -99,23 +100,6 @@ const SGEMM = {
   ],
   result: "void",
 } as const;
-
-function envGet(name: string): string | undefined {
-  try {
-    if (Deno.permissions.querySync({ name: "env", variable: name }).state !== "granted") return undefined;
-    return Deno.env.get(name);
-  } catch {
-    return undefined;
-  }
-}
-
-function ffiGranted(): boolean {
-  try {
-    return Deno.permissions.querySync({ name: "ffi" }).state === "granted";
-  } catch {
-    return false;
-  }
-}
 
 function tryOpen(path: string): Blas | null {
   let lib: Deno.DynamicLibrary<{ cblas_sgemm: typeof SGEMM }>;

@@ -8,6 +8,7 @@
  * Environment: `NBTUNE_NATIVE=off` disables it, `NBTUNE_NATIVE_LIB=/path/lib.so` loads that file.
  * @module
  */
+import { envGet, ffiGranted } from "./permissions.ts";
 
 const SYMBOLS = {
   nb_version: { parameters: [], result: "i32" },
@@ -54,15 +55,6 @@ export interface NativeKernels {
     rowLoss: Float32Array,
     grad: Float32Array | null,
   ): void;
-}
-
-function envGet(name: string): string | undefined {
-  try {
-    if (Deno.permissions.querySync({ name: "env", variable: name }).state !== "granted") return undefined;
-    return Deno.env.get(name);
-  } catch {
-    return undefined;
-  }
 }
 
 /** Threads the native kernels use (OpenMP's default: all cores). */
@@ -194,13 +186,7 @@ export function nativeKernels(): NativeKernels {
   if (mode === "off" || mode === "0" || mode === "false") {
     why = "NBTUNE_NATIVE=off";
   } else {
-    let ffi = false;
-    try {
-      ffi = Deno.permissions.querySync({ name: "ffi" }).state === "granted";
-    } catch {
-      ffi = false;
-    }
-    const r = ffi ? open(envGet("NBTUNE_NATIVE_LIB") ?? defaultPath()) : "no --allow-ffi permission";
+    const r = ffiGranted() ? open(envGet("NBTUNE_NATIVE_LIB") ?? defaultPath()) : "no --allow-ffi permission";
     if (typeof r !== "string") return cached = r;
     why = r;
     console.warn(
