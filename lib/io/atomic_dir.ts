@@ -32,6 +32,16 @@ function split(dir: string): { parent: string; base: string } {
     : { parent: i === 0 ? "/" : clean.slice(0, i), base: clean.slice(i + 1) };
 }
 
+/** Whether `path` is a regular file (following links); other errors than NotFound are thrown. */
+export async function isFile(path: string): Promise<boolean> {
+  try {
+    return (await Deno.stat(path)).isFile;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return false;
+    throw e;
+  }
+}
+
 /** Whether `path` exists (a dangling link counts); other errors than NotFound are thrown. */
 export async function pathExists(path: string): Promise<boolean> {
   try {

@@ -15,7 +15,7 @@ import {
   type TensorReader,
 } from "./safetensors_reader.ts";
 import { type SafetensorsEntry, writeSafetensors } from "./safetensors_writer.ts";
-import { refuseInterruptedSave } from "./atomic_dir.ts";
+import { isFile, refuseInterruptedSave } from "./atomic_dir.ts";
 import { defineOptions, type FieldsOf, integer, record, string } from "../options/schema.ts";
 
 /** File name of a single-file checkpoint. */
@@ -30,15 +30,6 @@ function join(dir: string, name: string): string {
 function dirname(path: string): string {
   const i = path.lastIndexOf("/");
   return i < 0 ? "." : i === 0 ? "/" : path.slice(0, i);
-}
-
-async function isFile(path: string): Promise<boolean> {
-  try {
-    return (await Deno.stat(path)).isFile;
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
-    throw e;
-  }
 }
 
 async function removeIfPresent(path: string): Promise<void> {

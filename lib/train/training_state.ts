@@ -19,7 +19,7 @@
  * complete save or this one. `findLatestSave` skips folders without `trainer_state.json`.
  * @module
  */
-import { recoverInterruptedSave, refuseInterruptedSave, writeDirAtomic } from "../io/atomic_dir.ts";
+import { isFile, recoverInterruptedSave, refuseInterruptedSave, writeDirAtomic } from "../io/atomic_dir.ts";
 import { openSafetensors } from "../io/safetensors_reader.ts";
 import { type SafetensorsEntry, writeSafetensors } from "../io/safetensors_writer.ts";
 import type { LlamaForCausalLM } from "../models/llama.ts";
@@ -129,15 +129,6 @@ export async function writeTrainingState(
     }
     await Deno.writeTextFile(`${tmp}/${TRAINER_STATE_FILE}`, JSON.stringify(json) + "\n");
   });
-}
-
-async function isFile(path: string): Promise<boolean> {
-  try {
-    return (await Deno.stat(path)).isFile;
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
-    throw e;
-  }
 }
 
 /**
