@@ -7,6 +7,7 @@
  * names, so each is a row plus the layer code that reads the field).
  * @module
  */
+import { LLAMA_LIKE } from "./families/llama_like.ts";
 import { QWEN2_FAMILY } from "./families/qwen2.ts";
 import { GEMMA_FAMILY } from "./families/gemma.ts";
 import { PHI3_FAMILY } from "./families/phi3.ts";
@@ -59,34 +60,18 @@ export interface ModelFamily {
   readonly fusedLinears?: boolean;
 }
 
-const LLAMA_NAMES = {
-  attention: ["q_proj", "k_proj", "v_proj", "o_proj"],
-  mlp: ["gate_proj", "up_proj", "down_proj"],
-} as const;
-
-const llamaLike = {
-  engine: true,
-  mlp: "swiglu",
-  norm: "rmsnorm",
-  normsPerLayer: 2,
-  qkvBias: false,
-  fusedQkv: false,
-  tieWordEmbeddings: false,
-  linearNames: LLAMA_NAMES,
-} as const;
-
 /** Every model family by `model_type`. */
 export const MODEL_FAMILIES: Readonly<
   Record<"llama" | "mistral" | "qwen2" | "gemma" | "phi3" | "falcon", ModelFamily>
 > = {
   llama: {
-    ...llamaLike,
+    ...LLAMA_LIKE,
     modelType: "llama",
     aliases: ["tinyllama"],
     doc: "Llama 1/2/3 (RoPE, grouped-query attention, SwiGLU, RMSNorm)",
   },
   mistral: {
-    ...llamaLike,
+    ...LLAMA_LIKE,
     modelType: "mistral",
     aliases: [],
     doc: "Mistral (Llama layout; sliding-window attention is not needed below its window)",

@@ -10,6 +10,7 @@
  * @module
  */
 import type { ModelFamily } from "../families.ts";
+import { LLAMA_LIKE } from "./llama_like.ts";
 
 /** Activations written as tanh-approximated GELU in Transformers' ACT2FN. */
 const TANH_GELU = ["gelu_pytorch_tanh", "gelu_new", "gelu_fast"];
@@ -60,17 +61,8 @@ export const GEMMA_FAMILY: ModelFamily = {
   modelType: "gemma",
   aliases: [],
   doc: "Gemma (RMSNorm with 1 + weight, embeddings scaled by sqrt(hidden), GeGLU tanh-GELU, head_dim 256)",
-  engine: true,
-  mlp: "swiglu",
-  norm: "rmsnorm",
-  normsPerLayer: 2,
-  qkvBias: false,
-  fusedQkv: false,
+  ...LLAMA_LIKE,
   tieWordEmbeddings: true,
-  linearNames: {
-    attention: ["q_proj", "k_proj", "v_proj", "o_proj"],
-    mlp: ["gate_proj", "up_proj", "down_proj"],
-  },
   checkConfig: checkGemmaConfig,
   normUnitOffset: true,
   scaleEmbeddings: true,

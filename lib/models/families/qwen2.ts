@@ -8,6 +8,7 @@
  * @module
  */
 import type { ModelFamily } from "../families.ts";
+import { LLAMA_LIKE } from "./llama_like.ts";
 
 /**
  * Refuses the Qwen2 config keys that change the math and that our engine does not implement,
@@ -45,16 +46,7 @@ export const QWEN2_FAMILY: ModelFamily = {
   modelType: "qwen2",
   aliases: [],
   doc: "Qwen2 / Qwen2.5 (Llama layout with q/k/v biases)",
-  engine: true,
-  mlp: "swiglu",
-  norm: "rmsnorm",
-  normsPerLayer: 2,
+  ...LLAMA_LIKE,
   qkvBias: true,
-  fusedQkv: false,
-  tieWordEmbeddings: false,
-  linearNames: {
-    attention: ["q_proj", "k_proj", "v_proj", "o_proj"],
-    mlp: ["gate_proj", "up_proj", "down_proj"],
-  },
   checkConfig: checkQwen2Config,
 };
