@@ -35,7 +35,7 @@ export type { MemoryRecord } from "./lib/engine/memory.ts";
 export { loadTokenizer } from "./lib/io/tokenizer.ts";
 export type { Tokenizer } from "./lib/io/tokenizer.ts";
 export type { ChatMessage } from "./lib/io/chat_template.ts";
-export { readJsonl } from "./lib/train/recipe.ts";
+export { readJsonl, streamJsonl } from "./lib/train/recipe.ts";
 
 // models
 export { loadModel } from "./lib/models/load_model.ts";

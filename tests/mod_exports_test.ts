@@ -76,6 +76,7 @@ const VALUES = [
   "setRank",
   "showMemory",
   "showPlanTable",
+  "streamJsonl",
   "table",
   "tokenizeRecords",
   "train",

@@ -15,7 +15,7 @@
 import { parse } from "npm:yaml@2.9.1";
 import type { TrainingRecord } from "./data.ts";
 import type { TrainOptions } from "./trainer.ts";
-import { readJsonl as readJsonlFile } from "../io/jsonl.ts";
+import { readJsonl as readJsonlFile, streamJsonl as streamJsonlFile } from "../io/jsonl.ts";
 import { type AnyField, defineOptions, type FieldsOf, object, oneOf, string } from "../options/schema.ts";
 import { quantizeField, type QuantizeOption } from "../quant/quantize_option.ts";
 import { type DyLoRAConfig, dyloraSchema, type LoRAConfig, loraSchema } from "../adapters/attach.ts";
@@ -153,4 +153,13 @@ export function parseRecipe(text: string, baseDir: string, file = "recipe"): Rec
  */
 export function readJsonl<T = TrainingRecord>(path: string): Promise<T[]> {
   return readJsonlFile<T>(path);
+}
+
+/**
+ * Streams JSON-lines training records one by one, reading the file incrementally (see
+ * `lib/io/jsonl.ts`): `train(model, streamJsonl(path), { steps })` never holds the whole file.
+ * Errors name the file and line. The type parameter states the record shape you expect.
+ */
+export function streamJsonl<T = TrainingRecord>(path: string): AsyncGenerator<T, void, undefined> {
+  return streamJsonlFile<T>(path);
 }
