@@ -8,6 +8,7 @@
  * @module
  */
 import { LLAMA_LIKE } from "./families/llama_like.ts";
+import { checkLlamaConfig } from "./families/llama.ts";
 import { QWEN2_FAMILY } from "./families/qwen2.ts";
 import { GEMMA_FAMILY } from "./families/gemma.ts";
 import { PHI3_FAMILY } from "./families/phi3.ts";
@@ -69,12 +70,14 @@ export const MODEL_FAMILIES: Readonly<
     modelType: "llama",
     aliases: ["tinyllama"],
     doc: "Llama 1/2/3 (RoPE, grouped-query attention, SwiGLU, RMSNorm)",
+    checkConfig: checkLlamaConfig,
   },
   mistral: {
     ...LLAMA_LIKE,
     modelType: "mistral",
     aliases: [],
     doc: "Mistral (Llama layout; sliding-window attention is not needed below its window)",
+    checkConfig: checkLlamaConfig,
   },
   qwen2: QWEN2_FAMILY,
   gemma: GEMMA_FAMILY,
