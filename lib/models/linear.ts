@@ -42,6 +42,11 @@ export interface Linear {
   storage(): StorageInfo[];
   /** The full-precision weight `[O, I]` as a new tensor (the caller disposes it). */
   denseWeight(): tf.Tensor2D;
+  /**
+   * The input gradient of a frozen layer, `dx = dy · W`: `dy: [N, O]` → `[N, I]` (used by the
+   * hand-written block backward, `llama_block_grad.ts`; layers without it train through the tape).
+   */
+  inputGrad?(dy: tf.Tensor2D): tf.Tensor2D;
   /** Called by the trainer at the start of every optimizer step (adapters that sample per step). */
   beginStep?(step: number): void;
   dispose(): void;
@@ -95,6 +100,10 @@ export class DenseLinear implements Linear {
       throw new TypeError(`${this.name}: input has ${x.shape[1]} features, expected ${this.inFeatures}`);
     }
     return tf.matMul(x, this.weight as tf.Tensor2D, false, true); // [N, O]
+  }
+
+  inputGrad(dy: tf.Tensor2D): tf.Tensor2D {
+    return tf.matMul(dy, this.weight as tf.Tensor2D); // [N, I]
   }
 
   trainableParams(): NamedParam[] {

@@ -184,6 +184,16 @@ export class QuantizedLinear implements Linear {
     return f(x) as tf.Tensor2D;
   }
 
+  /** `dx = dy · W` with a freshly dequantized `W`, freed at once: `dy: [N, O]` → `[N, I]`. */
+  inputGrad(dy: tf.Tensor2D): tf.Tensor2D {
+    const w = this.weightTensor();
+    try {
+      return tf.matMul(dy, w); // [N, I]
+    } finally {
+      this.release(w);
+    }
+  }
+
   trainableParams(): NamedParam[] {
     return [];
   }
