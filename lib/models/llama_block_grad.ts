@@ -70,7 +70,9 @@ function projection(block: LlamaBlock, name: Name): Projection | string {
     layer = layer.base;
   }
   if (layer.trainableParams().length > 0) return `${layer.name}'s base weight is trainable`;
-  if (typeof layer.inputGrad !== "function") return `${layer.name} (${layer.constructor.name}) has no inputGrad`;
+  if (typeof layer.inputGrad !== "function") {
+    return `${layer.name} (${layer.constructor.name}) has no inputGrad`;
+  }
   const b = block.biases[name];
   return {
     base: layer as Projection["base"],
@@ -389,12 +391,16 @@ export function blockBackward(
  * ```
  */
 export function blockSavedBytes(
-  config: Pick<LlamaConfig, "hiddenSize" | "intermediateSize" | "numAttentionHeads" | "numKeyValueHeads" | "headDim">,
+  config: Pick<
+    LlamaConfig,
+    "hiddenSize" | "intermediateSize" | "numAttentionHeads" | "numKeyValueHeads" | "headDim"
+  >,
   B: number,
   T: number,
   loraRanks: number[],
 ): number {
-  const { hiddenSize: D, intermediateSize: F, numAttentionHeads: H, numKeyValueHeads: G, headDim: Dh } = config;
+  const { hiddenSize: D, intermediateSize: F, numAttentionHeads: H, numKeyValueHeads: G, headDim: Dh } =
+    config;
   const N = B * T;
   const floats = 2 * N + N * (H + 2 * G) * Dh + B * H * T * T + N * H * Dh + N * D + 2 * N * F +
     loraRanks.reduce((s, r) => s + N * r, 0);

@@ -81,6 +81,7 @@ import { findModelFamily } from "../models/families.ts";
 import { QUANT_FORMATS } from "../quant/formats.ts";
 import { optimizerStateBytes, type ParamShape, updateTemporaries } from "./engine_optimizer.ts";
 import { type Dims, type LinearPlan, Tape, traceBlock, traceEmbed, traceHead } from "./engine_tape.ts";
+import { handWrittenBlock } from "./engine_handwritten.ts";
 import type { ModelShape } from "./model_shape.ts";
 import { linearModules } from "./model_shape.ts";
 import type { TrainerPlanOptions } from "./plan_for_model.ts";
@@ -95,6 +96,8 @@ export type EngineBreakdown = MemoryBreakdown;
 export type PeakPhase =
   | "end of backward"
   | "head backward"
+  | "forward"
+  | "block backward"
   | "block backward (recompute)"
   | "embedding backward"
   | "gradient norm"
@@ -159,6 +162,10 @@ interface StepSetup {
   /** Full fine-tuning or GaLore (no adapter): every base weight trains. */
   baseTrainable: boolean;
   tied: boolean;
+  /** LoRA over a frozen base: the trainer's hand-written block backward (llama_block_grad.ts). */
+  handWritten: boolean;
+  /** Projections with a bias (Qwen2's q/k/v). */
+  biases: string[];
   notes: string[];
 }
 
@@ -235,7 +242,7 @@ export function estimateTrainingMemory(
   const params = parameterPlan(setup);
   const P = size(params.all) * E;
   const peaks = new PeakTracker();
-  const gradientBytes = mode === "full"
+  const gradientBytes = mode === "full" && !setup.handWritten
     ? fullTapePeak(setup, P, peaks)
     : blockwisePeaks(setup, params, P, peaks);
   afterBackwardPeaks(setup, params, P, gradientBytes, peaks);
@@ -317,7 +324,20 @@ function stepSetup(spec: ResolvedPlanSpec): StepSetup {
     lin.rank = adapter && (targets === "all-linear" || targets.includes(m.name)) ? spec.r : 0;
     lin.magnitude = lin.rank > 0 && spec.adapterKind === "dora";
   }
-  return { spec, mode, dm, lins, baseTrainable: !adapter, tied: shape.tieWordEmbeddings, notes: [] };
+  // The trainer differentiates LoRA blocks by hand (llama_block_grad.ts); DyLoRA and DoRA by the tape.
+  const handWritten = adapter && spec.adapterKind === "lora";
+  const biases = shape.qkvBias ? ["q_proj", "k_proj", "v_proj"] : [];
+  return {
+    spec,
+    mode,
+    dm,
+    lins,
+    baseTrainable: !adapter,
+    tied: shape.tieWordEmbeddings,
+    handWritten,
+    biases,
+    notes: [],
+  };
 }
 
 /** Resident fp32 weights and adapters, 4-bit host bytes, trainable tensors and optimizer state. */
@@ -415,6 +435,7 @@ function fullTapePeak(setup: StepSetup, P: number, peaks: PeakTracker): number {
 function blockwisePeaks(setup: StepSetup, params: ParamPlan, P: number, peaks: PeakTracker): number {
   const { dm, lins, baseTrainable, tied, mode, spec, notes } = setup;
   const { N, D, V, L } = dm;
+  if (setup.handWritten) return handWrittenPeaks(setup, params, P, peaks);
   const acc = mode === "checkpointed"; // gradients accumulate over groups until the update
   // Checkpointing sums into one buffer per parameter across groups and micro-batches:
   // from the second micro-batch on, every parameter's sum is alive (P) all the time.
@@ -458,6 +479,68 @@ function blockwisePeaks(setup: StepSetup, params: ParamPlan, P: number, peaks: P
       }.`,
   );
   return acc ? P : Math.max(...groups);
+}
+
+/**
+ * The hand-written block backward (blockwise.ts with llama_block_grad.ts; LoRA over a frozen base,
+ * so no embedding group): `"full"` keeps every block's saved tensors from the forward, the other
+ * modes recompute one block at a time. Candidates: the last block's forward, the head's tape, and
+ * each block's backward (its tidy at its end). Returns the gradient bytes held.
+ */
+function handWrittenPeaks(setup: StepSetup, params: ParamPlan, P: number, peaks: PeakTracker): number {
+  const { dm, lins, baseTrainable, mode, spec, notes, biases } = setup;
+  const { N, D, L } = dm;
+  const recompute = mode !== "full";
+  const acc = mode !== "layerwise";
+  const later = spec.gradAccumSteps > 1 && acc;
+  const blk = handWrittenBlock(dm, lins, { biases, unitOffset: false });
+  const kept = batchKeptBytes(dm);
+  const headBytes = size(params.headParams) * E, blockP = size(params.blockParams) * E;
+  const allSaved = recompute ? 0 : L * blk.saved * E;
+  if (!recompute) {
+    peaks.consider("forward", {
+      savedForBackward: allSaved,
+      backwardGradients: 0,
+      parameterGradients: later ? P : 0,
+      kept: kept + L * N * D * E + N * D * E,
+      transient: blk.forwardHeld * E,
+    });
+  }
+  const th = new Tape();
+  traceHead(th, { n: N * D, g: true }, dm, { normTrainable: baseTrainable, headTrainable: baseTrainable });
+  peaks.consider("head backward", {
+    savedForBackward: th.saved * E + allSaved,
+    backwardGradients: th.grads * E - headBytes,
+    parameterGradients: headBytes + (later ? P : 0),
+    kept: kept + (L + 1) * N * D * E,
+    transient: (2 * N * D + 1) * E,
+  });
+  for (let i = L - 1; i >= 0; i--) {
+    const accumulated = acc ? (later ? P : headBytes + (L - 1 - i) * blockP) : 0;
+    const base = kept + (i + 2) * N * D * E + N * D * E; // h_0..h_{i+1} and dh
+    const saved = (recompute ? 1 : i + 1) * blk.saved * E;
+    if (recompute) {
+      peaks.consider("block backward (recompute)", {
+        savedForBackward: saved,
+        backwardGradients: 0,
+        parameterGradients: accumulated,
+        kept: base,
+        transient: (blk.forwardHeld + N * D) * E,
+      });
+    }
+    peaks.consider(recompute ? "block backward (recompute)" : "block backward", {
+      savedForBackward: saved,
+      backwardGradients: 0,
+      parameterGradients: blockP + accumulated,
+      kept: base + N * D * E, // and the new dh
+      transient: blk.backwardHeld * E,
+    });
+  }
+  notes.push(
+    `Hand-written block backward: ${blk.saved * E} B kept per block for its backward ` +
+      `(${recompute ? "recomputed one block at a time" : "all blocks, from the forward"}).`,
+  );
+  return acc ? P : Math.max(headBytes, blockP);
 }
 
 /** Embedding tape (block-wise, trained embedding): h_0, dh_0 and the recomputed h_0 alive. */

@@ -21,6 +21,26 @@ import { forwardOptionsOf, type MicroBatch } from "./batching.ts";
 import { nllSum } from "./loss.ts";
 import { withPhase } from "../engine/kernel_timer.ts";
 import { keepDequantizedForBackward, releaseKeptWeights } from "../quant/quantized_linear.ts";
+import {
+  blockBackward,
+  blockForwardSaving,
+  blockGradSupport,
+  type BlockSaved,
+  disposeSaved,
+} from "../models/llama_block_grad.ts";
+
+/**
+ * Whether every block of `model` can use the hand-written forward/backward
+ * (`llama_block_grad.ts`), or the first reason why not. The trainer uses it when it can; the tape
+ * otherwise.
+ */
+export function handWrittenBackward(model: LlamaForCausalLM): { ok: true } | { ok: false; reason: string } {
+  for (const layer of model.layers) {
+    const why = blockGradSupport(layer);
+    if (why !== null) return { ok: false, reason: why };
+  }
+  return { ok: true };
+}
 
 /** Receives the gradients of one group of parameters (the caller disposes nothing: the grads are freed after the call). */
 export type GradSink = (params: NamedParam[], grads: tf.Tensor[]) => void;
@@ -52,6 +72,14 @@ export function blockwiseBackward(
   divisor: number,
   sink: GradSink,
   onLoss?: (loss: number) => void,
+  /**
+   * `"tape"`: recompute each block under the autodiff tape (gradient checkpointing with any block);
+   * `"hand-written"`: the hand-written backward, keeping each block's saved tensors from the
+   * forward (no recompute); `"hand-written-recompute"`: the hand-written backward after
+   * recomputing the block's forward (checkpointing without the tape). The hand-written ones need
+   * {@linkcode handWrittenBackward}.
+   */
+  how: "tape" | "hand-written" | "hand-written-recompute" = "tape",
 ): number {
   const engine = tf.engine();
   const groups = parameterGroups(model);
@@ -62,12 +90,20 @@ export function blockwiseBackward(
   const targets = tf.tensor1d(batch.targets, "int32");
   const weights = tf.tensor1d(batch.weights, "float32");
   const hs: tf.Tensor3D[] = [];
+  const saved: (BlockSaved | undefined)[] = [];
   let tiedEmbedGrad: tf.Tensor | undefined;
   try {
-    // Forward, keeping only block inputs.
+    // Forward, keeping block inputs (and, hand-written without recompute, what each backward needs).
     withPhase("forward", () => {
       hs.push(model.embed(ids));
-      for (const layer of model.layers) hs.push(tf.tidy(() => layer.forward(hs[hs.length - 1], ctx)));
+      for (const layer of model.layers) {
+        const h = hs[hs.length - 1];
+        if (how === "hand-written") {
+          const r = blockForwardSaving(layer, h, ctx);
+          saved.push(r.saved);
+          hs.push(r.out);
+        } else hs.push(tf.tidy(() => layer.forward(h, ctx)));
+      }
     });
 
     // Head: final norm + LM head + loss.
@@ -127,20 +163,41 @@ export function blockwiseBackward(
       const params = groups[model.layers.length - i].params;
       const layer = model.layers[i];
       const h = hs[i];
-      const r = withPhase("blocks: recompute + backward", () =>
-        engine.gradients(
-          // The recompute keeps each dequantized base weight for the backward right after it.
-          () => keepDequantizedForBackward(() => layer.forward(h, ctx)),
-          [h, ...params.map((p) => p.variable)],
-          dh,
-          true,
-        ));
-      releaseKeptWeights();
-      r.value.dispose();
-      dh.dispose();
-      hs[i + 1].dispose();
-      dh = r.grads[0] as tf.Tensor3D;
-      const pg = r.grads.slice(1);
+      let pg: tf.Tensor[];
+      if (how === "tape") {
+        const r = withPhase("blocks: recompute + backward", () =>
+          engine.gradients(
+            // The recompute keeps each dequantized base weight for the backward right after it.
+            () => keepDequantizedForBackward(() => layer.forward(h, ctx)),
+            [h, ...params.map((p) => p.variable)],
+            dh,
+            true,
+          ));
+        releaseKeptWeights();
+        r.value.dispose();
+        dh.dispose();
+        hs[i + 1].dispose();
+        dh = r.grads[0] as tf.Tensor3D;
+        pg = r.grads.slice(1);
+      } else {
+        let s = saved[i];
+        saved[i] = undefined;
+        if (!s) {
+          const r = withPhase("blocks: recompute", () => blockForwardSaving(layer, h, ctx));
+          r.out.dispose();
+          s = r.saved;
+        }
+        const r = withPhase("blocks: backward", () => blockBackward(layer, s!, dh, ctx));
+        dh.dispose();
+        hs[i + 1].dispose();
+        dh = r.dh;
+        pg = params.map((p) => {
+          const g = r.grads.get(p.variable);
+          r.grads.delete(p.variable);
+          return g ?? tf.zerosLike(p.variable);
+        });
+        tf.dispose([...r.grads.values()]); // gradients of tensors the trainer does not train
+      }
       if (params.length) give(params, pg);
       pg.forEach((g) => g.dispose());
     }
@@ -163,6 +220,7 @@ export function blockwiseBackward(
     return loss;
   } finally {
     releaseKeptWeights();
+    for (const s of saved) if (s) disposeSaved(s);
     tiedEmbedGrad?.dispose();
     for (const h of hs) if (!h.isDisposed) h.dispose();
     ids.dispose();

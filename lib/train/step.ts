@@ -4,6 +4,10 @@
  * - `"checkpointed"`: block-wise backward with recomputation, gradients summed;
  * - `"layerwise"`: block-wise backward, each block stepped as soon as its
  *   gradients exist (no accumulation; clipping as `layerwiseClip` says, see layerwise_clip.ts).
+ *
+ * When every block is LoRA over a frozen base (`handWrittenBackward`), blocks are differentiated
+ * by the hand-written backward (`llama_block_grad.ts`) instead of the tape: `"full"` keeps what
+ * each block's backward needs from the forward (no recomputation), the other two recompute.
  * @module
  */
 import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
@@ -12,7 +16,7 @@ import type { NamedParam } from "../models/linear.ts";
 import type { Optimizer } from "../optim/optimizer.ts";
 import { accumulateGradients, clipByGlobalNorm } from "./accumulate.ts";
 import type { MicroBatch } from "./batching.ts";
-import { blockwiseBackward } from "./blockwise.ts";
+import { blockwiseBackward, handWrittenBackward } from "./blockwise.ts";
 import { withPhase } from "../engine/kernel_timer.ts";
 import { checkSaturated, DivergenceError, firstNonFinite, type StepGuard } from "./divergence.ts";
 import { restoreLayerRng, snapshotLayerRng } from "./layer_rng.ts";
@@ -115,6 +119,10 @@ export function runStep(
     }
   };
 
+  // LoRA over a frozen base: the hand-written block backward (no tape; no recompute unless checkpointing).
+  const handWritten = handWrittenBackward(model).ok;
+  const how = (recompute: boolean) =>
+    handWritten ? (recompute ? "hand-written-recompute" : "hand-written") : "tape";
   if (options.mode === "layerwise") {
     if (micro.length !== 1) {
       throw new RangeError(`${label}: layer-wise updates take one micro-batch per step`);
@@ -128,10 +136,17 @@ export function runStep(
       // streams are rewound so the updating pass sees the same masks.
       const rng = snapshotLayerRng(model);
       let pre = 0;
-      const l = blockwiseBackward(model, micro[0], total, (ps, gs) => {
-        checkGrads(ps, gs, 0);
-        pre += sumSquares(gs);
-      }, (l) => checkLoss(l));
+      const l = blockwiseBackward(
+        model,
+        micro[0],
+        total,
+        (ps, gs) => {
+          checkGrads(ps, gs, 0);
+          pre += sumSquares(gs);
+        },
+        (l) => checkLoss(l),
+        how(true),
+      );
       restoreLayerRng(model, rng);
       checkSaturated(guard, lr, pre, l);
       globalNorm = Math.sqrt(pre);
@@ -139,37 +154,44 @@ export function runStep(
     const totalSize = params.reduce((s, p) => s + p.variable.size, 0);
     let sq = 0, peak = 0;
     const updated: string[] = [];
-    const loss = blockwiseBackward(model, micro[0], total, (ps, gs) => {
-      checkGrads(ps, gs, 0, updated);
-      const blockSquares = sumSquares(gs);
-      sq += blockSquares;
-      peak = Math.max(peak, bytes(gs));
-      const c = layerwiseClipScale(clip, {
-        maxGradNorm,
-        globalNorm,
-        previousNorm: previousGradNorm,
-        blockSquares,
-        blockSize: ps.reduce((s, p) => s + p.variable.size, 0),
-        totalSize,
-      });
-      withPhase("optimizer", () => {
-        const clipped = c < 1 ? gs.map((g) => tf.mul(g, c)) : gs;
-        try {
-          optimizer.step(ps.map((p, i) => ({ name: p.name, variable: p.variable, grad: clipped[i] })), lr);
-        } finally {
-          if (clipped !== gs) tf.dispose(clipped);
-        }
-      });
-      updated.push(ps[0].name.match(/^model\.layers\.\d+/)?.[0] ?? ps[0].name);
-      checkWeights(ps);
-    }, (l) => checkLoss(l));
+    const loss = blockwiseBackward(
+      model,
+      micro[0],
+      total,
+      (ps, gs) => {
+        checkGrads(ps, gs, 0, updated);
+        const blockSquares = sumSquares(gs);
+        sq += blockSquares;
+        peak = Math.max(peak, bytes(gs));
+        const c = layerwiseClipScale(clip, {
+          maxGradNorm,
+          globalNorm,
+          previousNorm: previousGradNorm,
+          blockSquares,
+          blockSize: ps.reduce((s, p) => s + p.variable.size, 0),
+          totalSize,
+        });
+        withPhase("optimizer", () => {
+          const clipped = c < 1 ? gs.map((g) => tf.mul(g, c)) : gs;
+          try {
+            optimizer.step(ps.map((p, i) => ({ name: p.name, variable: p.variable, grad: clipped[i] })), lr);
+          } finally {
+            if (clipped !== gs) tf.dispose(clipped);
+          }
+        });
+        updated.push(ps[0].name.match(/^model\.layers\.\d+/)?.[0] ?? ps[0].name);
+        checkWeights(ps);
+      },
+      (l) => checkLoss(l),
+      how(true),
+    );
     if (!Number.isFinite(loss)) throw nonFinite(label, "the loss", loss);
     return { loss, tokens: total, gradNorm: Math.sqrt(sq), gradientBytes: peak };
   }
 
   let grads: tf.Tensor[];
   let loss: number;
-  if (options.mode === "checkpointed") {
+  if (options.mode === "checkpointed" || handWritten) {
     const index = new Map(params.map((p, i) => [p.variable, i]));
     const acc: (tf.Tensor | undefined)[] = params.map(() => undefined);
     loss = 0;
@@ -195,7 +217,7 @@ export function runStep(
           acc.forEach((t) => t?.dispose());
           throw e;
         }
-      });
+      }, how(options.mode === "checkpointed"));
       if (!Number.isFinite(l)) {
         acc.forEach((t) => t?.dispose());
         throw nonFinite(`${label} (micro-batch ${k + 1}/${micro.length})`, "the loss", l);

@@ -17,7 +17,7 @@ import {
   blockGradSupport,
   blockSavedBytes,
 } from "../../lib/models/llama_block_grad.ts";
-import type { LlamaForCausalLM, ForwardOptions } from "../../lib/models/llama.ts";
+import type { ForwardOptions, LlamaForCausalLM } from "../../lib/models/llama.ts";
 import { makeFamilyCheckpoint } from "../../scripts/make_family_checkpoint.ts";
 import { adapterLayers } from "../../lib/adapters/attach.ts";
 
@@ -51,7 +51,12 @@ function compareBlocks(model: LlamaForCausalLM, ids: number[][], options: Forwar
     const params = layer.trainableParams();
     assert(params.length > 0, "the block trains something");
     const dOut = tf.randomNormal(h.shape, 0, 1, "float32", 7 + layer.index) as tf.Tensor3D;
-    const tape = tf.engine().gradients(() => layer.forward(h, ctx), [h, ...params.map((p) => p.variable)], dOut, true);
+    const tape = tf.engine().gradients(
+      () => layer.forward(h, ctx),
+      [h, ...params.map((p) => p.variable)],
+      dOut,
+      true,
+    );
     const { out, saved } = blockForwardSaving(layer, h, ctx);
     assert(maxRel(out, tape.value) < 1e-5, `layer ${layer.index}: forward output`);
     const { dh, grads } = blockBackward(layer, saved, dOut, ctx);
@@ -94,7 +99,9 @@ Deno.test("llama: packed rows (per-row positions, block-diagonal mask) and train
   for (const l of model.layers) {
     l.inputNorm.trainable = true;
     l.postAttentionNorm.trainable = true;
-    tf.tidy(() => l.inputNorm.weight.assign(tf.randomUniform([model.config.hiddenSize], 0.5, 1.5, "float32", 3)));
+    tf.tidy(() =>
+      l.inputNorm.weight.assign(tf.randomUniform([model.config.hiddenSize], 0.5, 1.5, "float32", 3))
+    );
   }
   assertEquals(blockGradSupport(model.layers[0]), null);
   compareBlocks(model, [[5, 9, 2, 7, 1, 3]], {
