@@ -192,19 +192,37 @@ export function chatSegments(tokenizer: Tokenizer, messages: readonly ChatMessag
   return segments.filter((s, i) => s.text !== "" || i === 0);
 }
 
-/** Tokenizes every record (sync arrays) — see {@linkcode tokenizeRecord}. */
+/**
+ * Tokenizes every record (sync arrays) — see {@linkcode tokenizeRecord}. Errors name the record
+ * (`record i`, counted from `offset`: the index of `records[0]` in the whole data, for records
+ * tokenized in pieces as they stream in) and its `file:line` when it came from `readJsonl`.
+ *
+ * @example
+ * ```ts
+ * import { tokenizeRecords } from "./data.ts";
+ * const err = (() => {
+ *   try {
+ *     tokenizeRecords([{ ids: [1], labels: [1, 2] }], undefined, {}, 7);
+ *   } catch (e) {
+ *     return (e as Error).message;
+ *   }
+ * })();
+ * if (!err?.startsWith("record 7: ")) throw new Error(err);
+ * ```
+ */
 export function tokenizeRecords(
   records: TrainingRecord[],
   tokenizer: Tokenizer | undefined,
   options: TokenizeOptions = {},
+  offset = 0,
 ): Example[] {
   const o = tokenizeSchema.parse(options);
   return records.map((r, i) => {
     try {
       return tokenizeRecord(r, tokenizer, o);
     } catch (e) {
-      const src = sourceOf(r); // file:line when the record came from readJsonl
-      (e as Error).message = `record ${i}${src ? ` (${src})` : ""}: ${(e as Error).message}`;
+      const src = sourceOf(r); // file:line when the record came from readJsonl / streamJsonl
+      (e as Error).message = `record ${offset + i}${src ? ` (${src})` : ""}: ${(e as Error).message}`;
       throw e;
     }
   });

@@ -38,6 +38,7 @@ import {
   type TrainingRecord,
 } from "./data.ts";
 import { evaluateLossAsync } from "./evaluate.ts";
+import { ExampleStream } from "./example_stream.ts";
 import { createOptimizer, type GaLoreTrainOptions, type OptimizerName } from "./optimizers.ts";
 import { learningRateAt, type ScheduleKind } from "./schedule.ts";
 import type { StepRecord } from "./types.ts";
@@ -66,7 +67,10 @@ export interface TrainOptions {
   schedule?: ScheduleKind;
   /** Linear warmup steps. @default {0} */
   warmupSteps?: number;
-  /** Optimizer steps to run (takes precedence over `epochs`). */
+  /**
+   * Optimizer steps to run (takes precedence over `epochs`). With `steps`, `data` given as an
+   * `AsyncIterable` is streamed: pulled lazily, step by step, never collected (see {@linkcode train}).
+   */
   steps?: number;
   /** Passes over the data when `steps` is not given. @default {1} */
   epochs?: number;
@@ -78,7 +82,10 @@ export interface TrainOptions {
   evalData?: TrainingRecord[];
   /** Evaluate every N steps (and at the end). @default {0 = only at the end when evalData is given} */
   evalEvery?: number;
-  /** Shuffle each epoch with this seed; `false` keeps the order. @default {0} */
+  /**
+   * Shuffle each epoch with this seed; `false` keeps the order. Streamed data is read in its own
+   * order (a seed is refused there). @default {0}
+   */
   shuffleSeed?: number | false;
   /** Keep only block inputs during forward and recompute each block in backward. @default {false} */
   gradientCheckpointing?: boolean;
@@ -171,20 +178,23 @@ export function resolveTrainOptions(options: TrainOptions): ResolvedTrainOptions
 /**
  * Refuses token or label ids outside the vocabulary (they would index garbage or give a NaN
  * loss), and cuts sequences longer than the model's `max_position_embeddings` (on the
- * tokenizer's truncation side), warning how many were cut.
+ * tokenizer's truncation side), warning how many were cut (unless `quiet`: then the caller
+ * warns, e.g. once for a stream). Records are numbered from `offset`. Returns the number cut.
  */
 function checkExamples(
   examples: Example[],
   model: LlamaForCausalLM,
   side: "left" | "right",
   where: string,
-): void {
+  offset = 0,
+  quiet = false,
+): number {
   const V = model.config.vocabSize, P = model.config.maxPositionEmbeddings;
   examples.forEach((e, i) => {
     const bad = e.ids.findIndex((x) => !Number.isInteger(x) || x < 0 || x >= V);
     if (bad >= 0) {
       throw new RangeError(
-        `${where}: record ${i}: token id ${
+        `${where}: record ${offset + i}: token id ${
           e.ids[bad]
         } at position ${bad} is outside the vocabulary [0, ${V})`,
       );
@@ -194,7 +204,7 @@ function checkExamples(
     );
     if (badLabel >= 0) {
       throw new RangeError(
-        `${where}: record ${i}: label ${
+        `${where}: record ${offset + i}: label ${
           e.labels[badLabel]
         } at position ${badLabel} is outside the vocabulary [0, ${V}) ` +
           `(use ${IGNORE_INDEX} to ignore a position)`,
@@ -209,12 +219,13 @@ function checkExamples(
     e.ids = keep(e.ids);
     e.labels = keep(e.labels);
   }
-  if (cut > 0) {
+  if (cut > 0 && !quiet) {
     console.warn(
       `${where}: ${cut} of ${examples.length} examples are longer than the model's max_position_embeddings (${P}) ` +
         `and were cut to ${P} tokens (${side} side); set tokenize.maxLength to ${P} or less to silence this.`,
     );
   }
+  return cut;
 }
 
 /**
@@ -296,6 +307,19 @@ async function collect(data: TrainingRecord[] | AsyncIterable<TrainingRecord>): 
 /**
  * Fine-tunes `model` in place on `data` and returns the per-step history.
  *
+ * `data` is an array, or an `AsyncIterable` of records (e.g. `streamJsonl(path)`). An async
+ * iterable with `steps` given is **streamed**: each step pulls the `batchSize · gradAccumSteps`
+ * examples it needs (records without target tokens are skipped), tokenizing and checking them as
+ * they come, so the data is never held in memory as a whole. A stream is read once in its own
+ * order: no shuffling (an explicit `shuffleSeed` is refused), no epochs; if it ends before `steps`
+ * are done, `train` throws naming the step (steps already run stay applied, and saved when
+ * `saveEvery` says so). `train` leaves the iterator when done (`return()`, closing a `streamJsonl`
+ * file). `resumeFrom` with a stream skips the records the saved run consumed (their count and
+ * hash are in the training state): pass a stream that replays the same records in the same order,
+ * e.g. `streamJsonl` of the same file. With `packing`, each step packs the examples it pulled.
+ * Without `steps`, an async iterable is collected first (epochs need the whole data). `evalData`
+ * is an array (held in memory).
+ *
  * @example
  * ```ts
  * import { train } from "./trainer.ts";
@@ -321,15 +345,44 @@ export async function train(
   const optimizerName = typeof options.optimizer === "object" ? options.optimizer.name : options.optimizer;
   if (!sync) checkDeviceTraining({ mode: o.mode, optimizer: optimizerName ?? "adamw" });
   const tok = options.tokenizer;
-  const tokenized = tokenizeRecords(await collect(data), tok, options.tokenize);
-  checkExamples(tokenized, model, options.tokenize?.truncation ?? "left", "train");
-  const examples = tokenized.filter((e) => countTargets(e) > 0);
-  if (examples.length === 0) throw new RangeError("train: no example has target tokens");
+  const side = options.tokenize?.truncation ?? "left";
+  // An async iterable with `steps` is streamed (pulled step by step); without steps it is collected.
+  let stream: ExampleStream<TrainingRecord> | undefined;
+  let examples: Example[] = [];
+  if (!Array.isArray(data) && options.steps !== undefined) {
+    if (options.shuffleSeed !== undefined && options.shuffleSeed !== false) {
+      throw new RangeError(
+        `train: shuffleSeed ${options.shuffleSeed} cannot shuffle streamed data (an AsyncIterable with steps is ` +
+          "read once, in its order); shuffle the records at the source, or pass an array",
+      );
+    }
+    let warned = false;
+    stream = new ExampleStream(data, (record, i) => {
+      const [ex] = tokenizeRecords([record], tok, options.tokenize, i);
+      if (checkExamples([ex], model, side, "train", i, true) > 0 && !warned) {
+        warned = true;
+        console.warn(
+          `train: record ${i} (and maybe later ones) is longer than the model's max_position_embeddings ` +
+            `(${model.config.maxPositionEmbeddings}) and was cut (${side} side); set tokenize.maxLength to ` +
+            `${model.config.maxPositionEmbeddings} or less to silence this.`,
+        );
+      }
+      return ex;
+    });
+  } else {
+    const tokenized = tokenizeRecords(await collect(data), tok, options.tokenize);
+    checkExamples(tokenized, model, side, "train");
+    examples = tokenized.filter((e) => countTargets(e) > 0);
+    if (examples.length === 0) throw new RangeError("train: no example has target tokens");
+  }
   if (sync && o.mode === "full" && options.gradientCheckpointing === undefined) {
     // The engine-aware estimate decides whether one tape over the whole model fits the wasm heap.
+    // A stream's lengths are unknown ahead: its bound (tokenize.maxLength, capped by the model) counts.
     const auto = autoCheckpointing(model, {
       batchSize: o.batchSize,
-      seqLen: examples.reduce((m, e) => Math.max(m, e.ids.length), 0),
+      seqLen: stream
+        ? Math.min(options.tokenize?.maxLength ?? 512, model.config.maxPositionEmbeddings)
+        : examples.reduce((m, e) => Math.max(m, e.ids.length), 0),
       gradAccumSteps: o.gradAccumSteps,
       optimizer: typeof options.optimizer === "string" ? options.optimizer : undefined,
     });
@@ -348,7 +401,9 @@ export async function train(
   const perStep = o.batchSize * o.gradAccumSteps;
   const packLen = options.tokenize?.maxLength ?? 512;
   const packing = options.packing === true;
-  if (packing) {
+  // A stream's padding saved is summed over the steps and printed at the end (positions, unpacked and packed).
+  const streamPadding = { tokens: 0, unpacked: 0, packed: 0 };
+  if (packing && !stream) {
     const f = paddingFractions(examples, o.batchSize, packLen);
     console.log(
       `[train] packing into rows of ${packLen} tokens: padding ${(100 * f.unpacked).toFixed(1)}% -> ` +
@@ -399,12 +454,12 @@ export async function train(
     warmupSteps: o.warmupSteps,
     weightDecay: o.weightDecay,
     maxGradNorm: o.maxGradNorm,
-    shuffleSeed: o.shuffleSeed,
+    shuffleSeed: stream ? false : o.shuffleSeed,
     mode: o.mode,
     ...(o.mode === "layerwise" ? { layerwiseClip: o.layerwiseClip } : {}),
     optimizer: optimizer.name,
     trainable: params.map((p) => p.name).join(","),
-    data: dataFingerprint(examples),
+    data: stream ? "stream" : dataFingerprint(examples),
   };
 
   let history: StepRecord[] = [];
@@ -444,17 +499,23 @@ export async function train(
         }
       }
       importOptimizerState(optimizer, st.optimizer);
-      // Data order: replay the shuffles (this also brings the shuffle RNG to the same point).
-      if (st.json.data.shuffles > Math.ceil((st.json.step * perStep) / examples.length) + 1) {
-        throw new RangeError(
-          `data.shuffles ${st.json.data.shuffles} is more than ${st.json.step} steps can draw`,
-        );
+      if (stream) {
+        // A stream: skip (and check) the records the saved run consumed.
+        if (!st.json.data.stream) throw new RangeError("holds no data.stream position (not a streamed run)");
+        await stream.skip(st.json.data.stream);
+      } else {
+        // Data order: replay the shuffles (this also brings the shuffle RNG to the same point).
+        if (st.json.data.shuffles > Math.ceil((st.json.step * perStep) / examples.length) + 1) {
+          throw new RangeError(
+            `data.shuffles ${st.json.data.shuffles} is more than ${st.json.step} steps can draw`,
+          );
+        }
+        for (let i = 0; i < st.json.data.shuffles; i++) reshuffle();
+        if (orderIdx.join() !== st.json.data.order.join() || st.json.data.cursor > orderIdx.length) {
+          throw new RangeError("the data order differs from the saved one (other data?)");
+        }
+        cursor = st.json.data.cursor;
       }
-      for (let i = 0; i < st.json.data.shuffles; i++) reshuffle();
-      if (orderIdx.join() !== st.json.data.order.join() || st.json.data.cursor > orderIdx.length) {
-        throw new RangeError("the data order differs from the saved one (other data?)");
-      }
-      cursor = st.json.data.cursor;
       restoreLayerRng(model, st.json.layerRng);
       for (const p of params) {
         const t = st.trainable.get(p.name)!;
@@ -467,6 +528,7 @@ export async function train(
       startStep = st.json.step + 1;
     } catch (e) {
       if (ownOptimizer) optimizer.dispose();
+      await stream?.close();
       const err = e as Error;
       if (!err.message.includes(where)) err.message = `train: resumeFrom ${where}: ${err.message}`;
       throw err;
@@ -484,11 +546,16 @@ export async function train(
       });
       model.setTraining(true);
       model.beginStep(step);
+      const batch = stream ? await stream.take(perStep, `step ${step}`) : nextExamples(perStep);
+      if (packing && stream) {
+        const f = paddingFractions(batch, o.batchSize, packLen);
+        streamPadding.tokens += f.tokens;
+        streamPadding.unpacked += f.tokens / (1 - f.unpacked);
+        streamPadding.packed += f.tokens / (1 - f.packed);
+      }
       const micro = packing
-        ? chunk(packExamples(nextExamples(perStep), packLen), o.batchSize).map((r) =>
-          makePackedMicroBatch(r, padId)
-        )
-        : chunk(nextExamples(perStep), o.batchSize).map((g) => makeMicroBatch(g, padId));
+        ? chunk(packExamples(batch, packLen), o.batchSize).map((r) => makePackedMicroBatch(r, padId))
+        : chunk(batch, o.batchSize).map((g) => makeMicroBatch(g, padId));
       const label = `step ${step}`;
       const guard = losses.guard(step, lr);
       // tidy: a step that throws (out of memory, divergence) leaves no tensor behind.
@@ -553,7 +620,9 @@ export async function train(
           step,
           totalSteps,
           fingerprint,
-          data: { order: orderIdx, cursor, shuffles },
+          data: stream
+            ? { order: [], cursor: 0, shuffles: 0, stream: stream.position() }
+            : { order: orderIdx, cursor, shuffles },
           layerRng: snapshotLayerRng(model),
           recentLosses: losses.recent,
           hasOptimizerState: false,
@@ -571,6 +640,16 @@ export async function train(
   } finally {
     model.setTraining(false);
     if (ownOptimizer) optimizer.dispose();
+    await stream?.close();
+  }
+  if (packing && stream && streamPadding.tokens > 0) {
+    const pct = (positions: number) => (100 * (1 - streamPadding.tokens / positions)).toFixed(1);
+    console.log(
+      `[train] packed the stream into rows of ${packLen} tokens: padding ${
+        pct(streamPadding.unpacked)
+      }% -> ` +
+        `${pct(streamPadding.packed)}% of the positions`,
+    );
   }
   return history;
 }

@@ -41,8 +41,13 @@ export interface TrainerStateJson {
   totalSteps: number;
   /** Options a resumed run must repeat (checked field by field). */
   fingerprint: Record<string, unknown>;
-  /** Data order (indices into the tokenized examples), position in it, and shuffles drawn so far. */
-  data: { order: number[]; cursor: number; shuffles: number };
+  /**
+   * Data order (indices into the tokenized examples), position in it, and shuffles drawn so far.
+   * A streamed run (`train` on an async iterable with `steps`) has no order (`[]`, 0, 0) and
+   * records `stream`: how many records it pulled and the {@linkcode DataHasher} digest of their
+   * tokenized examples (a resumed run skips that many and compares the digest).
+   */
+  data: { order: number[]; cursor: number; shuffles: number; stream?: StreamPosition };
   /** Dropout stream positions per adapter layer. */
   layerRng: Record<string, number>;
   /** Losses of the last steps (the divergence guard's recent level). */
@@ -51,6 +56,14 @@ export interface TrainerStateJson {
   hasOptimizerState: boolean;
   /** Every step record so far. */
   history: StepRecord[];
+}
+
+/** Where a streamed run is in its data stream. */
+export interface StreamPosition {
+  /** Records pulled from the stream (also those without target tokens, which are skipped). */
+  consumed: number;
+  /** {@linkcode DataHasher} digest of those records' tokenized examples. */
+  hash: string;
 }
 
 /** Checks the types of `trainer_state.json`'s fields (a damaged file fails here, naming the field). */
@@ -67,6 +80,13 @@ function checkStateJson(j: TrainerStateJson, path: string): void {
   if (!Array.isArray(d.order) || !d.order.every(count)) bad("data.order", "an array of indices");
   if (!count(d.cursor)) bad("data.cursor", "an integer >= 0");
   if (!count(d.shuffles) || d.shuffles > 1e7) bad("data.shuffles", "an integer >= 0");
+  if (
+    d.stream !== undefined &&
+    (typeof d.stream !== "object" || d.stream === null || !count(d.stream.consumed) ||
+      typeof d.stream.hash !== "string")
+  ) {
+    bad("data.stream", "{ consumed: an integer >= 0, hash: a string }");
+  }
   if (typeof j.layerRng !== "object" || j.layerRng === null || Array.isArray(j.layerRng)) {
     bad("layerRng", "an object");
   }
@@ -265,6 +285,45 @@ export async function pruneSaves(outputDir: string, keep: number, protect: strin
 }
 
 /**
+ * {@linkcode dataFingerprint} built one example at a time (for data that arrives as a stream):
+ * `add` every example in order, then `digest()` gives the same string as `dataFingerprint`.
+ *
+ * @example
+ * ```ts
+ * import { DataHasher, dataFingerprint } from "./training_state.ts";
+ * const ex = [{ ids: [1, 2], labels: [1, 2] }, { ids: [3], labels: [-100] }];
+ * const h = new DataHasher();
+ * for (const e of ex) h.add(e);
+ * if (h.digest() !== dataFingerprint(ex)) throw new Error("same hash");
+ * ```
+ */
+export class DataHasher {
+  #h = 0x811c9dc5;
+  #count = 0;
+
+  #mix(v: number): void {
+    let h = this.#h;
+    h ^= v & 0xffff;
+    h = Math.imul(h, 0x01000193) >>> 0;
+    h ^= (v >>> 16) & 0xffff;
+    this.#h = Math.imul(h, 0x01000193) >>> 0;
+  }
+
+  /** Mixes in one tokenized example. */
+  add(e: { ids: number[]; labels: number[] }): void {
+    this.#mix(e.ids.length);
+    for (const x of e.ids) this.#mix(x);
+    for (const y of e.labels) this.#mix(y);
+    this.#count++;
+  }
+
+  /** `count:hash` of the examples added so far. */
+  digest(): string {
+    return `${this.#count}:${this.#h.toString(16)}`;
+  }
+}
+
+/**
  * A short hash of the tokenized data (FNV-1a over every id and label), so that resuming
  * on other data is refused.
  *
@@ -276,17 +335,7 @@ export async function pruneSaves(outputDir: string, keep: number, protect: strin
  * ```
  */
 export function dataFingerprint(examples: { ids: number[]; labels: number[] }[]): string {
-  let h = 0x811c9dc5;
-  const mix = (v: number) => {
-    h ^= v & 0xffff;
-    h = Math.imul(h, 0x01000193) >>> 0;
-    h ^= (v >>> 16) & 0xffff;
-    h = Math.imul(h, 0x01000193) >>> 0;
-  };
-  for (const e of examples) {
-    mix(e.ids.length);
-    for (const x of e.ids) mix(x);
-    for (const y of e.labels) mix(y);
-  }
-  return `${examples.length}:${h.toString(16)}`;
+  const h = new DataHasher();
+  for (const e of examples) h.add(e);
+  return h.digest();
 }
