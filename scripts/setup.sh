@@ -26,7 +26,7 @@ if [ ! -x .tools/node_modules/.bin/deno ] || ! .tools/node_modules/.bin/deno --v
   echo "[setup] installing deno 2.9.6 (npm package) into .tools/"
   npm install --prefix .tools --no-audit --no-fund --no-save --loglevel=error deno@2.9.6 >/dev/null
 fi
-# Native kernels (NF4 dequantization, cross-entropy) loaded through FFI by lib/engine/native.ts.
+# Native kernels (NF4 dequantization, cross-entropy, bf16 GEMM) loaded through FFI by lib/engine/native.ts.
 # Optional: without them everything runs on TypeScript fallbacks, slower, and says so once.
 # -z nodelete: the library (and its OpenMP thread pool) must outlive Deno workers that dlclose it.
 if command -v gcc >/dev/null 2>&1; then

@@ -21,9 +21,29 @@ const SYMBOLS = {
     parameters: ["buffer", "buffer", "buffer", "i64", "i64", "f32", "buffer", "buffer", "i32"],
     result: "void",
   },
+  nb_bf16_supported: { parameters: [], result: "i32" },
+  nb_gemm_bf16: {
+    parameters: [
+      "i32",
+      "i32",
+      "i64",
+      "i64",
+      "i64",
+      "f32",
+      "buffer",
+      "i64",
+      "buffer",
+      "i64",
+      "f32",
+      "buffer",
+      "i64",
+      "i32",
+    ],
+    result: "i32",
+  },
 } as const;
 
-const ABI_VERSION = 2;
+const ABI_VERSION = 3;
 
 /** The kernels, native or TypeScript. */
 export interface NativeKernels {
@@ -55,6 +75,32 @@ export interface NativeKernels {
     rowLoss: Float32Array,
     grad: Float32Array | null,
   ): void;
+  /**
+   * Whether {@linkcode NativeKernels.gemmBf16} runs natively (the library is loaded and the CPU has
+   * AVX512_BF16); when false it runs the slow TypeScript reference.
+   */
+  bf16Gemm: boolean;
+  /**
+   * `C = alpha·op(A)·op(B) + beta·C` with `cblas_sgemm`'s row-major semantics (`op(A)`: `[M, K]`,
+   * `op(B)`: `[K, N]`, `C`: `[M, N]` with leading dimensions `lda`, `ldb`, `ldc`), but with the inputs
+   * rounded to bfloat16 (round to nearest even) and the products accumulated in float32. `C` is not
+   * read when `beta` is 0. The arrays may be views of the wasm heap.
+   */
+  gemmBf16(
+    transA: boolean,
+    transB: boolean,
+    m: number,
+    n: number,
+    k: number,
+    alpha: number,
+    a: Float32Array,
+    lda: number,
+    b: Float32Array,
+    ldb: number,
+    beta: number,
+    c: Float32Array,
+    ldc: number,
+  ): void;
 }
 
 /** Threads the native kernels use (OpenMP's default: all cores). */
@@ -66,6 +112,64 @@ const PARALLEL_MIN_ELEMENTS = 1 << 22;
 function threadsFor(elements: number, max: number): number {
   return elements < PARALLEL_MIN_ELEMENTS ? 1 : threads || max;
 }
+
+const F32 = new Float32Array(1), U32 = new Uint32Array(F32.buffer);
+
+/**
+ * `x` rounded to the nearest bfloat16 (ties to even), as a float32 value; NaN stays NaN.
+ *
+ * @example
+ * ```ts
+ * import { roundToBf16 } from "./native.ts";
+ * // bf16 keeps 8 significant bits: 1 + 2^-8 is a tie and rounds to even (1), 1 + 3·2^-9 rounds up.
+ * if (roundToBf16(1 + 2 ** -8) !== 1 || roundToBf16(1 + 3 * 2 ** -9) !== 1 + 2 ** -7) throw new Error();
+ * ```
+ */
+export function roundToBf16(x: number): number {
+  F32[0] = x;
+  if (x !== x) return F32[0];
+  const u = U32[0];
+  U32[0] = ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) << 16;
+  return F32[0];
+}
+
+/** Checks a GEMM's sizes against its arrays (a short array would make the native kernel read out of bounds). */
+function checkGemm(
+  tA: boolean,
+  tB: boolean,
+  m: number,
+  n: number,
+  k: number,
+  a: Float32Array,
+  lda: number,
+  b: Float32Array,
+  ldb: number,
+  c: Float32Array,
+  ldc: number,
+): void {
+  const need = (what: string, arr: Float32Array, rows: number, cols: number, ld: number) => {
+    if (!Number.isInteger(ld) || ld < Math.max(1, cols)) {
+      throw new RangeError(`gemmBf16(): ld${what} = ${ld} must be an integer >= ${Math.max(1, cols)}`);
+    }
+    const len = rows === 0 || cols === 0 ? 0 : (rows - 1) * ld + cols;
+    if (arr.length < len) {
+      throw new RangeError(
+        `gemmBf16(): ${what} has ${arr.length} elements, needs ${len} (${rows} rows of ${cols}, stride ${ld})`,
+      );
+    }
+  };
+  for (const [name, v] of [["m", m], ["n", n], ["k", k]] as const) {
+    if (!Number.isInteger(v) || v < 0) {
+      throw new RangeError(`gemmBf16(): ${name} = ${v} must be an integer >= 0`);
+    }
+  }
+  need("A", a, tA ? k : m, tA ? m : k, lda);
+  need("B", b, tB ? n : k, tB ? k : n, ldb);
+  need("C", c, m, n, ldc);
+}
+
+/** Below this many multiply-adds the bf16 GEMM runs on one thread. */
+const GEMM_PARALLEL_MIN_MACS = 1 << 18;
 
 /** The TypeScript reference kernels (also the fallback). */
 export const typescriptKernels: NativeKernels = {
@@ -107,6 +211,28 @@ export const typescriptKernels: NativeKernels = {
       }
     }
   },
+  bf16Gemm: false,
+  gemmBf16(tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) {
+    checkGemm(tA, tB, m, n, k, a, lda, b, ldb, c, ldc);
+    // op(A) rounded to bf16 once: [M, K] row-major; op(B) likewise as [N, K] (a dot product per C element).
+    const ar = new Float32Array(m * k), br = new Float32Array(n * k);
+    for (let i = 0; i < m; i++) {
+      for (let p = 0; p < k; p++) ar[i * k + p] = roundToBf16(tA ? a[p * lda + i] : a[i * lda + p]);
+    }
+    for (let j = 0; j < n; j++) {
+      for (let p = 0; p < k; p++) br[j * k + p] = roundToBf16(tB ? b[j * ldb + p] : b[p * ldb + j]);
+    }
+    const fr = Math.fround, kk = alpha === 0 ? 0 : k; // BLAS: alpha = 0 reads neither A nor B
+    for (let i = 0; i < m; i++) {
+      for (let j = 0; j < n; j++) {
+        let acc = 0;
+        // bf16 x bf16 products are exact in float32; the sum is rounded to float32 at each step.
+        for (let p = 0; p < kk; p++) acc = fr(acc + ar[i * k + p] * br[j * k + p]);
+        const o = i * ldc + j;
+        c[o] = beta === 0 ? fr(alpha * acc) : fr(fr(alpha * acc) + fr(beta * c[o]));
+      }
+    }
+  },
 };
 
 function defaultPath(): string {
@@ -133,9 +259,38 @@ function open(path: string): NativeKernels | string {
     return `${path} is version ${v}, expected ${ABI_VERSION}: rebuild it with scripts/setup.sh`;
   }
   const s = lib.symbols;
+  const bf16 = s.nb_bf16_supported() === 1;
   return {
     kind: "native",
-    source: `${path} (${s.nb_max_threads()} threads)`,
+    source: `${path} (${s.nb_max_threads()} threads${bf16 ? ", avx512_bf16" : ""})`,
+    bf16Gemm: bf16,
+    gemmBf16(tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) {
+      if (!bf16) return typescriptKernels.gemmBf16(tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+      checkGemm(tA, tB, m, n, k, a, lda, b, ldb, c, ldc);
+      const rc = s.nb_gemm_bf16(
+        tA ? 1 : 0,
+        tB ? 1 : 0,
+        BigInt(m),
+        BigInt(n),
+        BigInt(k),
+        alpha,
+        a as Float32Array<ArrayBuffer>,
+        BigInt(lda),
+        b as Float32Array<ArrayBuffer>,
+        BigInt(ldb),
+        beta,
+        c as Float32Array<ArrayBuffer>,
+        BigInt(ldc),
+        m * n * k < GEMM_PARALLEL_MIN_MACS ? 1 : threads,
+      );
+      if (rc !== 0) {
+        throw new Error(
+          rc === -2
+            ? `gemmBf16(): out of memory for the packing buffers of a ${m}x${n}x${k} product`
+            : `gemmBf16(): native kernel failed with code ${rc}`,
+        );
+      }
+    },
     dequant4bit(packed, absmax, qmap, out, blocksize) {
       s.nb_dequant4bit(
         packed as Uint8Array<ArrayBuffer>,

@@ -14,7 +14,7 @@
 #endif
 
 /* ABI version: bump when a signature changes (native.ts checks it). */
-int32_t nb_version(void) { return 2; }
+int32_t nb_version(void) { return 3; }
 
 int32_t nb_max_threads(void) {
 #ifdef _OPENMP
@@ -85,4 +85,260 @@ void nb_cross_entropy(const float *z, const int32_t *y, const float *w, int64_t 
       }
     }
   }
+}
+
+/*
+ * bf16 GEMM (cblas_sgemm row-major semantics): C = alpha * op(A) op(B) + beta * C with op(A): [M, K],
+ * op(B): [K, N], C: [M, N]. The fp32 inputs are rounded to bfloat16 (round to nearest even) while
+ * packing; products accumulate in fp32 with AVX512_BF16's vdpbf16ps (two bf16 products per fp32
+ * lane per instruction: twice the fp32 FMA rate), the output is fp32.
+ *
+ * Layout (BLIS-style): B is packed into panels of NB_NR columns where each k-pair (k, k+1) of a
+ * column is one 32-bit word (bf16 of k in the low half, k+1 in the high half; an odd K pads the last
+ * pair with zero), so one zmm holds a k-pair of 16 columns; A into panels of NB_MR rows with the same
+ * k-pair words, broadcast one at a time. The micro-kernel keeps an NB_MR x NB_NR block of C in
+ * 24 zmm accumulators. Blocking: NB_KC values of K (its B micro-panel stays in L1), NB_MC rows of A
+ * (in L2), NB_NC columns of B. Threads split C into rectangles (no synchronisation).
+ *
+ * Returns 0, -1 when the CPU lacks avx512_bf16 (the caller then uses sgemm), -2 when the packing
+ * buffers cannot be allocated (C is then incomplete).
+ */
+#include <immintrin.h>
+#include <stdlib.h>
+
+#define NB_BF16_TARGET __attribute__((target("avx512bf16,avx512f,avx512bw,avx512vl")))
+#define NB_MR 12
+#define NB_NR 32
+#ifndef NB_KC
+#define NB_KC 512 /* at most this many values of K per block (blocks are balanced, even) */
+#endif
+#define NB_MC (22 * NB_MR)
+#define NB_NC 4096
+
+typedef struct {
+  int32_t ta, tb;
+  int64_t M, N, K;
+  float alpha, beta;
+  const float *A, *B;
+  int64_t lda, ldb;
+  float *C;
+  int64_t ldc;
+  int64_t kcb; /* K block: even, at most NB_KC */
+} nb_gemm_t;
+
+static inline __mmask16 nb_mask(int64_t n) { return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? 0 : (__mmask16)((1u << n) - 1); }
+
+/* 16x16 transpose of 32-bit words in place. */
+NB_BF16_TARGET static inline void nb_transpose16(__m512i r[16]) {
+  __m512i t[16];
+  for (int i = 0; i < 8; i++) {
+    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; i++) {
+    r[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+    r[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+    r[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+    r[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+  }
+  /* r[4i + c], 128-bit lane L: column 4L + c of rows 4i..4i+3. */
+  for (int c = 0; c < 4; c++) {
+    const __m512i u = _mm512_shuffle_i32x4(r[c], r[4 + c], 0x44), v = _mm512_shuffle_i32x4(r[8 + c], r[12 + c], 0x44);
+    const __m512i u2 = _mm512_shuffle_i32x4(r[c], r[4 + c], 0xEE), v2 = _mm512_shuffle_i32x4(r[8 + c], r[12 + c], 0xEE);
+    t[c] = _mm512_shuffle_i32x4(u, v, 0x88);
+    t[4 + c] = _mm512_shuffle_i32x4(u, v, 0xDD);
+    t[8 + c] = _mm512_shuffle_i32x4(u2, v2, 0x88);
+    t[12 + c] = _mm512_shuffle_i32x4(u2, v2, 0xDD);
+  }
+  for (int i = 0; i < 16; i++) r[i] = t[i];
+}
+
+/*
+ * Packs element (k, r) = src[k * ld + r] (rows contiguous) for k in [k0, k0 + kc), r in [r0, r0 + rn)
+ * into panels of W columns: dst[panel][pair][W] 32-bit k-pair words, zero-padded.
+ */
+NB_BF16_TARGET static void nb_pack_rcontig(const float *src, int64_t ld, int64_t k0, int64_t kc, int64_t r0,
+                                           int64_t rn, int W, uint32_t *dst) {
+  const int64_t pairs = (kc + 1) / 2;
+  __m512i idx;
+  {
+    int16_t ix[32];
+    for (int j = 0; j < 16; j++) ix[2 * j] = (int16_t)j, ix[2 * j + 1] = (int16_t)(16 + j);
+    idx = _mm512_loadu_si512(ix);
+  }
+  /* Pairs outer, columns inner: the source rows are read in order. */
+  for (int64_t p = 0; p < pairs; p++) {
+    const float *s0 = src + (k0 + 2 * p) * ld + r0, *s1 = s0 + ld;
+    const int odd = 2 * p + 1 < kc;
+    for (int64_t rp = 0; rp < rn; rp += W) {
+      uint32_t *d = dst + (rp / W) * pairs * W + p * W;
+      for (int h = 0; h * 16 < W; h++) {
+        const int64_t col = rp + 16 * h;
+        const __mmask16 lm = nb_mask(rn - col), sm = nb_mask(W - 16 * h);
+        const __m512 x0 = _mm512_maskz_loadu_ps(lm, s0 + col);
+        const __m512 x1 = odd ? _mm512_maskz_loadu_ps(lm, s1 + col) : _mm512_setzero_ps();
+        const __m512i v = _mm512_permutexvar_epi16(idx, (__m512i)_mm512_cvtne2ps_pbh(x1, x0));
+        _mm512_mask_storeu_epi32(d + 16 * h, sm, v);
+      }
+    }
+  }
+}
+
+/* Same output as nb_pack_rcontig for element (k, r) = src[r * ld + k] (k contiguous). */
+NB_BF16_TARGET static void nb_pack_kcontig(const float *src, int64_t ld, int64_t k0, int64_t kc, int64_t r0,
+                                           int64_t rn, int W, uint32_t *dst) {
+  const int64_t pairs = (kc + 1) / 2;
+  __m512i rows[16];
+  for (int64_t rp = 0; rp < rn; rp += W) {
+    uint32_t *d = dst + (rp / W) * pairs * W;
+    for (int h = 0; h * 16 < W; h++) {
+      const int64_t col = rp + 16 * h;
+      const __mmask16 sm = nb_mask(W - 16 * h);
+      for (int64_t p0 = 0; p0 < pairs; p0 += 16) {
+        const int64_t kk = k0 + 2 * p0, left = kc - 2 * p0;
+        const __mmask16 m0 = nb_mask(left), m1 = nb_mask(left - 16);
+        for (int r = 0; r < 16; r++) {
+          if (col + r < rn) {
+            const float *s = src + (r0 + col + r) * ld + kk;
+            rows[r] = (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(m1, s + 16), _mm512_maskz_loadu_ps(m0, s));
+          } else {
+            rows[r] = _mm512_setzero_si512();
+          }
+        }
+        nb_transpose16(rows);
+        const int64_t np = pairs - p0 < 16 ? pairs - p0 : 16;
+        for (int64_t q = 0; q < np; q++) _mm512_mask_storeu_epi32(d + (p0 + q) * W + 16 * h, sm, rows[q]);
+      }
+    }
+  }
+}
+
+/* C[mr x nr] (= or +=) alpha * Apanel . Bpanel over `pairs` k-pairs; first: the first K block (beta). */
+NB_BF16_TARGET static void nb_kernel_bf16(int64_t pairs, const uint32_t *a, const uint32_t *b, float *c,
+                                          int64_t ldc, int mr, int nr, float alpha, float beta, int first) {
+  __m512 acc[NB_MR][2];
+#pragma GCC unroll 12
+  for (int i = 0; i < NB_MR; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+  for (int64_t p = 0; p < pairs; p++) {
+    const __m512bh b0 = (__m512bh)_mm512_load_si512(b + p * NB_NR);
+    const __m512bh b1 = (__m512bh)_mm512_load_si512(b + p * NB_NR + 16);
+#pragma GCC unroll 12
+    for (int i = 0; i < NB_MR; i++) {
+      const __m512bh ai = (__m512bh)_mm512_set1_epi32((int)a[p * NB_MR + i]);
+      acc[i][0] = _mm512_dpbf16_ps(acc[i][0], ai, b0);
+      acc[i][1] = _mm512_dpbf16_ps(acc[i][1], ai, b1);
+    }
+  }
+  const __mmask16 m0 = nb_mask(nr), m1 = nb_mask(nr - 16);
+  const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+#pragma GCC unroll 12
+  for (int i = 0; i < NB_MR; i++) {
+    if (i >= mr) break;
+    float *ci = c + i * ldc;
+    __m512 x0 = _mm512_mul_ps(va, acc[i][0]), x1 = _mm512_mul_ps(va, acc[i][1]);
+    if (!first) {
+      x0 = _mm512_add_ps(x0, _mm512_maskz_loadu_ps(m0, ci));
+      x1 = _mm512_add_ps(x1, _mm512_maskz_loadu_ps(m1, ci + 16));
+    } else if (beta != 0.0f) {
+      x0 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m0, ci), x0);
+      x1 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m1, ci + 16), x1);
+    }
+    _mm512_mask_storeu_ps(ci, m0, x0);
+    _mm512_mask_storeu_ps(ci + 16, m1, x1);
+  }
+}
+
+/* One thread's rectangle C[m0:m1, n0:n1]; ap, bp: its packing buffers. */
+NB_BF16_TARGET static void nb_gemm_bf16_rect(const nb_gemm_t *g, int64_t m0, int64_t m1, int64_t n0, int64_t n1,
+                                             uint32_t *ap, uint32_t *bp) {
+  for (int64_t jc = n0; jc < n1; jc += NB_NC) {
+    const int64_t nc = n1 - jc < NB_NC ? n1 - jc : NB_NC;
+    for (int64_t pc = 0; pc < g->K; pc += g->kcb) {
+      const int64_t kc = g->K - pc < g->kcb ? g->K - pc : g->kcb, pairs = (kc + 1) / 2;
+      const int first = pc == 0;
+      if (g->tb) nb_pack_kcontig(g->B, g->ldb, pc, kc, jc, nc, NB_NR, bp);
+      else nb_pack_rcontig(g->B, g->ldb, pc, kc, jc, nc, NB_NR, bp);
+      for (int64_t ic = m0; ic < m1; ic += NB_MC) {
+        const int64_t mc = m1 - ic < NB_MC ? m1 - ic : NB_MC;
+        if (g->ta) nb_pack_rcontig(g->A, g->lda, pc, kc, ic, mc, NB_MR, ap);
+        else nb_pack_kcontig(g->A, g->lda, pc, kc, ic, mc, NB_MR, ap);
+        for (int64_t jr = 0; jr < nc; jr += NB_NR) {
+          const int nr = nc - jr < NB_NR ? (int)(nc - jr) : NB_NR;
+          for (int64_t ir = 0; ir < mc; ir += NB_MR) {
+            const int mr = mc - ir < NB_MR ? (int)(mc - ir) : NB_MR;
+            nb_kernel_bf16(pairs, ap + (ir / NB_MR) * pairs * NB_MR, bp + (jr / NB_NR) * pairs * NB_NR,
+                           g->C + (ic + ir) * g->ldc + jc + jr, g->ldc, mr, nr, g->alpha, g->beta, first);
+          }
+        }
+      }
+    }
+  }
+}
+
+/* 1 when this CPU runs the bf16 GEMM (avx512_bf16), else 0. */
+int32_t nb_bf16_supported(void) {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512bf16") ? 1 : 0;
+}
+
+int32_t nb_gemm_bf16(int32_t transA, int32_t transB, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                     int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc, int32_t threads) {
+  if (!nb_bf16_supported()) return -1;
+  if (M <= 0 || N <= 0) return 0;
+  if (K <= 0 || alpha == 0.0f) {
+    /* BLAS quick return: C = beta * C (C is not read when beta is 0). */
+    for (int64_t i = 0; i < M; i++) {
+      float *ci = C + i * ldc;
+      if (beta == 0.0f) memset(ci, 0, (size_t)N * sizeof(float));
+      else if (beta != 1.0f)
+        for (int64_t j = 0; j < N; j++) ci[j] *= beta;
+    }
+    return 0;
+  }
+  const int64_t kblocks = (K + NB_KC - 1) / NB_KC, kcb = ((K + kblocks - 1) / kblocks + 1) & ~(int64_t)1;
+  const nb_gemm_t g = {transA != 0, transB != 0, M, N, K, alpha, beta, A, B, lda, ldb, C, ldc, kcb};
+  const int64_t mp = (M + NB_MR - 1) / NB_MR, np = (N + NB_NR - 1) / NB_NR;
+  int T = threads > 0 ? threads : nb_max_threads();
+  if ((double)M * (double)N * (double)K < (double)(1 << 18)) T = 1; /* waking workers costs more */
+  if (T > mp * np) T = (int)(mp * np);
+  /* Thread grid tm x tn: the fewest padded C elements per thread, then the most split over N. */
+  int tm = 1, tn = T;
+  double best = -1;
+  for (int d = 1; d <= T; d++) {
+    if (T % d || d > mp || T / d > np) continue;
+    const double cost = (double)((mp + d - 1) / d) * NB_MR * (double)((np + T / d - 1) / (T / d)) * NB_NR +
+                        1e-3 * d;
+    if (best < 0 || cost < best) best = cost, tm = d, tn = T / d;
+  }
+  if (best < 0) T = 1, tm = 1, tn = 1;
+  /* Packing buffers: A block NB_MC x NB_KC, B block (widest thread rectangle, at most NB_NC) x NB_KC. */
+  const size_t abytes = (size_t)NB_MC * ((NB_KC + 1) / 2) * sizeof(uint32_t);
+  const int64_t ncw = (np + tn - 1) / tn * NB_NR, ncmax = ncw < NB_NC ? ncw : NB_NC;
+  const size_t bbytes = (size_t)ncmax * ((NB_KC + 1) / 2) * sizeof(uint32_t);
+  int failed = 0;
+#pragma omp parallel num_threads(T)
+  {
+#ifdef _OPENMP
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+#else
+    const int t = 0, nt = 1;
+#endif
+    uint32_t *ap = aligned_alloc(64, (abytes + 63) / 64 * 64), *bp = aligned_alloc(64, (bbytes + 63) / 64 * 64);
+    if (!ap || !bp) {
+#pragma omp atomic write
+      failed = 1;
+    } else {
+      for (int tile = t; tile < tm * tn; tile += nt) {
+        const int ti = tile / tn, tj = tile % tn;
+        int64_t m0 = mp * ti / tm * NB_MR, m1 = mp * (ti + 1) / tm * NB_MR;
+        int64_t n0 = np * tj / tn * NB_NR, n1 = np * (tj + 1) / tn * NB_NR;
+        if (m1 > M) m1 = M;
+        if (n1 > N) n1 = N;
+        if (m0 < m1 && n0 < n1) nb_gemm_bf16_rect(&g, m0, m1, n0, n1, ap, bp);
+      }
+    }
+    free(ap);
+    free(bp);
+  }
+  return failed ? -2 : 0;
 }
