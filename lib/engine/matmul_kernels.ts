@@ -4,6 +4,7 @@
  * With BLAS: `cblas_sgemm` runs directly on the wasm heap (zero copy,
  * RUNTIME.md §4 recipe 2), for every transpose combination and tfjs batch
  * broadcasting; `_FusedMatMul` then adds the bias and applies the activation.
+ * {@linkcode setMatmulPrecision}("bfloat16") swaps sgemm for the native bf16 GEMM (with or without BLAS).
  * Without BLAS: the stock wasm kernel, but transposes are done explicitly first
  * because stock wasm with transpose flags is 13-20x slower (RUNTIME.md §4).
  * int32 (and anything else unusual) goes to the original kernel.
@@ -14,6 +15,7 @@
 import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 import "npm:@tensorflow/tfjs-backend-wasm@4.22.0";
 import type { Blas } from "./blas.ts";
+import { nativeKernels } from "./native.ts";
 import { type KernelArgs, sizeOf, type TensorInfo, type WasmBackend } from "./_wasm_backend.ts";
 import { custom, defineOptions, type FieldsOf } from "../options/schema.ts";
 
@@ -41,6 +43,69 @@ const NAMES = ["BatchMatMul", "_FusedMatMul"] as const;
 const originals = new Map<string, tf.KernelConfig>();
 let transposeKernel: tf.KernelConfig | undefined;
 let active: "blas" | "explicit-transpose" | "stock" = "stock";
+
+/** Precision of the replaced kernels' products: see {@linkcode setMatmulPrecision}. */
+export type MatmulPrecision = "float32" | "bfloat16";
+let precision: MatmulPrecision = "float32";
+
+/**
+ * Sets the precision of the float32 matmuls run by the replaced kernels ({@linkcode registerMatmulKernels},
+ * with or without BLAS): `"float32"` (the default) runs `cblas_sgemm`; `"bfloat16"` runs the native
+ * AVX512_BF16 GEMM (`nb_gemm_bf16`: inputs rounded to bfloat16, float32 accumulation and output, about
+ * twice sgemm's speed), the compute dtype of QLoRA. Throws when the bf16 kernel is unavailable, saying why.
+ *
+ * @example
+ * ```ts
+ * import { matmulPrecision, setMatmulPrecision } from "./matmul_kernels.ts";
+ * setMatmulPrecision("float32");
+ * if (matmulPrecision() !== "float32") throw new Error("expected float32");
+ * ```
+ */
+export function setMatmulPrecision(p: MatmulPrecision): void {
+  if (p !== "float32" && p !== "bfloat16") {
+    throw new RangeError(
+      `setMatmulPrecision(): precision must be "float32" or "bfloat16", received ${String(p)}`,
+    );
+  }
+  if (p === "bfloat16") {
+    const k = nativeKernels();
+    if (!k.bf16Gemm) {
+      throw new Error(
+        k.kind !== "native"
+          ? `setMatmulPrecision("bfloat16"): the native kernel library is not available (${k.source}); ` +
+            'build it with scripts/setup.sh (needs gcc) and grant --allow-ffi, or keep "float32"'
+          : 'setMatmulPrecision("bfloat16"): this CPU lacks avx512_bf16, which the bf16 GEMM needs; ' +
+            'keep "float32"',
+      );
+    }
+  }
+  precision = p;
+}
+
+/**
+ * The precision set by {@linkcode setMatmulPrecision} (`"float32"` by default).
+ *
+ * @example
+ * ```ts
+ * import { matmulPrecision } from "./matmul_kernels.ts";
+ * if (!["float32", "bfloat16"].includes(matmulPrecision())) throw new Error();
+ * ```
+ */
+export function matmulPrecision(): MatmulPrecision {
+  return precision;
+}
+
+type Gemm = Blas["sgemm"];
+
+/** The GEMM for the current precision: `blas.sgemm`, or the native bf16 GEMM. */
+function gemmFor(blas: Blas | null): Gemm {
+  if (precision === "bfloat16") {
+    const k = nativeKernels();
+    return (tA, tB, m, n, kk, alpha, a, lda, b, ldb, beta, c, ldc) =>
+      k.gemmBf16(tA, tB, m, n, kk, alpha, a, lda, b, ldb, beta, c, ldc);
+  }
+  return blas!.sgemm;
+}
 
 function original(name: string): KernelFunc {
   return originals.get(name)!.kernelFunc as unknown as KernelFunc;
@@ -101,9 +166,9 @@ function plan(a: TensorInfo, b: TensorInfo, tA: boolean, tB: boolean): GemmPlan 
   return { m, n, k, outShape: [...outBatch, m, n] };
 }
 
-/** `a @ b` with cblas_sgemm on the heap: returns the new output tensor. */
+/** `a @ b` with cblas_sgemm (or the bf16 GEMM, see {@linkcode setMatmulPrecision}) on the heap: the new output. */
 function blasGemm(
-  blas: Blas,
+  blas: Blas | null,
   be: WasmBackend,
   a: TensorInfo,
   b: TensorInfo,
@@ -124,15 +189,16 @@ function blasGemm(
   const lda = tA ? m : k, ldb = tB ? k : n;
   const aBatch = a.shape.slice(0, -2), bBatch = b.shape.slice(0, -2), outBatch = outShape.slice(0, -2);
   const nA = sizeOf(aBatch), nB = sizeOf(bBatch), nOut = sizeOf(outBatch);
+  const gemm = gemmFor(blas);
   if (nB === 1 && !tA && nA === nOut) {
     // [nA*M, K] @ [K, N]: one call for the common x[B,T,D] @ W[D,N].
-    blas.sgemm(false, tB, nA * m, n, k, 1, A, lda, B, ldb, 0, C, n);
+    gemm(false, tB, nA * m, n, k, 1, A, lda, B, ldb, 0, C, n);
     return out;
   }
   const [ia, ib] = batchPairs(aBatch, bBatch, outBatch);
   const sa = m * k, sb = k * n, sc = m * n;
   for (let i = 0; i < nOut; i++) {
-    blas.sgemm(
+    gemm(
       tA,
       tB,
       m,
@@ -304,7 +370,7 @@ function makeBatchMatMul(blas: Blas | null): KernelFunc {
     const p = plan(a, b, tA, tB);
     if (!p) return original("BatchMatMul")(args);
     if (p.k === 0) return zeros(be, p.outShape); // stock wasm leaves garbage here
-    if (blas) return blasGemm(blas, be, a, b, tA, tB, p);
+    if (blas || precision === "bfloat16") return blasGemm(blas, be, a, b, tA, tB, p);
     return explicitGemm(be, a, b, tA, tB);
   };
 }
@@ -321,7 +387,7 @@ function makeFusedMatMul(blas: Blas | null): KernelFunc {
       (!bias || broadcastStrides(bias.shape, p.outShape)) &&
       (act !== "prelu" || (w && w.dtype === "float32" && broadcastStrides(w.shape, p.outShape)));
     if (!ok) return original("_FusedMatMul")(args);
-    const out = blas
+    const out = blas || precision === "bfloat16"
       ? blasGemm(blas, be, a!, b!, tA, tB, p!)
       : p!.k === 0
       ? zeros(be, p!.outShape)
