@@ -15,6 +15,7 @@ const COVERED = [
   "bench",
   "bench:gpu",
   "bench:scale",
+  "bench:gemm-bf16",
   "make-checkpoint",
   "profile",
   "demo",
