@@ -15,7 +15,7 @@ export const AUTO_CHECKPOINT_HEAP_SHARE = 0.9;
 export interface AutoCheckpointDecision {
   /** Turn gradient checkpointing on. */
   on: boolean;
-  /** Predicted peak tensor bytes of one whole-model tape (undefined when it could not be estimated). */
+  /** Predicted peak tensor bytes of the step without recomputation (undefined when it could not be estimated). */
   predictedBytes?: number;
   /** The line to print when `on`. */
   message: string;
@@ -87,7 +87,7 @@ export function autoCheckpointing(
   return {
     on: predicted > limit,
     predictedBytes: predicted,
-    message: `[train] gradient checkpointing turned on: one tape over the whole model would need about ` +
+    message: `[train] gradient checkpointing turned on: the step without recomputation would need about ` +
       `${
         gib(predicted)
       } of tensors at micro-batch ${input.batchSize} x ${input.seqLen}, more than the wasm ` +

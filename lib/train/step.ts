@@ -1,6 +1,6 @@
 /**
  * One optimizer step in the three ways the trainer can run it:
- * - `"full"`: one tape over the whole model per micro-batch, gradients summed;
+ * - `"full"`: one tape over the whole model per micro-batch (no recomputation), gradients summed;
  * - `"checkpointed"`: block-wise backward with recomputation, gradients summed;
  * - `"layerwise"`: block-wise backward, each block stepped as soon as its
  *   gradients exist (no accumulation; clipping as `layerwiseClip` says, see layerwise_clip.ts).

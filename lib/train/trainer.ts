@@ -376,7 +376,7 @@ export async function train(
     if (examples.length === 0) throw new RangeError("train: no example has target tokens");
   }
   if (sync && o.mode === "full" && options.gradientCheckpointing === undefined) {
-    // The engine-aware estimate decides whether one tape over the whole model fits the wasm heap.
+    // The engine-aware estimate decides whether the step without recomputation fits the wasm heap.
     // A stream's lengths are unknown ahead: its bound (tokenize.maxLength, capped by the model) counts.
     const auto = autoCheckpointing(model, {
       batchSize: o.batchSize,
