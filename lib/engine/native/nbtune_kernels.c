@@ -97,8 +97,8 @@ void nb_cross_entropy(const float *z, const int32_t *y, const float *w, int64_t 
  * column is one 32-bit word (bf16 of k in the low half, k+1 in the high half; an odd K pads the last
  * pair with zero), so one zmm holds a k-pair of 16 columns; A into panels of NB_MR rows with the same
  * k-pair words, broadcast one at a time. The micro-kernel keeps an NB_MR x NB_NR block of C in
- * 24 zmm accumulators. Blocking: NB_KC values of K (its B micro-panel stays in L1), NB_MC rows of A
- * (in L2), NB_NC columns of B. Threads split C into rectangles (no synchronisation).
+ * 24 zmm accumulators. Blocking: at most NB_KC values of K (one block up to 640, so K = 576 passes C
+ * once), NB_MC rows of A (in L2), NB_NC columns of B. Threads split C into rectangles (no synchronisation).
  *
  * Returns 0, -1 when the CPU lacks avx512_bf16 (the caller then uses sgemm), -2 when the packing
  * buffers cannot be allocated (C is then incomplete).
@@ -110,7 +110,7 @@ void nb_cross_entropy(const float *z, const int32_t *y, const float *w, int64_t 
 #define NB_MR 12
 #define NB_NR 32
 #ifndef NB_KC
-#define NB_KC 512 /* at most this many values of K per block (blocks are balanced, even) */
+#define NB_KC 640 /* at most this many values of K per block (blocks are balanced, even) */
 #endif
 #define NB_MC (22 * NB_MR)
 #define NB_NC 4096
@@ -175,6 +175,8 @@ NB_BF16_TARGET static void nb_pack_rcontig(const float *src, int64_t ld, int64_t
       for (int h = 0; h * 16 < W; h++) {
         const int64_t col = rp + 16 * h;
         const __mmask16 lm = nb_mask(rn - col), sm = nb_mask(W - 16 * h);
+        _mm_prefetch((const char *)(s0 + 4 * ld + col), _MM_HINT_T0); /* two pairs ahead */
+        _mm_prefetch((const char *)(s1 + 4 * ld + col), _MM_HINT_T0);
         const __m512 x0 = _mm512_maskz_loadu_ps(lm, s0 + col);
         const __m512 x1 = odd ? _mm512_maskz_loadu_ps(lm, s1 + col) : _mm512_setzero_ps();
         const __m512i v = _mm512_permutexvar_epi16(idx, (__m512i)_mm512_cvtne2ps_pbh(x1, x0));
@@ -200,6 +202,9 @@ NB_BF16_TARGET static void nb_pack_kcontig(const float *src, int64_t ld, int64_t
         for (int r = 0; r < 16; r++) {
           if (col + r < rn) {
             const float *s = src + (r0 + col + r) * ld + kk;
+            /* Two steps ahead along k: the source (a weight matrix) usually comes from DRAM. */
+            _mm_prefetch((const char *)(s + 64), _MM_HINT_T0);
+            _mm_prefetch((const char *)(s + 80), _MM_HINT_T0);
             rows[r] = (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(m1, s + 16), _mm512_maskz_loadu_ps(m0, s));
           } else {
             rows[r] = _mm512_setzero_si512();
@@ -219,6 +224,11 @@ NB_BF16_TARGET static void nb_kernel_bf16(int64_t pairs, const uint32_t *a, cons
   __m512 acc[NB_MR][2];
 #pragma GCC unroll 12
   for (int i = 0; i < NB_MR; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+  /* The C tile is read after the loop: start fetching it now (two 64-byte lines per row). */
+  for (int i = 0; i < mr; i++) {
+    _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
+    _mm_prefetch((const char *)(c + i * ldc + 16), _MM_HINT_T0);
+  }
   for (int64_t p = 0; p < pairs; p++) {
     const __m512bh b0 = (__m512bh)_mm512_load_si512(b + p * NB_NR);
     const __m512bh b1 = (__m512bh)_mm512_load_si512(b + p * NB_NR + 16);
