@@ -20,6 +20,7 @@ import type { NamedParam } from "../models/linear.ts";
 import { forwardOptionsOf, type MicroBatch } from "./batching.ts";
 import { nllSum } from "./loss.ts";
 import { withPhase } from "../engine/kernel_timer.ts";
+import { envGet } from "../engine/permissions.ts";
 import { keepDequantizedForBackward, releaseKeptWeights } from "../quant/quantized_linear.ts";
 import {
   blockBackward,
@@ -32,9 +33,10 @@ import {
 /**
  * Whether every block of `model` can use the hand-written forward/backward
  * (`llama_block_grad.ts`), or the first reason why not. The trainer uses it when it can; the tape
- * otherwise.
+ * otherwise. `NBTUNE_BACKWARD=tape` in the environment forces the tape (for comparisons).
  */
 export function handWrittenBackward(model: LlamaForCausalLM): { ok: true } | { ok: false; reason: string } {
+  if (envGet("NBTUNE_BACKWARD") === "tape") return { ok: false, reason: "NBTUNE_BACKWARD=tape" };
   for (const layer of model.layers) {
     const why = blockGradSupport(layer);
     if (why !== null) return { ok: false, reason: why };
