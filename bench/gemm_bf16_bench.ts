@@ -1,8 +1,8 @@
 /**
  * GFLOP/s of the native bf16 GEMM (`nb_gemm_bf16`, AVX512_BF16) against OpenBLAS `cblas_sgemm` on the
  * matmul shapes of a QLoRA training step (TinyLlama-1.1B and SmolLM-135M at 256 tokens, and 1024³), both
- * in the same run with the same threads, timed alternately so that load from other processes hits both
- * alike. Prints a table with the ratio. No assertions: `deno task bench:gemm-bf16`.
+ * in the same run with the same threads, called alternately (one sgemm, one bf16, ...) so that load
+ * from other processes hits both alike: the ratio is the median over those adjacent pairs. Prints a table. No assertions: `deno task bench:gemm-bf16`.
  * @module
  */
 import { loadBlas } from "../lib/engine/blas.ts";
@@ -34,10 +34,14 @@ export const TRAINING_SHAPES: readonly GemmShape[] = [
 /** One result row. */
 export interface GemmBf16Row {
   shape: GemmShape;
+  /** Best sgemm call. */
   sgemmGflops: number;
+  /** Best bf16 call. */
   bf16Gflops: number;
-  /** bf16 GFLOP/s over sgemm GFLOP/s. */
+  /** Median over adjacent (sgemm, bf16) call pairs of sgemm time / bf16 time. */
   ratio: number;
+  /** Timed pairs. */
+  pairs: number;
 }
 
 /** Options for {@linkcode runGemmBf16Bench}. */
@@ -46,7 +50,7 @@ export interface GemmBf16BenchOptions {
   shapes?: readonly GemmShape[];
   /** Threads for both kernels. @default {2} */
   threads?: number;
-  /** Seconds per kernel per shape (split over 3 alternating rounds; the best round counts). @default {1.5} */
+  /** Seconds per shape, both kernels together (alternating calls, at least 3 pairs). @default {3} */
   seconds?: number;
 }
 
@@ -60,16 +64,16 @@ function fill(n: number, seed: number): Float32Array {
   return out;
 }
 
-/** Seconds per call of `f`, the best of the calls made in `budget` seconds (at least one). */
-function secondsPerCall(f: () => void, budget: number): number {
-  let best = Infinity;
-  const t0 = performance.now();
-  do {
-    const t = performance.now();
-    f();
-    best = Math.min(best, (performance.now() - t) / 1000);
-  } while (performance.now() - t0 < budget * 1000);
-  return best;
+/** Seconds taken by one call of `f`. */
+function timeCall(f: () => void): number {
+  const t = performance.now();
+  f();
+  return (performance.now() - t) / 1000;
+}
+
+function median(xs: number[]): number {
+  const s = xs.slice().sort((a, b) => a - b), h = s.length >> 1;
+  return s.length % 2 ? s[h] : (s[h - 1] + s[h]) / 2;
 }
 
 /**
@@ -88,7 +92,7 @@ function secondsPerCall(f: () => void, budget: number): number {
  * ```
  */
 export function runGemmBf16Bench(options: GemmBf16BenchOptions = {}): GemmBf16Row[] {
-  const { shapes = TRAINING_SHAPES, threads = 2, seconds = 1.5 } = options;
+  const { shapes = TRAINING_SHAPES, threads = 2, seconds = 3 } = options;
   const native = nativeKernels();
   if (!native.bf16Gemm) {
     throw new Error(
@@ -107,13 +111,20 @@ export function runGemmBf16Bench(options: GemmBf16BenchOptions = {}): GemmBf16Ro
     const bf16 = () => native.gemmBf16(tA, tB, m, n, k, 1, a, lda, b, ldb, 0, c, n);
     sgemm();
     bf16(); // warm-up: threads, caches, page faults
-    let ts = Infinity, tb = Infinity;
-    for (let round = 0; round < 3; round++) {
-      ts = Math.min(ts, secondsPerCall(sgemm, seconds / 3));
-      tb = Math.min(tb, secondsPerCall(bf16, seconds / 3));
+    const ts: number[] = [], tb: number[] = [];
+    const t0 = performance.now();
+    while (ts.length < 3 || performance.now() - t0 < seconds * 1000) {
+      ts.push(timeCall(sgemm));
+      tb.push(timeCall(bf16));
     }
     const flop = 2 * m * n * k;
-    rows.push({ shape: s, sgemmGflops: flop / ts / 1e9, bf16Gflops: flop / tb / 1e9, ratio: ts / tb });
+    rows.push({
+      shape: s,
+      sgemmGflops: flop / Math.min(...ts) / 1e9,
+      bf16Gflops: flop / Math.min(...tb) / 1e9,
+      ratio: median(ts.map((t, i) => t / tb[i])),
+      pairs: ts.length,
+    });
   }
   return rows;
 }
@@ -125,13 +136,13 @@ export function runGemmBf16Bench(options: GemmBf16BenchOptions = {}): GemmBf16Ro
  * ```ts
  * import { formatGemmBf16Table } from "./gemm_bf16_bench.ts";
  * const shape = { name: "x", m: 1, n: 2, k: 3, tA: false, tB: true };
- * const table = formatGemmBf16Table([{ shape, sgemmGflops: 100, bf16Gflops: 180, ratio: 1.8 }]);
+ * const table = formatGemmBf16Table([{ shape, sgemmGflops: 100, bf16Gflops: 180, ratio: 1.8, pairs: 9 }]);
  * if (!table.includes("| x | 1 | 2 | 3 | NT | 100.0 | 180.0 | 1.80x |")) throw new Error(table);
  * ```
  */
 export function formatGemmBf16Table(rows: readonly GemmBf16Row[]): string {
   const lines = [
-    "| shape | M | N | K | op | sgemm GFLOP/s | bf16 GFLOP/s | bf16 / sgemm |",
+    "| shape | M | N | K | op | sgemm GFLOP/s (best) | bf16 GFLOP/s (best) | speed-up (median of pairs) |",
     "|---|---|---|---|---|---|---|---|",
   ];
   for (const { shape: s, sgemmGflops, bf16Gflops, ratio } of rows) {
@@ -162,8 +173,8 @@ const CLI = defineCli({
     seconds: {
       type: "number",
       min: 0.01,
-      default: 1.5,
-      description: "seconds per kernel per shape (3 alternating rounds, best counts)",
+      default: 3,
+      description: "seconds per shape, both kernels (alternating calls; the ratio is the median pair)",
       example: "--seconds 0.5",
     },
     only: {
