@@ -218,9 +218,19 @@ NB_BF16_TARGET static void nb_pack_kcontig(const float *src, int64_t ld, int64_t
   }
 }
 
-/* C[mr x nr] (= or +=) alpha * Apanel . Bpanel over `pairs` k-pairs; first: the first K block (beta). */
+/* Lines to prefetch while a micro-kernel runs: `count` lines from (row, line) of rows `stride` bytes apart. */
+typedef struct {
+  const char *base;
+  int64_t stride, lpr, row, line, count;
+} nb_prefetch_t;
+
+/*
+ * C[mr x nr] (= or +=) alpha * Apanel . Bpanel over `pairs` k-pairs; first: the first K block (beta).
+ * pf (may be NULL): lines prefetched one every other k-pair, so that they overlap the arithmetic.
+ */
 NB_BF16_TARGET static void nb_kernel_bf16(int64_t pairs, const uint32_t *a, const uint32_t *b, float *c,
-                                          int64_t ldc, int mr, int nr, float alpha, float beta, int first) {
+                                          int64_t ldc, int mr, int nr, float alpha, float beta, int first,
+                                          nb_prefetch_t *pf) {
   __m512 acc[NB_MR][2];
 #pragma GCC unroll 12
   for (int i = 0; i < NB_MR; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
@@ -229,7 +239,13 @@ NB_BF16_TARGET static void nb_kernel_bf16(int64_t pairs, const uint32_t *a, cons
     _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
     _mm_prefetch((const char *)(c + i * ldc + 16), _MM_HINT_T0);
   }
+  int64_t npf = pf ? pf->count : 0;
   for (int64_t p = 0; p < pairs; p++) {
+    if (npf > 0 && !(p & 1)) {
+      _mm_prefetch(pf->base + pf->row * pf->stride + pf->line * 64, _MM_HINT_T0);
+      if (++pf->line == pf->lpr) pf->line = 0, pf->row++;
+      npf--;
+    }
     const __m512bh b0 = (__m512bh)_mm512_load_si512(b + p * NB_NR);
     const __m512bh b1 = (__m512bh)_mm512_load_si512(b + p * NB_NR + 16);
 #pragma GCC unroll 12
@@ -238,6 +254,10 @@ NB_BF16_TARGET static void nb_kernel_bf16(int64_t pairs, const uint32_t *a, cons
       acc[i][0] = _mm512_dpbf16_ps(acc[i][0], ai, b0);
       acc[i][1] = _mm512_dpbf16_ps(acc[i][1], ai, b1);
     }
+  }
+  for (; npf > 0; npf--) {
+    _mm_prefetch(pf->base + pf->row * pf->stride + pf->line * 64, _MM_HINT_T0);
+    if (++pf->line == pf->lpr) pf->line = 0, pf->row++;
   }
   const __mmask16 m0 = nb_mask(nr), m1 = nb_mask(nr - 16);
   const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
@@ -258,9 +278,58 @@ NB_BF16_TARGET static void nb_kernel_bf16(int64_t pairs, const uint32_t *a, cons
   }
 }
 
+/*
+ * A thread's rectangle when its rows fit one A block (the training case, M = tokens = 256): A is packed
+ * once per K block, then B one NB_NR-column panel at a time, used at once by every row tile; while
+ * those tiles run, the next panel's source (usually a weight matrix in DRAM) is prefetched piece by
+ * piece, so that packing B does not wait on memory.
+ */
+NB_BF16_TARGET static void nb_gemm_bf16_rect_small_m(const nb_gemm_t *g, int64_t m0, int64_t m1, int64_t n0,
+                                                     int64_t n1, uint32_t *ap, uint32_t *bp) {
+  const int64_t mc = m1 - m0, tiles = (mc + NB_MR - 1) / NB_MR;
+  for (int64_t pc = 0; pc < g->K; pc += g->kcb) {
+    const int64_t kc = g->K - pc < g->kcb ? g->K - pc : g->kcb, pairs = (kc + 1) / 2;
+    const int first = pc == 0;
+    if (g->ta) nb_pack_rcontig(g->A, g->lda, pc, kc, m0, mc, NB_MR, ap);
+    else nb_pack_kcontig(g->A, g->lda, pc, kc, m0, mc, NB_MR, ap);
+    for (int64_t j = n0; j < n1; j += NB_NR) {
+      const int nr = n1 - j < NB_NR ? (int)(n1 - j) : NB_NR;
+      if (g->tb) nb_pack_kcontig(g->B, g->ldb, pc, kc, j, nr, NB_NR, bp);
+      else nb_pack_rcontig(g->B, g->ldb, pc, kc, j, nr, NB_NR, bp);
+      /* The next panel's source: nrn rows of kc floats (B transposed) or kc rows of nrn floats. */
+      const int64_t nj = j + NB_NR, nrn = n1 - nj < NB_NR ? n1 - nj : NB_NR;
+      const char *pf = NULL;
+      int64_t lpr = 1, lines = 0;
+      if (nrn > 0) {
+        if (g->tb) {
+          pf = (const char *)(g->B + nj * g->ldb + pc);
+          lpr = (kc * 4 + 63) / 64 + 1;
+          lines = nrn * lpr;
+        } else {
+          pf = (const char *)(g->B + pc * g->ldb + nj);
+          lpr = (nrn * 4 + 63) / 64 + 1;
+          lines = kc * lpr;
+        }
+      }
+      nb_prefetch_t pft = {pf, g->ldb * 4, lpr, 0, 0, 0};
+      for (int64_t t = 0; t < tiles; t++) {
+        const int64_t ir = t * NB_MR;
+        const int mr = mc - ir < NB_MR ? (int)(mc - ir) : NB_MR;
+        pft.count = lines * (t + 1) / tiles - lines * t / tiles;
+        nb_kernel_bf16(pairs, ap + t * pairs * NB_MR, bp, g->C + (m0 + ir) * g->ldc + j, g->ldc, mr, nr, g->alpha,
+                       g->beta, first, lines ? &pft : NULL);
+      }
+    }
+  }
+}
+
 /* One thread's rectangle C[m0:m1, n0:n1]; ap, bp: its packing buffers. */
 NB_BF16_TARGET static void nb_gemm_bf16_rect(const nb_gemm_t *g, int64_t m0, int64_t m1, int64_t n0, int64_t n1,
                                              uint32_t *ap, uint32_t *bp) {
+  if (m1 - m0 <= NB_MC) {
+    nb_gemm_bf16_rect_small_m(g, m0, m1, n0, n1, ap, bp);
+    return;
+  }
   for (int64_t jc = n0; jc < n1; jc += NB_NC) {
     const int64_t nc = n1 - jc < NB_NC ? n1 - jc : NB_NC;
     for (int64_t pc = 0; pc < g->K; pc += g->kcb) {
@@ -277,7 +346,7 @@ NB_BF16_TARGET static void nb_gemm_bf16_rect(const nb_gemm_t *g, int64_t m0, int
           for (int64_t ir = 0; ir < mc; ir += NB_MR) {
             const int mr = mc - ir < NB_MR ? (int)(mc - ir) : NB_MR;
             nb_kernel_bf16(pairs, ap + (ir / NB_MR) * pairs * NB_MR, bp + (jr / NB_NR) * pairs * NB_NR,
-                           g->C + (ic + ir) * g->ldc + jc + jr, g->ldc, mr, nr, g->alpha, g->beta, first);
+                           g->C + (ic + ir) * g->ldc + jc + jr, g->ldc, mr, nr, g->alpha, g->beta, first, NULL);
           }
         }
       }
