@@ -109,6 +109,8 @@ function cases(): Case[] {
   }
   out.push({ m: 300, n: 40, k: 515, tA: false, tB: true, alpha: 0.5, beta: 0, pad: 0 });
   out.push({ m: 13, n: 4200, k: 41, tA: true, tB: false, alpha: 1, beta: 2, pad: 5 });
+  // More rows than one A block and, per thread, more columns than one B block (the general blocked path).
+  out.push({ m: 270, n: 8250, k: 5, tA: true, tB: true, alpha: 1, beta: 0.5, pad: 2 });
   return out;
 }
 
