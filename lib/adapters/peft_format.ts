@@ -9,6 +9,7 @@
  * @module
  */
 import { openSafetensors } from "../io/safetensors_reader.ts";
+import { checkWeightDtype } from "../io/weight_dtype_check.ts";
 import { writeSafetensors } from "../io/safetensors_writer.ts";
 import { recoverInterruptedSave, refuseInterruptedSave, writeDirAtomic } from "../io/atomic_dir.ts";
 import type { LlamaForCausalLM } from "../models/llama.ts";
@@ -261,6 +262,7 @@ export async function loadAdapter(model: LlamaForCausalLM, dir: string): Promise
       for (const [suffix, want] of Object.entries(kind.peftShapes(lin.inFeatures, lin.outFeatures, r))) {
         const key = keyOf.get(`${mod}\0${suffix}`);
         if (!key) throw new RangeError(`${path}: missing tensor "${PREFIX}${mod}.${suffix}"`);
+        checkWeightDtype(key, file.info(key)); // factors are floats: I32 / I16 means a wrong header
         const got = file.info(key).shape;
         if (got.length !== want.length || got.some((d, i) => d !== want[i])) {
           throw new TypeError(`${path}: "${key}" has shape [${got}], the model needs [${want}] (r=${r})`);
@@ -272,14 +274,20 @@ export async function loadAdapter(model: LlamaForCausalLM, dir: string): Promise
     }
     // Fused modules (Phi-3 qkv_proj, gate_up_proj) become their parts, each with A and its rows of B.
     const byModule = splitPeftTensors(tensors, model.config, r, path);
-    attachLoRA(model, {
-      r,
-      alpha,
-      dropout: (cfg.lora_dropout as number) ?? 0,
-      rslora: cfg.use_rslora === true,
-      targetModules: [...byModule.keys()],
-      useDora,
-    });
+    try {
+      attachLoRA(model, {
+        r,
+        alpha,
+        dropout: (cfg.lora_dropout as number) ?? 0,
+        rslora: cfg.use_rslora === true,
+        targetModules: [...byModule.keys()],
+        useDora,
+      });
+    } catch (e) {
+      // r, lora_alpha or lora_dropout of the config refused by attachLoRA's checks: name the file
+      (e as Error).message = `${cfgPath}: ${(e as Error).message}`;
+      throw e;
+    }
     try {
       for (const l of adapterLayers(model)) {
         const values = byModule.get(l.name);

@@ -240,6 +240,16 @@ export async function openCheckpoint(path: string): Promise<Checkpoint> {
         });
       }
     }
+    for (const [shard, file] of byFile) {
+      const unlisted = file.names().find((name) => !weightMap.has(name));
+      if (unlisted !== undefined) {
+        throw new FormatError(
+          `the shard holds this tensor but ${index} does not list it (index and shards from different ` +
+            "saves?); download the matching index or shards",
+          { file: join(dir, shard), tensor: unlisted },
+        );
+      }
+    }
     const owner = new Map<string, SafetensorsFile>();
     for (const file of shards) {
       for (const name of file.names()) if (byFile.get(weightMap.get(name)!) === file) owner.set(name, file);

@@ -49,7 +49,8 @@ function concat(parts: Uint8Array[]): Uint8Array {
 /**
  * Reads a JSON-lines file incrementally, yielding one parsed record per non-blank line, in file
  * order; only the current chunk and line are held in memory. The type parameter states the record
- * shape you expect (nothing is checked beyond valid JSON). Invalid UTF-8 or JSON throws a
+ * shape you expect (nothing is checked beyond each line holding one JSON object). Invalid UTF-8 or
+ * JSON, or a line holding something else than an object (`5`, `"text"`, `null`, `[…]`), throws a
  * `SyntaxError` naming `file:line`. The file is closed when the iteration ends, also early
  * (`break`) or on an error. Iterate it again (call again) for another pass.
  *
@@ -99,7 +100,16 @@ export async function* streamJsonl<T = Record<string, unknown>>(
     } catch (e) {
       throw new SyntaxError(`${path}:${lineNo}: not valid JSON: ${(e as Error).message}`);
     }
-    if (typeof value === "object" && value !== null) SOURCES.set(value, `${path}:${lineNo}`);
+    if (typeof value !== "object" || value === null || Array.isArray(value)) {
+      // A bare value cannot carry its file:line to the record checks that run later: refuse it here.
+      const got = Array.isArray(value)
+        ? "an array"
+        : value === null
+        ? "null"
+        : `${typeof value} ${line.trim().slice(0, 40)}`;
+      throw new SyntaxError(`${path}:${lineNo}: each line must hold one JSON object (a record), got ${got}`);
+    }
+    SOURCES.set(value, `${path}:${lineNo}`);
     return value as T;
   };
   // Bytes of the line being read, split over chunks.
@@ -126,7 +136,7 @@ export async function* streamJsonl<T = Record<string, unknown>>(
 /**
  * Reads a whole JSON-lines file into an array ({@linkcode streamJsonl}'s records, collected),
  * naming the file and line of a bad record. The type parameter states the record shape you
- * expect (nothing is checked beyond valid JSON).
+ * expect (nothing is checked beyond each line holding one JSON object).
  *
  * @example
  * ```ts

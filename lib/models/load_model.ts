@@ -15,6 +15,7 @@ import { LlamaForCausalLM } from "./llama.ts";
 import { RMSNorm } from "./rms_norm.ts";
 import { Bias } from "./bias.ts";
 import { splitFusedReader } from "./fused_linears.ts";
+import { checkNotRelabelledBf16, checkWeightDtype } from "../io/weight_dtype_check.ts";
 import { array, defineOptions, type FieldsOf, string } from "../options/schema.ts";
 import { QUANTIZE_RENAMED, quantizeField, type QuantizeOption } from "../quant/quantize_option.ts";
 
@@ -83,12 +84,14 @@ async function readTensor(reader: TensorReader, name: string, shape: number[]): 
   if (info.shape.length !== shape.length || info.shape.some((d, i) => d !== shape[i])) {
     throw new TypeError(`Tensor "${name}" in ${info.file} has shape [${info.shape}], expected [${shape}]`);
   }
+  checkWeightDtype(name, info); // BF16 bits labelled I16 and the like
   const data = await reader.readFloat32(name);
   for (let i = 0; i < data.length; i++) {
     if (!Number.isFinite(data[i])) {
       throw new RangeError(`Tensor "${name}" in ${info.file} holds a non-finite value at element ${i}`);
     }
   }
+  checkNotRelabelledBf16(name, info, data);
   return tf.tensor(data, shape, "float32");
 }
 
@@ -262,10 +265,16 @@ export async function loadModel(dir: string, options: LoadModelOptions = {}): Pr
   const config = await readModelConfig(dir);
   const reader = await openCheckpoint(dir);
   try {
+    refuseMissingLayers(dir, reader, config);
     const factory = await chooseLinearFactory(dir, config, options);
     const read = new Set<string>();
     // Fused q/k/v and gate/up tensors (Phi-3) are read as their parts.
-    const model = await buildModel(config, splitFusedReader(trackReads(reader, read), config), factory);
+    const model = await buildModel(config, splitFusedReader(trackReads(reader, read), config), factory)
+      .catch((e) => {
+        // e.g. a tensor missing from the checkpoint: say which checkpoint
+        if (e instanceof Error && !e.message.includes(dir)) e.message = `${dir}: ${e.message}`;
+        throw e;
+      });
     try {
       await refuseUnusedTensors(dir, reader, read, config);
     } catch (e) {
@@ -275,6 +284,26 @@ export async function loadModel(dir: string, options: LoadModelOptions = {}): Pr
     return model;
   } finally {
     reader.close();
+  }
+}
+
+/**
+ * Refuses a config.json that asks for more layers than the checkpoint holds, before anything is
+ * built (a corrupt `num_hidden_layers: 1e308` would otherwise loop for ever over absent layers).
+ */
+function refuseMissingLayers(dir: string, reader: TensorReader, config: LlamaConfig): void {
+  let layers = 0;
+  for (const n of reader.names()) {
+    const m = /^model\.layers\.(\d+)\./.exec(n);
+    if (m) layers = Math.max(layers, Number(m[1]) + 1);
+  }
+  if (config.numHiddenLayers > layers) {
+    throw new RangeError(
+      `loadModel: ${dir}/config.json says num_hidden_layers ${config.numHiddenLayers} but the checkpoint ` +
+        `holds ${layers} layer(s) (model.layers.0 to ${
+          layers - 1
+        }); use the config.json that belongs to these weights`,
+    );
   }
 }
 

@@ -13,6 +13,7 @@ import { QuantizedLinear } from "./quantized_linear.ts";
 import { dequantize4bitOnDevice, releaseOnDevice } from "../engine/webgpu_dequant.ts";
 import { bitsPerParam } from "./storage.ts";
 import { type QuantizeOption, resolveQuantize } from "./quantize_option.ts";
+import { checkNotRelabelledBf16, checkWeightDtype } from "../io/weight_dtype_check.ts";
 
 async function readChecked(
   reader: TensorReader,
@@ -26,12 +27,14 @@ async function readChecked(
   if (info.shape.length !== 2 || info.shape[0] !== shape[0] || info.shape[1] !== shape[1]) {
     throw new TypeError(`Tensor "${name}" in ${info.file} has shape [${info.shape}], expected [${shape}]`);
   }
+  checkWeightDtype(name, info); // BF16 bits labelled I16 and the like
   const data = await reader.readFloat32(name);
   for (let i = 0; i < data.length; i++) {
     if (!Number.isFinite(data[i])) {
       throw new RangeError(`Tensor "${name}" in ${info.file} holds a non-finite value at element ${i}`);
     }
   }
+  checkNotRelabelledBf16(name, info, data);
   return data;
 }
 
@@ -117,12 +120,28 @@ export function gptqLinearFactory(settings: GptqSettings, file = "<checkpoint>")
         throw new RangeError(`${file}: GPTQ layer "${name}" has no "${name}.${k}"`);
       }
     }
+    // Shapes first (a config that does not belong to the weights shows here), naming the tensor.
+    const expectShape = (suffix: string, want: (number | undefined)[]) => {
+      const got = reader.info(`${name}.${suffix}`).shape;
+      if (got.length !== want.length || want.some((d, i) => d !== undefined && got[i] !== d)) {
+        throw new TypeError(
+          `${file}: "${name}.${suffix}" has shape [${got}], expected [${
+            want.map((d) => d ?? "groups")
+          }] for a [${O}, ${I}] layer; does config.json belong to these weights?`,
+        );
+      }
+    };
+    expectShape("qweight", [I / 8, O]);
+    expectShape("qzeros", [undefined, O / 8]);
+    expectShape("scales", [undefined, O]);
     const qweight = await reader.readTyped(`${name}.qweight`);
     const qzeros = await reader.readTyped(`${name}.qzeros`);
     const scales = await reader.readFloat32(`${name}.scales`);
     if (!(qweight instanceof Int32Array) || !(qzeros instanceof Int32Array)) {
       throw new TypeError(`${file}: "${name}.qweight" and ".qzeros" must be I32`);
     }
+    const bad = scales.findIndex((v) => !Number.isFinite(v));
+    if (bad >= 0) throw new RangeError(`${file}: "${name}.scales" holds ${scales[bad]} at element ${bad}`);
     const groups = scales.length / O;
     let gIdx: Int32Array;
     if (reader.has(`${name}.g_idx`)) {
@@ -134,8 +153,13 @@ export function gptqLinearFactory(settings: GptqSettings, file = "<checkpoint>")
       gIdx = Int32Array.from({ length: I }, (_, i) => Math.floor(i / gs));
     }
     const layer = { inFeatures: I, outFeatures: O, qweight, qzeros, scales, gIdx };
-    // Validate once at load (errors name the layer), then dequantize on demand.
-    dequantizeGptq(layer, { bits: settings.bits, format: settings.format });
+    // Validate once at load (errors name the file and layer), then dequantize on demand.
+    try {
+      dequantizeGptq(layer, { bits: settings.bits, format: settings.format });
+    } catch (e) {
+      (e as Error).message = `${file}: GPTQ layer "${name}": ${(e as Error).message}`;
+      throw e;
+    }
     const bytes = qweight.byteLength + qzeros.byteLength + groups * O * 2 + gIdx.byteLength;
     return new QuantizedLinear(
       name,

@@ -125,7 +125,15 @@ export function parseRecipe(text: string, baseDir: string, file = "recipe"): Rec
   try {
     raw = parse(text);
   } catch (e) {
-    throw new SyntaxError(`${file}: invalid YAML: ${(e as Error).message}`);
+    const message = (e as Error).message;
+    if (/Maximum call stack/.test(message)) {
+      // the yaml parser recurses per nesting level; say what it means instead of the engine's words
+      const at = / at line \d+, column \d+/.exec(message)?.[0] ?? "";
+      throw new SyntaxError(
+        `${file}: invalid YAML: nested too deeply${at} (a recipe needs a few levels); check the brackets`,
+      );
+    }
+    throw new SyntaxError(`${file}: invalid YAML: ${message}`);
   }
   if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
     throw new TypeError(`${file}: a recipe must be a YAML mapping with model, data and train`);

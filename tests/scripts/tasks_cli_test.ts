@@ -19,6 +19,7 @@ const COVERED = [
   "make-checkpoint",
   "profile",
   "demo",
+  "fuzz",
   "kernel:install",
   "merge",
   "notebooks",
