@@ -12,6 +12,7 @@
  */
 
 import { openCheckpoint, writeShardedSafetensors } from "../io/checkpoint_files.ts";
+import { checkNotRelabelledBf16 } from "../io/weight_dtype_check.ts";
 import { pathExists, recoverInterruptedSave, writeDirAtomic } from "../io/atomic_dir.ts";
 import type { SafetensorsDtype } from "../io/dtypes.ts";
 import type { SafetensorsEntry } from "../io/safetensors_writer.ts";
@@ -241,6 +242,7 @@ export async function quantizeCheckpoint(
         }
         weightDtype ??= dtype;
         const values = await ckpt.readFloat32(name);
+        checkNotRelabelledBf16(name, info, values); // BF16 bits labelled F16 would quantize garbage
         let state: Quant4bitState;
         try {
           state = quantize4bit(values, {
