@@ -195,7 +195,11 @@ function settled(text: string, stop: readonly string[]): number {
 
 /**
  * Continues `prompt` (or each prompt of an array, in one batch) and returns the completion text
- * (prompt excluded). Stops at an eos token, a stop string or `maxNewTokens`.
+ * (prompt excluded). Stops at an eos token, a stop string, `maxNewTokens`, or when prompt and
+ * completion fill the model's context (`max_position_embeddings`, capped by a sliding window): a
+ * prompt of P tokens gets at most `max_position_embeddings - P + 1` new tokens. A prompt longer than
+ * the context is refused with a `RangeError` giving its token count and the limit (nothing is cut
+ * silently: shorten the prompt, or keep its end yourself, e.g. by dropping early chat turns).
  *
  * @example
  * ```ts
@@ -336,6 +340,16 @@ function* generateFromIds(
   const eos = new Set(tokenizer.eosIds);
   const pad = tokenizer.padId ?? tokenizer.eosId ?? 0;
   const longest = Math.max(...promptIds.map((p) => p.length));
+  if (longest > maxPos) {
+    const row = promptIds.findIndex((p) => p.length === longest);
+    throw new RangeError(
+      `generate: ${B > 1 ? `prompt ${row}` : "the prompt"} is ${longest} tokens but the model's context ` +
+        `(max_position_embeddings${
+          model.config.raw.sliding_window ? " or sliding_window" : ""
+        }) is ${maxPos}: shorten it to at most ${maxPos} tokens (fewer leave room for the reply); ` +
+        "nothing was generated",
+    );
+  }
   const padded = B > 1 || promptIds[0].length !== longest;
   // Attention mask over every position so far (1 = real token), only needed with padding.
   const mask = promptIds.map((p) => [...Array(longest - p.length).fill(0), ...Array(p.length).fill(1)]);
