@@ -70,7 +70,7 @@ async function trainFromRecipe(
   const { loadTokenizer } = await import("../lib/io/tokenizer.ts");
   const { loadModel } = await import("../lib/models/load_model.ts");
   const { saveCheckpoint } = await import("../lib/models/save_model.ts");
-  const { parseRecipe, readJsonl } = await import("../lib/train/recipe.ts");
+  const { readJsonl, readRecipe } = await import("../lib/train/recipe.ts");
   const { train } = await import("../lib/train/trainer.ts");
   const { progress } = await import("../lib/notebook/progress.ts");
   const { attachDyLoRA, attachLoRA } = await import("../lib/adapters/attach.ts");
@@ -79,14 +79,7 @@ async function trainFromRecipe(
   type LoRAConfig = import("../lib/adapters/attach.ts").LoRAConfig;
   type DyLoRAConfig = import("../lib/adapters/attach.ts").DyLoRAConfig;
 
-  let text: string;
-  try {
-    text = await Deno.readTextFile(path);
-  } catch (e) {
-    throw new Error(`cannot read the recipe ${path}: ${(e as Error).message}`);
-  }
-  const dir = path.includes("/") ? path.slice(0, path.lastIndexOf("/")) : ".";
-  const recipe = parseRecipe(text, dir, path);
+  const recipe = await readRecipe(path); // UTF-8 checked, paths resolved against its folder
   const output = overrides.output ?? recipe.output;
   const info = await initEngine();
   console.log(`[engine] ${info.reason}`);

@@ -156,6 +156,51 @@ export function parseRecipe(text: string, baseDir: string, file = "recipe"): Rec
 }
 
 /**
+ * Reads and parses a recipe file (relative paths resolve against its folder). The file must be
+ * UTF-8 (a byte order mark is skipped): invalid bytes are refused with their line, not read as
+ * replacement characters into a path or a value. Every error names the file.
+ *
+ * @example
+ * ```ts
+ * import { readRecipe } from "./recipe.ts";
+ * const dir = await Deno.makeTempDir();
+ * await Deno.writeTextFile(`${dir}/r.yaml`, "\uFEFFmodel: m\ndata: d.jsonl\n");
+ * if ((await readRecipe(`${dir}/r.yaml`)).data !== `${dir}/d.jsonl`) throw new Error("paths");
+ * await Deno.writeFile(`${dir}/r.yaml`, new Uint8Array([0x6d, 0x3a, 0x20, 0xff, 0x0a]));
+ * const err = await readRecipe(`${dir}/r.yaml`).catch((e) => e as Error);
+ * if (!(err instanceof SyntaxError) || !err.message.startsWith(`${dir}/r.yaml:1: not valid UTF-8`)) throw err;
+ * await Deno.remove(dir, { recursive: true });
+ * ```
+ */
+export async function readRecipe(path: string): Promise<Recipe> {
+  let bytes: Uint8Array;
+  try {
+    bytes = await Deno.readFile(path);
+  } catch (e) {
+    throw new Error(`cannot read the recipe ${path}: ${(e as Error).message}`, { cause: e });
+  }
+  let text: string;
+  try {
+    text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch {
+    // the first bad byte: feed the bytes one by one (an unfinished sequence at the end is bad too)
+    const stream = new TextDecoder("utf-8", { fatal: true });
+    let bad = 0;
+    for (; bad < bytes.length; bad++) {
+      try {
+        stream.decode(bytes.subarray(bad, bad + 1), { stream: true });
+      } catch {
+        break;
+      }
+    }
+    const line = bytes.subarray(0, bad).filter((b) => b === 0x0a).length + 1;
+    throw new SyntaxError(`${path}:${line}: not valid UTF-8 (byte ${bad}); save the recipe as UTF-8`);
+  }
+  const dir = path.includes("/") ? path.slice(0, path.lastIndexOf("/")) : ".";
+  return parseRecipe(text, dir, path);
+}
+
+/**
  * Reads JSON-lines training records (the reader lives in `lib/io/jsonl.ts`), naming the
  * file and line of a bad record. The type parameter states the record shape you expect.
  */

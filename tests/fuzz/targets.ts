@@ -16,7 +16,7 @@ import { attachLoRA } from "../../lib/adapters/attach.ts";
 import { loadAdapter, saveAdapter } from "../../lib/adapters/peft_format.ts";
 import { train, type TrainOptions } from "../../lib/train/trainer.ts";
 import { DivergenceError } from "../../lib/train/divergence.ts";
-import { parseRecipe } from "../../lib/train/recipe.ts";
+import { readRecipe } from "../../lib/train/recipe.ts";
 import { readJsonl } from "../../lib/io/jsonl.ts";
 import { tokenizeRecords } from "../../lib/train/data.ts";
 import { createTokenizer, type Tokenizer } from "../../lib/io/tokenizer.ts";
@@ -281,7 +281,7 @@ train:
   tokenize: { maxLength: 128, truncation: left }
 `;
 
-/** A YAML recipe, read as `deno task train` reads it (text, then `parseRecipe`). */
+/** A YAML recipe, read as `deno task train` reads it (`readRecipe`). */
 const recipe: FuzzTarget = {
   format: "recipe",
   async setup(dir) {
@@ -289,8 +289,7 @@ const recipe: FuzzTarget = {
   },
   files: [{ path: "recipe.yaml", kind: "yaml" }],
   async load(dir) {
-    const path = `${dir}/recipe.yaml`;
-    parseRecipe(await Deno.readTextFile(path), dir, path);
+    await readRecipe(`${dir}/recipe.yaml`);
     return "accepted";
   },
   mustName: (dir) => `${dir}/recipe.yaml`,
