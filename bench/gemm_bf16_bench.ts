@@ -145,22 +145,19 @@ export function runGemmBf16Bench(options: GemmBf16BenchOptions = {}): GemmBf16Ro
  * import { formatGemmBf16Table } from "./gemm_bf16_bench.ts";
  * const shape = { name: "x", m: 1, n: 2, k: 3, tA: false, tB: true };
  * const table = formatGemmBf16Table([{ shape, sgemmGflops: 100, bf16Gflops: 180, ratio: 1.8, rounds: 3 }]);
- * if (!table.includes("| x | 1 | 2 | 3 | NT | 100.0 | 180.0 | 1.80x |")) throw new Error(table);
+ * if (!table.includes("| x | 1 | 2 | 3 | NT | 100.0 | 180.0 | 1.80x | 1.80x |")) throw new Error(table);
  * ```
  */
 export function formatGemmBf16Table(rows: readonly GemmBf16Row[]): string {
   const lines = [
-    "| shape | M | N | K | op | sgemm GFLOP/s (best) | bf16 GFLOP/s (best) | speed-up (median round) |",
-    "|---|---|---|---|---|---|---|---|",
+    "| shape | M | N | K | op | sgemm GFLOP/s (best) | bf16 GFLOP/s (best) | best / best | speed-up (median round) |",
+    "|---|---|---|---|---|---|---|---|---|",
   ];
   for (const { shape: s, sgemmGflops, bf16Gflops, ratio } of rows) {
     const op = `${s.tA ? "T" : "N"}${s.tB ? "T" : "N"}`;
-    lines.push(
-      `| ${s.name} | ${s.m} | ${s.n} | ${s.k} | ${op} | ${sgemmGflops.toFixed(1)} | ${
-        bf16Gflops.toFixed(1)
-      } | ` +
-        `${ratio.toFixed(2)}x |`,
-    );
+    const cells = [s.name, s.m, s.n, s.k, op, sgemmGflops.toFixed(1), bf16Gflops.toFixed(1)];
+    cells.push(`${(bf16Gflops / sgemmGflops).toFixed(2)}x`, `${ratio.toFixed(2)}x`);
+    lines.push(`| ${cells.join(" | ")} |`);
   }
   return lines.join("\n");
 }
