@@ -83,8 +83,9 @@ export interface NativeKernels {
   /**
    * `C = alpha·op(A)·op(B) + beta·C` with `cblas_sgemm`'s row-major semantics (`op(A)`: `[M, K]`,
    * `op(B)`: `[K, N]`, `C`: `[M, N]` with leading dimensions `lda`, `ldb`, `ldc`), but with the inputs
-   * rounded to bfloat16 (round to nearest even) and the products accumulated in float32. `C` is not
-   * read when `beta` is 0. The arrays may be views of the wasm heap.
+   * rounded to bfloat16 (round to nearest even) and the products accumulated in float32. As in
+   * AVX512_BF16's `vdpbf16ps`, subnormal inputs and partial sums (below 2^-126 in magnitude) count as
+   * zero. `C` is not read when `beta` is 0. The arrays may be views of the wasm heap.
    */
   gemmBf16(
     transA: boolean,
@@ -131,6 +132,15 @@ export function roundToBf16(x: number): number {
   const u = U32[0];
   U32[0] = ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) << 16;
   return F32[0];
+}
+
+/** Smallest normal float32 (2^-126): `vdpbf16ps` treats anything smaller as zero. */
+const MIN_NORMAL = 2 ** -126;
+
+/** `x` rounded to bf16, subnormals as zero. */
+function bf16Normal(x: number): number {
+  const r = roundToBf16(x);
+  return Math.abs(r) < MIN_NORMAL ? 0 : r;
 }
 
 /** Checks a GEMM's sizes against its arrays (a short array would make the native kernel read out of bounds). */
@@ -217,17 +227,20 @@ export const typescriptKernels: NativeKernels = {
     // op(A) rounded to bf16 once: [M, K] row-major; op(B) likewise as [N, K] (a dot product per C element).
     const ar = new Float32Array(m * k), br = new Float32Array(n * k);
     for (let i = 0; i < m; i++) {
-      for (let p = 0; p < k; p++) ar[i * k + p] = roundToBf16(tA ? a[p * lda + i] : a[i * lda + p]);
+      for (let p = 0; p < k; p++) ar[i * k + p] = bf16Normal(tA ? a[p * lda + i] : a[i * lda + p]);
     }
     for (let j = 0; j < n; j++) {
-      for (let p = 0; p < k; p++) br[j * k + p] = roundToBf16(tB ? b[j * ldb + p] : b[p * ldb + j]);
+      for (let p = 0; p < k; p++) br[j * k + p] = bf16Normal(tB ? b[j * ldb + p] : b[p * ldb + j]);
     }
     const fr = Math.fround, kk = alpha === 0 ? 0 : k; // BLAS: alpha = 0 reads neither A nor B
     for (let i = 0; i < m; i++) {
       for (let j = 0; j < n; j++) {
         let acc = 0;
         // bf16 x bf16 products are exact in float32; the sum is rounded to float32 at each step.
-        for (let p = 0; p < kk; p++) acc = fr(acc + ar[i * k + p] * br[j * k + p]);
+        for (let p = 0; p < kk; p++) {
+          acc = fr(acc + ar[i * k + p] * br[j * k + p]);
+          if (Math.abs(acc) < MIN_NORMAL) acc = 0;
+        }
         const o = i * ldc + j;
         c[o] = beta === 0 ? fr(alpha * acc) : fr(fr(alpha * acc) + fr(beta * c[o]));
       }

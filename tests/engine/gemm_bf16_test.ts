@@ -168,6 +168,55 @@ Deno.test({
       // alpha = 0: A and B (NaN here) are not read.
       kernels.gemmBf16(false, false, 1, 2, 1, 0, a, 1, b, 2, 2, c, 2);
       assertEquals(Array.from(c), [7, 8], kernels.kind);
+      // Subnormal inputs and sums count as zero (vdpbf16ps); normal tiny values do not.
+      const e = new Float32Array(3);
+      const tiny = new Float32Array([1e-39, 1, 1e-20, 1e-20, 2 ** -100, 2 ** -20]);
+      kernels.gemmBf16(
+        false,
+        false,
+        1,
+        1,
+        1,
+        1,
+        tiny.subarray(0),
+        1,
+        tiny.subarray(1),
+        1,
+        0,
+        e.subarray(0),
+        1,
+      );
+      kernels.gemmBf16(
+        false,
+        false,
+        1,
+        1,
+        1,
+        1,
+        tiny.subarray(2),
+        1,
+        tiny.subarray(3),
+        1,
+        0,
+        e.subarray(1),
+        1,
+      );
+      kernels.gemmBf16(
+        false,
+        false,
+        1,
+        1,
+        1,
+        1,
+        tiny.subarray(4),
+        1,
+        tiny.subarray(5),
+        1,
+        0,
+        e.subarray(2),
+        1,
+      );
+      assertEquals(Array.from(e), [0, 0, 2 ** -120], kernels.kind);
     }
   },
 });
