@@ -498,6 +498,17 @@ export async function train(
           throw new RangeError(`trainable.safetensors: "${p.name}" holds ${t.data[bad]} at element ${bad}`);
         }
       }
+      // A moment reshaped with its size kept (e.g. transposed) would fail deep inside the first step.
+      const paramShape = new Map(params.map((p) => [p.name, p.variable.shape]));
+      for (const [name, t] of Object.entries(st.optimizer.tensors)) {
+        const want = paramShape.get(name.slice(name.indexOf("/") + 1));
+        const size = t.shape.reduce((a, b) => a * b, 1);
+        if (want && size === want.reduce((a, b) => a * b, 1) && t.shape.join() !== want.join()) {
+          throw new RangeError(
+            `optimizer.safetensors: "${name}" has shape [${t.shape}] but the parameter has [${want}]`,
+          );
+        }
+      }
       importOptimizerState(optimizer, st.optimizer);
       if (stream) {
         // A stream: skip (and check) the records the saved run consumed.
