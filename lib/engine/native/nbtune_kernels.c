@@ -390,10 +390,13 @@ int32_t nb_gemm_bf16(int32_t transA, int32_t transB, int64_t M, int64_t N, int64
     if (best < 0 || cost < best) best = cost, tm = d, tn = T / d;
   }
   if (best < 0) T = 1, tm = 1, tn = 1;
-  /* Packing buffers: A block NB_MC x NB_KC, B block (widest thread rectangle, at most NB_NC) x NB_KC. */
-  const size_t abytes = (size_t)NB_MC * ((NB_KC + 1) / 2) * sizeof(uint32_t);
-  const int64_t ncw = (np + tn - 1) / tn * NB_NR, ncmax = ncw < NB_NC ? ncw : NB_NC;
-  const size_t bbytes = (size_t)ncmax * ((NB_KC + 1) / 2) * sizeof(uint32_t);
+  /*
+   * Packing buffers, per thread: an A block (its rows, at most NB_MC) and a B block (one panel when its
+   * rows fit one A block, see nb_gemm_bf16_rect_small_m; else its columns, at most NB_NC), kcb deep.
+   */
+  const int64_t kpairs = (kcb + 1) / 2, mcw = (mp + tm - 1) / tm * NB_MR, ncw = (np + tn - 1) / tn * NB_NR;
+  const int64_t acols = mcw < NB_MC ? mcw : NB_MC, bcols = mcw <= NB_MC ? NB_NR : ncw < NB_NC ? ncw : NB_NC;
+  const size_t abytes = (size_t)acols * kpairs * sizeof(uint32_t), bbytes = (size_t)bcols * kpairs * sizeof(uint32_t);
   int failed = 0;
 #pragma omp parallel num_threads(T)
   {
