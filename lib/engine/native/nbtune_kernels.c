@@ -227,10 +227,11 @@ typedef struct {
 /*
  * C[mr x nr] (= or +=) alpha * Apanel . Bpanel over `pairs` k-pairs; first: the first K block (beta).
  * pf (may be NULL): lines prefetched one every other k-pair, so that they overlap the arithmetic.
+ * R: the rows computed (a compile-time constant in each instance below; mr <= R).
  */
-NB_BF16_TARGET static void nb_kernel_bf16(int64_t pairs, const uint32_t *a, const uint32_t *b, float *c,
-                                          int64_t ldc, int mr, int nr, float alpha, float beta, int first,
-                                          nb_prefetch_t *pf) {
+NB_BF16_TARGET static inline __attribute__((always_inline)) void
+nb_kernel_rows(const int R, int64_t pairs, const uint32_t *a, const uint32_t *b, float *c, int64_t ldc, int mr,
+               int nr, float alpha, float beta, int first, nb_prefetch_t *pf) {
   __m512 acc[NB_MR][2];
 #pragma GCC unroll 12
   for (int i = 0; i < NB_MR; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
@@ -249,7 +250,7 @@ NB_BF16_TARGET static void nb_kernel_bf16(int64_t pairs, const uint32_t *a, cons
     const __m512bh b0 = (__m512bh)_mm512_load_si512(b + p * NB_NR);
     const __m512bh b1 = (__m512bh)_mm512_load_si512(b + p * NB_NR + 16);
 #pragma GCC unroll 12
-    for (int i = 0; i < NB_MR; i++) {
+    for (int i = 0; i < R; i++) {
       const __m512bh ai = (__m512bh)_mm512_set1_epi32((int)a[p * NB_MR + i]);
       acc[i][0] = _mm512_dpbf16_ps(acc[i][0], ai, b0);
       acc[i][1] = _mm512_dpbf16_ps(acc[i][1], ai, b1);
@@ -262,7 +263,7 @@ NB_BF16_TARGET static void nb_kernel_bf16(int64_t pairs, const uint32_t *a, cons
   const __mmask16 m0 = nb_mask(nr), m1 = nb_mask(nr - 16);
   const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
 #pragma GCC unroll 12
-  for (int i = 0; i < NB_MR; i++) {
+  for (int i = 0; i < R; i++) {
     if (i >= mr) break;
     float *ci = c + i * ldc;
     __m512 x0 = _mm512_mul_ps(va, acc[i][0]), x1 = _mm512_mul_ps(va, acc[i][1]);
@@ -276,6 +277,15 @@ NB_BF16_TARGET static void nb_kernel_bf16(int64_t pairs, const uint32_t *a, cons
     _mm512_mask_storeu_ps(ci, m0, x0);
     _mm512_mask_storeu_ps(ci + 16, m1, x1);
   }
+}
+
+/* The micro-kernel for a tile of mr rows: 12-row tiles, and 4- or 8-row ones for the last rows of A. */
+NB_BF16_TARGET static void nb_kernel_bf16(int64_t pairs, const uint32_t *a, const uint32_t *b, float *c,
+                                          int64_t ldc, int mr, int nr, float alpha, float beta, int first,
+                                          nb_prefetch_t *pf) {
+  if (mr > 8) nb_kernel_rows(NB_MR, pairs, a, b, c, ldc, mr, nr, alpha, beta, first, pf);
+  else if (mr > 4) nb_kernel_rows(8, pairs, a, b, c, ldc, mr, nr, alpha, beta, first, pf);
+  else nb_kernel_rows(4, pairs, a, b, c, ldc, mr, nr, alpha, beta, first, pf);
 }
 
 /*
