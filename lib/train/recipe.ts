@@ -12,7 +12,7 @@
  * ```
  * @module
  */
-import { parse } from "npm:yaml@2.9.1";
+import { parseDocument } from "npm:yaml@2.9.1";
 import type { TrainingRecord } from "./data.ts";
 import type { TrainOptions } from "./trainer.ts";
 import { readJsonl as readJsonlFile, streamJsonl as streamJsonlFile } from "../io/jsonl.ts";
@@ -123,7 +123,11 @@ function resolvePath(base: string, p: string): string {
 export function parseRecipe(text: string, baseDir: string, file = "recipe"): Recipe {
   let raw: unknown;
   try {
-    raw = parse(text);
+    const doc = parseDocument(text);
+    // a warning (an unresolved tag such as `!lpha: 8`) is a mistake in a recipe too: refuse it
+    const problem = doc.errors[0] ?? doc.warnings[0];
+    if (problem) throw problem;
+    raw = doc.toJS();
   } catch (e) {
     const message = (e as Error).message;
     if (/Maximum call stack/.test(message)) {
