@@ -1,6 +1,6 @@
 /**
  * `deno task fuzz`: the seeded file-format fuzzer of issue 12 (`tests/fuzz/harness.ts`) as a long run.
- * Damages copies of a valid sharded safetensors checkpoint, bitsandbytes 4-bit checkpoint, GPTQ
+ * Damages copies of a valid sharded safetensors checkpoint, GGUF file, bitsandbytes 4-bit checkpoint, GPTQ
  * directory, PEFT adapter, training state, YAML recipe and JSON-lines file (truncation, bit flips,
  * huge lengths, overlapping offsets, wrong dtypes, non-UTF-8, BOMs, duplicate keys, deep nesting,
  * wrong field types) and loads each as a user would. Prints the cases per format and their outcome
@@ -10,7 +10,7 @@
  */
 import { defineCli, runCli } from "./_cli.ts";
 
-const FORMATS = ["safetensors", "bnb4bit", "gptq", "peft", "state", "recipe", "jsonl"] as const;
+const FORMATS = ["safetensors", "gguf", "bnb4bit", "gptq", "peft", "state", "recipe", "jsonl"] as const;
 
 const FUZZ_CLI = defineCli({
   name: "fuzz",

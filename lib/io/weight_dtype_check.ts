@@ -61,7 +61,9 @@ export function checkWeightDtype(name: string, info: TensorInfo): void {
  * import { checkNotRelabelledBf16 } from "./weight_dtype_check.ts";
  * import { f16BitsToNumber, numberToBf16Bits } from "./dtypes.ts";
  * const weights = Array.from({ length: 512 }, (_, i) => 0.02 * Math.sin(i + 1));
- * const info = { file: "m.safetensors", dtype: "F16" as const, shape: [16, 32], byteOffset: 8, byteLength: 1024 };
+ * const info = {
+ *   file: "m.safetensors", dtype: "F16" as const, shape: [16, 32], byteOffset: 8, byteLength: 1024,
+ * };
  * checkNotRelabelledBf16("w", info, Float32Array.from(weights)); // genuine F16 values pass
  * const relabelled = Float32Array.from(weights, (v) => f16BitsToNumber(numberToBf16Bits(v)));
  * let msg = "";

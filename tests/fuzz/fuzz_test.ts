@@ -1,9 +1,9 @@
 /**
  * The seeded file-format fuzz (issue 12, item 6) with a small budget: every format of
- * `tests/fuzz/targets.ts` (sharded safetensors, bitsandbytes 4-bit, GPTQ, PEFT adapters, training
- * states, YAML recipes, JSON lines) damaged in `FUZZ_CASES` ways each (default 60; training states
- * a quarter of that, each resume trains a step) and loaded. Every case must end in our own error
- * naming the file (`refused`), a valid load (`accepted`) or the divergence guard (`diverged`): none in
+ * `tests/fuzz/targets.ts` (sharded safetensors, GGUF, bitsandbytes 4-bit, GPTQ, PEFT adapters,
+ * training states, YAML recipes, JSON lines) damaged in `FUZZ_CASES` ways each (default 60; training
+ * states a quarter of that, each resume trains a step; GGUF half) and loaded. Every case must end in
+ * our own error naming the file (`refused`), a valid load (`accepted`) or the divergence guard (`diverged`): none in
  * `internal` (an engine TypeError / RangeError from deep inside) or `unnamed` (no file in the message).
  * `FUZZ_SEED` sets the seed (default 2026). The long run is `deno task fuzz --cases 2000`.
  */
@@ -17,6 +17,8 @@ import { FormatError } from "../../lib/io/format_error.ts";
 await initEngine({ backend: "cpu" });
 const CASES = Number(Deno.env.get("FUZZ_CASES") ?? 60);
 const SEED = Number(Deno.env.get("FUZZ_SEED") ?? 2026);
+/** Slower formats get fewer cases: a resume trains a step, a GGUF case copies and reads 1.7 MB. */
+const SHARE: Partial<Record<string, number>> = { state: 1 / 4, gguf: 1 / 2 };
 
 Deno.test("the classifier tells our errors from internal and unnamed ones", () => {
   const file = "/data/x.safetensors";
@@ -42,7 +44,7 @@ Deno.test("the classifier tells our errors from internal and unnamed ones", () =
 Deno.test(`file-format fuzz: ${CASES} damaged files per format end in our error naming the file`, async () => {
   const before = tf.memory().numTensors;
   const cases = Object.fromEntries(
-    FUZZ_FORMATS.map((f) => [f, f === "state" ? Math.max(1, Math.round(CASES / 4)) : CASES]),
+    FUZZ_FORMATS.map((f) => [f, Math.max(1, Math.round(CASES * (SHARE[f] ?? 1)))]),
   );
   const reports = await runFuzz({ cases, seed: SEED });
   console.log(formatReport(reports));

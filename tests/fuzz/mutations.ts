@@ -16,6 +16,7 @@ import { decodeSafetensors } from "../../lib/io/safetensors_reader.ts";
 import { encodeSafetensors, type SafetensorsEntry } from "../../lib/io/safetensors_writer.ts";
 import { DTYPES, type SafetensorsDtype } from "../../lib/io/dtypes.ts";
 import { MAX_HEADER_BYTES } from "../../lib/io/safetensors_reader.ts";
+import { parseGgufHeader } from "../../lib/io/gguf.ts";
 
 /** A random source in [0, 1). */
 export type Rand = () => number;
@@ -27,7 +28,7 @@ export interface Mutation {
 }
 
 /** How a file is interpreted, which decides the mutations that apply to it. */
-export type FileKind = "safetensors" | "json" | "yaml" | "jsonl";
+export type FileKind = "safetensors" | "gguf" | "json" | "yaml" | "jsonl";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -481,6 +482,35 @@ export function mutateJsonl(rand: Rand, bytes: Uint8Array): Mutation {
   return { bytes: enc.encode(lines.join("\n")), what };
 }
 
+/**
+ * Damage to a GGUF file, mostly inside its header (metadata keys, values, string lengths, array
+ * counts, tensor infos): byte-level damage there, or a huge u64 / u32 written over a length or count.
+ */
+export function mutateGguf(rand: Rand, bytes: Uint8Array): Mutation {
+  const headerEnd = Math.min(bytes.length, parseGgufHeader(bytes).dataOffset);
+  const r = rand();
+  if (r < 0.25) return mutateBytes(rand, bytes);
+  if (r < 0.6) {
+    const m = mutateBytes(rand, bytes.subarray(0, headerEnd));
+    return { bytes: concat(m.bytes, bytes.subarray(headerEnd)), what: `header: ${m.what}` };
+  }
+  const out = bytes.slice();
+  const at = 4 + int(rand, headerEnd - 12);
+  const v = pick(rand, [
+    2n ** 64n - 1n,
+    2n ** 63n,
+    2n ** 40n,
+    2n ** 32n + 1n,
+    0xffffffffn,
+    0x7fffffffn,
+    1000000n,
+  ]);
+  const view = new DataView(out.buffer);
+  if (rand() < 0.5) view.setBigUint64(at, v, true);
+  else view.setUint32(at, Number(v & 0xffffffffn), true);
+  return { bytes: out, what: `huge value ${v} written at header byte ${at}` };
+}
+
 /** Damage suited to a file of `kind`. */
 export function mutateFile(rand: Rand, kind: FileKind, bytes: Uint8Array): Mutation {
   switch (kind) {
@@ -490,6 +520,8 @@ export function mutateFile(rand: Rand, kind: FileKind, bytes: Uint8Array): Mutat
       if (r < 0.65) return mutateSafetensorsHeader(rand, bytes);
       return mutateTensors(rand, bytes);
     }
+    case "gguf":
+      return mutateGguf(rand, bytes);
     case "json":
       return mutateJson(rand, bytes);
     case "yaml":

@@ -1,12 +1,13 @@
 /**
  * What the file-format fuzzer damages and how it loads the result: one {@linkcode FuzzTarget} per
- * format (sharded safetensors checkpoints, bitsandbytes 4-bit checkpoints, GPTQ directories, PEFT
+ * format (sharded safetensors checkpoints, GGUF files, bitsandbytes 4-bit checkpoints, GPTQ directories, PEFT
  * adapters, saved training states, YAML recipes, JSON-lines data). Each target builds a small valid
  * template once; the harness copies it per case, damages one file and calls `load` on the copy.
  * @module
  */
 import type { FileKind } from "./mutations.ts";
 import { decodeSafetensors } from "../../lib/io/safetensors_reader.ts";
+import { GGUF_DEQUANT_TYPES, openGguf } from "../../lib/io/gguf.ts";
 import { openCheckpoint, writeShardedSafetensors } from "../../lib/io/checkpoint_files.ts";
 import { initModel } from "../../lib/models/init_model.ts";
 import { loadModel } from "../../lib/models/load_model.ts";
@@ -22,7 +23,16 @@ import { tokenizeRecords } from "../../lib/train/data.ts";
 import { createTokenizer, type Tokenizer } from "../../lib/io/tokenizer.ts";
 
 /** The formats the fuzzer covers. */
-export const FUZZ_FORMATS = ["safetensors", "bnb4bit", "gptq", "peft", "state", "recipe", "jsonl"] as const;
+export const FUZZ_FORMATS = [
+  "safetensors",
+  "gguf",
+  "bnb4bit",
+  "gptq",
+  "peft",
+  "state",
+  "recipe",
+  "jsonl",
+] as const;
 /** One of {@linkcode FUZZ_FORMATS}. */
 export type FuzzFormat = typeof FUZZ_FORMATS[number];
 
@@ -128,6 +138,24 @@ const safetensors: FuzzTarget = {
     if (errors.length > 1) throw new SeveralErrors(errors);
     return "accepted";
   },
+};
+
+/** The tiny-random Llama GGUF fixture (F32 / F16 / quantized tensors), every tensor read and dequantized. */
+const gguf: FuzzTarget = {
+  format: "gguf",
+  async setup(dir) {
+    await Deno.copyFile(`${ROOT}tests/fixtures/external/gguf/llama-2-tiny-random.gguf`, `${dir}/model.gguf`);
+  },
+  files: [{ path: "model.gguf", kind: "gguf" }],
+  async load(dir) {
+    using g = await openGguf(`${dir}/model.gguf`);
+    for (const t of g.header.tensors) {
+      if (GGUF_DEQUANT_TYPES.includes(t.typeName)) await g.readFloat32(t.name);
+      else await g.readBytes(t.name);
+    }
+    return "accepted";
+  },
+  mustName: (dir) => `${dir}/model.gguf`,
 };
 
 /** A bitsandbytes NF4 (double-quantized) checkpoint of the tiny Llama, loaded with `loadModel`. */
@@ -347,6 +375,7 @@ const jsonl: FuzzTarget = {
 /** Every target, by format. */
 export const FUZZ_TARGETS: Readonly<Record<FuzzFormat, FuzzTarget>> = {
   safetensors,
+  gguf,
   bnb4bit,
   gptq,
   peft,
