@@ -10,7 +10,18 @@
  */
 import { defineCli, runCli } from "./_cli.ts";
 
-const FORMATS = ["safetensors", "gguf", "bnb4bit", "gptq", "peft", "state", "recipe", "jsonl"] as const;
+const FORMATS = [
+  "safetensors",
+  "gguf",
+  "model",
+  "tokenizer",
+  "bnb4bit",
+  "gptq",
+  "peft",
+  "state",
+  "recipe",
+  "jsonl",
+] as const;
 
 const FUZZ_CLI = defineCli({
   name: "fuzz",

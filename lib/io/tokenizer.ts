@@ -237,7 +237,12 @@ function createTokenizerFrom(
   if (!("model" in json) || typeof json.model !== "object" || json.model === null) {
     throw new FormatError('has no "model" object; is this an HF tokenizers tokenizer.json?', { file });
   }
+  checkTokenizerJson(json as Record<string, unknown>, file);
   const config = sources.tokenizerConfig ?? {};
+  // the companion file named in messages about the chat template and special tokens
+  const configFile = sources.chatTemplateFile !== undefined && options.chatTemplate === undefined
+    ? file.replace(/tokenizer\.json$/, "chat_template.jinja")
+    : file.replace(/tokenizer\.json$/, "tokenizer_config.json");
   // tokenizers.js wants every pipeline key present; HF files omit null ones at times.
   const filled = {
     normalizer: null,
@@ -285,8 +290,14 @@ function createTokenizerFrom(
   const eosId = eosIds[0];
   const padId = pad.id ?? pad.genIds[0] ?? eosId;
 
-  const chatTemplate = options.chatTemplate ?? sources.chatTemplateFile ??
-    resolveChatTemplate(config.chat_template, options.chatTemplateName);
+  let chatTemplate: string | undefined;
+  try {
+    chatTemplate = options.chatTemplate ?? sources.chatTemplateFile ??
+      resolveChatTemplate(config.chat_template, options.chatTemplateName);
+  } catch (e) {
+    (e as Error).message = `${configFile}: ${(e as Error).message}`;
+    throw e;
+  }
   let compiled: CompiledChatTemplate | undefined;
   const maxLen = config.model_max_length;
 
@@ -305,7 +316,14 @@ function createTokenizerFrom(
     encode(text, encodeOptions = {}) {
       if (typeof text !== "string") throw new TypeError(`encode() needs a string, received ${typeof text}`);
       const { addSpecialTokens } = encodeSchema.parse(encodeOptions);
-      return hf.encode(text, { add_special_tokens: addSpecialTokens }).ids;
+      try {
+        return hf.encode(text, { add_special_tokens: addSpecialTokens }).ids;
+      } catch (cause) {
+        throw new FormatError(`@huggingface/tokenizers failed to encode: ${(cause as Error).message}`, {
+          file,
+          cause,
+        });
+      }
     },
     decode(ids, decodeOptions = {}) {
       if (!Array.isArray(ids)) throw new TypeError(`decode() needs an array of ids, received ${typeof ids}`);
@@ -316,7 +334,14 @@ function createTokenizerFrom(
         }
       }
       if (ids.length === 0) return "";
-      return hf.decode(ids as number[], { skip_special_tokens: skipSpecialTokens });
+      try {
+        return hf.decode(ids as number[], { skip_special_tokens: skipSpecialTokens });
+      } catch (cause) {
+        throw new FormatError(`@huggingface/tokenizers failed to decode: ${(cause as Error).message}`, {
+          file,
+          cause,
+        });
+      }
     },
     tokenToId,
     idToToken(id) {
@@ -331,7 +356,14 @@ function createTokenizerFrom(
             `and no chat_template.jinja); pass { chatTemplate } to loadTokenizer()`,
         );
       }
-      compiled ??= compileChatTemplate(chatTemplate);
+      try {
+        compiled ??= compileChatTemplate(chatTemplate);
+      } catch (e) {
+        (e as Error).message = `${options.chatTemplate === undefined ? configFile : "chatTemplate"}: ${
+          (e as Error).message
+        }`;
+        throw e;
+      }
       return compiled(messages, {
         addGenerationPrompt,
         bosToken: bos.text ?? "",
@@ -339,6 +371,67 @@ function createTokenizerFrom(
       });
     },
   };
+}
+
+/**
+ * Checks the parts of `tokenizer.json` that @huggingface/tokenizers walks without checking (a wrong
+ * type there surfaces as "Cannot read properties of undefined" from inside the library).
+ */
+function checkTokenizerJson(json: Record<string, unknown>, file: string): void {
+  const fail = (detail: string): never => {
+    throw new FormatError(detail, { file });
+  };
+  const show = (v: unknown) => Array.isArray(v) ? "an array" : v === null ? "null" : typeof v;
+  const isObject = (v: unknown): v is Record<string, unknown> =>
+    typeof v === "object" && v !== null && !Array.isArray(v);
+  for (const key of ["normalizer", "pre_tokenizer", "post_processor", "decoder"]) {
+    const v = json[key];
+    if (v !== undefined && v !== null && !isObject(v)) {
+      fail(`"${key}" must be an object or null, got ${show(v)}`);
+    }
+    if (isObject(v) && typeof v.type !== "string") {
+      fail(`"${key}.type" must be a string, got ${show(v.type)}`);
+    }
+  }
+  const added = json.added_tokens;
+  if (added !== undefined && added !== null) {
+    if (!Array.isArray(added)) fail(`"added_tokens" must be an array, got ${show(added)}`);
+    (added as unknown[]).forEach((t, i) => {
+      if (
+        !isObject(t) || !Number.isSafeInteger(t.id) || (t.id as number) < 0 || typeof t.content !== "string"
+      ) {
+        fail(`"added_tokens[${i}]" must be an object with an integer "id" >= 0 and a string "content"`);
+      }
+    });
+  }
+  const model = json.model as Record<string, unknown>;
+  if (model.type !== undefined && typeof model.type !== "string") {
+    fail(`"model.type" must be a string, got ${show(model.type)}`);
+  }
+  const vocab = model.vocab;
+  if (isObject(vocab)) {
+    for (const [token, id] of Object.entries(vocab)) {
+      if (!Number.isSafeInteger(id) || (id as number) < 0) {
+        fail(
+          `"model.vocab" maps ${JSON.stringify(token.slice(0, 40))} to ${
+            JSON.stringify(id)
+          }; ids are integers >= 0`,
+        );
+      }
+    }
+  } else if (vocab !== undefined && !Array.isArray(vocab)) {
+    fail(`"model.vocab" must be an object (BPE, WordPiece) or an array (Unigram), got ${show(vocab)}`);
+  }
+  const merges = model.merges;
+  if (merges !== undefined) {
+    if (!Array.isArray(merges)) fail(`"model.merges" must be an array, got ${show(merges)}`);
+    (merges as unknown[]).forEach((m, i) => {
+      const pair = Array.isArray(m) && m.length === 2 && m.every((x) => typeof x === "string");
+      if (typeof m !== "string" && !pair) {
+        fail(`"model.merges[${i}]" must be "a b" or ["a", "b"], got ${JSON.stringify(m)?.slice(0, 60)}`);
+      }
+    });
+  }
 }
 
 /** `"<s>"` or `{content: "<s>", ...}` (AddedToken form) → `"<s>"`. */

@@ -1,11 +1,12 @@
 /**
  * The seeded file-format fuzz (issue 12, item 6) with a small budget: every format of
- * `tests/fuzz/targets.ts` (sharded safetensors, GGUF, bitsandbytes 4-bit, GPTQ, PEFT adapters,
- * training states, YAML recipes, JSON lines) damaged in `FUZZ_CASES` ways each (default 60; training
- * states a quarter of that, each resume trains a step; GGUF half) and loaded. Every case must end in
- * our own error naming the file (`refused`), a valid load (`accepted`) or the divergence guard (`diverged`): none in
- * `internal` (an engine TypeError / RangeError from deep inside) or `unnamed` (no file in the message).
- * `FUZZ_SEED` sets the seed (default 2026). The long run is `deno task fuzz --cases 2000`.
+ * `tests/fuzz/targets.ts` (sharded safetensors, GGUF, a BF16 model, a tokenizer folder, bitsandbytes
+ * 4-bit, GPTQ, PEFT adapters, training states, YAML recipes, JSON lines) damaged in `FUZZ_CASES` ways
+ * each (default 60; training states a quarter of that, each resume trains a step; GGUF half) and
+ * loaded. Every case must end in our own error naming the file (`refused`), a valid load
+ * (`accepted`) or the divergence guard (`diverged`): none in `internal` (an engine TypeError /
+ * RangeError from deep inside) or `unnamed` (no file in the message). `FUZZ_SEED` sets the seed
+ * (default 2026). The long run is `deno task fuzz --cases 2000`.
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { assert, assertEquals } from "../_assert.ts";

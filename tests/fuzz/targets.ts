@@ -20,12 +20,14 @@ import { DivergenceError } from "../../lib/train/divergence.ts";
 import { readRecipe } from "../../lib/train/recipe.ts";
 import { readJsonl } from "../../lib/io/jsonl.ts";
 import { tokenizeRecords } from "../../lib/train/data.ts";
-import { createTokenizer, type Tokenizer } from "../../lib/io/tokenizer.ts";
+import { createTokenizer, loadTokenizer, type Tokenizer } from "../../lib/io/tokenizer.ts";
 
 /** The formats the fuzzer covers. */
 export const FUZZ_FORMATS = [
   "safetensors",
   "gguf",
+  "model",
+  "tokenizer",
   "bnb4bit",
   "gptq",
   "peft",
@@ -156,6 +158,60 @@ const gguf: FuzzTarget = {
     return "accepted";
   },
   mustName: (dir) => `${dir}/model.gguf`,
+};
+
+/** A BF16 checkpoint of the tiny Llama (config.json + model.safetensors), loaded with `loadModel`. */
+const model: FuzzTarget = {
+  format: "model",
+  async setup(dir) {
+    const m = initModel({ ...TINY, tie_word_embeddings: false }, { seed: 3 });
+    try {
+      await saveCheckpoint(m, dir, { dtype: "BF16" });
+    } finally {
+      m.dispose();
+    }
+  },
+  files: [
+    { path: "model.safetensors", kind: "safetensors" },
+    { path: "model.safetensors", kind: "safetensors" },
+    { path: "config.json", kind: "json" },
+    { path: "config.json", kind: "json" },
+  ],
+  async load(dir) {
+    (await loadModel(dir)).dispose();
+    return "accepted";
+  },
+};
+
+/** An HF tokenizer folder (byte-level BPE tokenizer.json, tokenizer_config.json with a chat template). */
+const tokenizerDir: FuzzTarget = {
+  format: "tokenizer",
+  async setup(dir) {
+    await Deno.copyFile(
+      `${ROOT}tests/fixtures/external/tokenizers/bytelevel-bpe-2000.tokenizer.json`,
+      `${dir}/tokenizer.json`,
+    );
+    await Deno.writeTextFile(
+      `${dir}/tokenizer_config.json`,
+      JSON.stringify(
+        { bos_token: "<s>", eos_token: "</s>", chat_template: CHATML, model_max_length: 512 },
+        null,
+        2,
+      ),
+    );
+  },
+  files: [
+    { path: "tokenizer.json", kind: "json" },
+    { path: "tokenizer.json", kind: "json" },
+    { path: "tokenizer_config.json", kind: "json" },
+  ],
+  async load(dir) {
+    const tok = await loadTokenizer(dir);
+    const ids = tok.encode("To be, or not to be: that is the question.");
+    tok.decode(ids);
+    tok.applyChatTemplate([{ role: "user", content: "hi" }], { addGenerationPrompt: true });
+    return "accepted";
+  },
 };
 
 /** A bitsandbytes NF4 (double-quantized) checkpoint of the tiny Llama, loaded with `loadModel`. */
@@ -376,6 +432,8 @@ const jsonl: FuzzTarget = {
 export const FUZZ_TARGETS: Readonly<Record<FuzzFormat, FuzzTarget>> = {
   safetensors,
   gguf,
+  model,
+  tokenizer: tokenizerDir,
   bnb4bit,
   gptq,
   peft,
