@@ -103,8 +103,9 @@ void nb_cross_entropy(const float *z, const int32_t *y, const float *w, int64_t 
  * Returns 0, -1 when the CPU lacks avx512_bf16 (the caller then uses sgemm), -2 when the packing
  * buffers cannot be allocated (C is then incomplete).
  */
-#include <immintrin.h>
 #include <stdlib.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
 
 #define NB_BF16_TARGET __attribute__((target("avx512bf16,avx512f,avx512bw,avx512vl")))
 #define NB_MR 12
@@ -434,3 +435,14 @@ int32_t nb_gemm_bf16(int32_t transA, int32_t transB, int64_t M, int64_t N, int64
   }
   return failed ? -2 : 0;
 }
+
+#else /* not x86: no AVX512_BF16, the caller uses sgemm */
+int32_t nb_bf16_supported(void) { return 0; }
+
+int32_t nb_gemm_bf16(int32_t transA, int32_t transB, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                     int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc, int32_t threads) {
+  (void)transA, (void)transB, (void)M, (void)N, (void)K, (void)alpha, (void)A, (void)lda, (void)B, (void)ldb;
+  (void)beta, (void)C, (void)ldc, (void)threads;
+  return -1;
+}
+#endif
