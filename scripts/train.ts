@@ -84,7 +84,13 @@ async function trainFromRecipe(
   const info = await initEngine();
   console.log(`[engine] ${info.reason}`);
   const tokenizer = await loadTokenizer(recipe.model);
-  const model = await loadModel(recipe.model, recipe.quantize ? { quantize: recipe.quantize } : {});
+  const model = await loadModel(
+    recipe.model,
+    {
+      ...(recipe.quantize ? { quantize: recipe.quantize } : {}),
+      ...(recipe.computeDtype !== "float32" ? { computeDtype: recipe.computeDtype } : {}),
+    },
+  );
   if (recipe.adapter) {
     const { type, ...config } = recipe.adapter as { type?: string } & Record<string, unknown>;
     switch (type) {

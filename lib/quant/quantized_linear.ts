@@ -14,6 +14,7 @@ import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 import type { Linear, NamedParam, StorageInfo } from "../models/linear.ts";
 import { timedSpan } from "../engine/kernel_timer.ts";
 import { filledTensor } from "../engine/heap_tensor.ts";
+import { type ComputeDtype, withComputeDtype } from "./compute_dtype.ts";
 
 /** Live / peak count of dequantized weight tensors (the memory probe used by tests). */
 export interface DequantStats {
@@ -113,6 +114,8 @@ export interface DeviceDequantizer {
 export class QuantizedLinear implements Linear {
   private readonly dequantizeInto: DequantizeInto;
   private readonly device?: DeviceDequantizer;
+  /** Precision of this layer's matmuls (set through `setComputeDtype` / `loadModel`'s `computeDtype`). */
+  computeDtype: ComputeDtype = "float32";
 
   /**
    * @param dequantize the weight `[O, I]` as fp32 (row-major): a function returning a fresh array,
@@ -129,6 +132,11 @@ export class QuantizedLinear implements Linear {
   ) {
     this.dequantizeInto = typeof dequantize === "function" ? (out) => out.set(dequantize()) : dequantize.into;
     if (typeof dequantize !== "function") this.device = dequantize.device;
+  }
+
+  /** `a · w` or `a · wᵀ` at this layer's compute dtype. */
+  private matMul(a: tf.Tensor2D, w: tf.Tensor2D, transposeW: boolean): tf.Tensor2D {
+    return withComputeDtype(this.computeDtype, () => tf.matMul(a, w, false, transposeW));
   }
 
   /** A fresh dequantized weight tensor `[O, I]`, counted by the probe until {@linkcode release}. */
@@ -160,7 +168,7 @@ export class QuantizedLinear implements Linear {
     }
     const f = tf.customGrad((input) => {
       const w = this.weightTensor();
-      const y = tf.matMul(input as tf.Tensor2D, w, false, true); // [N, O]
+      const y = this.matMul(input as tf.Tensor2D, w, true); // [N, O]
       let keep: tf.Tensor2D | undefined;
       if (keepDepth > 0 && 4 * (keptElements + w.size) <= KEEP_DEQUANTIZED_BYTES) {
         keep = tf.keep(w);
@@ -175,7 +183,7 @@ export class QuantizedLinear implements Linear {
           if (reuse) keptElements -= keep!.size;
           const w2 = reuse ? keep! : this.weightTensor();
           keep = undefined;
-          const dx = tf.matMul(dy as tf.Tensor2D, w2); // [N, I]
+          const dx = this.matMul(dy as tf.Tensor2D, w2, false); // [N, I]
           this.release(w2);
           return dx;
         },
@@ -188,7 +196,7 @@ export class QuantizedLinear implements Linear {
   inputGrad(dy: tf.Tensor2D): tf.Tensor2D {
     const w = this.weightTensor();
     try {
-      return tf.matMul(dy, w); // [N, I]
+      return this.matMul(dy, w, false); // [N, I]
     } finally {
       this.release(w);
     }

@@ -5,6 +5,7 @@
  * ```yaml
  * model: notebooks/models/tiny-shakespeare-llama   # HF directory (relative to the recipe)
  * quantize: false                                  # or nf4 / fp4
+ * computeDtype: float32                            # or bfloat16 (4-bit layers' matmuls)
  * data: ../data/herald_train.jsonl                 # JSON lines of training records
  * evalData: ../data/herald_eval.jsonl
  * output: ../../out/recipe-run
@@ -18,6 +19,7 @@ import type { TrainOptions } from "./trainer.ts";
 import { readJsonl as readJsonlFile, streamJsonl as streamJsonlFile } from "../io/jsonl.ts";
 import { type AnyField, defineOptions, type FieldsOf, object, oneOf, string } from "../options/schema.ts";
 import { quantizeField, type QuantizeOption } from "../quant/quantize_option.ts";
+import { COMPUTE_DTYPES, type ComputeDtype } from "../quant/compute_dtype.ts";
 import { type DyLoRAConfig, dyloraSchema, type LoRAConfig, loraSchema } from "../adapters/attach.ts";
 import { trainFields, trainOptionsSchema } from "./train_options.ts";
 
@@ -33,6 +35,8 @@ export interface RecipeFile {
   model: string;
   /** 4-bit base: nf4, fp4, { type, doubleQuant, blocksize } (as `loadModel`) or false. @default false */
   quantize?: QuantizeOption | false;
+  /** Precision of the 4-bit layers' matmuls: float32 or bfloat16 (as `loadModel`). @default "float32" */
+  computeDtype?: ComputeDtype;
   /** JSON lines of training records (relative to the recipe). */
   data: string;
   /** JSON lines of held-out records for eval. */
@@ -49,6 +53,7 @@ export interface RecipeFile {
 export interface Recipe {
   model: string;
   quantize: QuantizeOption | false;
+  computeDtype: ComputeDtype;
   data: string;
   evalData?: string;
   output: string;
@@ -91,6 +96,13 @@ const adapterField: AnyField = {
 export const recipeFields = {
   model: string("HF model directory (relative to the recipe).", { required: true, nonEmpty: true }),
   quantize: quantizeField("4-bit base: nf4, fp4, { type, doubleQuant, blocksize } or false.", { off: true }),
+  computeDtype: oneOf(
+    "Precision of the 4-bit layers' matmuls: float32 or bfloat16 (as loadModel).",
+    COMPUTE_DTYPES,
+    {
+      default: "float32",
+    },
+  ),
   data: string("JSON lines of training records (relative to the recipe).", {
     required: true,
     nonEmpty: true,
@@ -151,6 +163,7 @@ export function parseRecipe(text: string, baseDir: string, file = "recipe"): Rec
   return {
     model: resolvePath(baseDir, r.model as string),
     quantize: q as Recipe["quantize"],
+    computeDtype: (r.computeDtype ?? "float32") as ComputeDtype,
     data: resolvePath(baseDir, r.data as string),
     evalData: typeof r.evalData === "string" ? resolvePath(baseDir, r.evalData) : undefined,
     output: resolvePath(baseDir, typeof r.output === "string" ? r.output : "out/train"),

@@ -72,3 +72,14 @@ Deno.test("readJsonl() names the file and line of a malformed record", async () 
   await assertRejects(() => readJsonl(p), SyntaxError, `${p}:2`);
   await Deno.remove(p);
 });
+
+Deno.test("parseRecipe(): computeDtype is float32 by default, bfloat16 when asked, anything else refused", () => {
+  assertEquals(parseRecipe("model: m\ndata: d\nquantize: nf4\n", "/x", "r.yaml").computeDtype, "float32");
+  const r = parseRecipe("model: m\ndata: d\nquantize: nf4\ncomputeDtype: bfloat16\n", "/x", "r.yaml");
+  assertEquals(r.computeDtype, "bfloat16");
+  assertThrows(
+    () => parseRecipe("model: m\ndata: d\ncomputeDtype: fp16\n", "/x", "r.yaml"),
+    Error,
+    "computeDtype",
+  );
+});
