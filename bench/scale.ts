@@ -76,13 +76,35 @@ function sgemmCeiling(): number {
   return best;
 }
 
+/** The native bf16 GEMM's ceiling now (same shapes), or NaN without it. */
+function bf16Ceiling(): number {
+  const k = nativeKernels();
+  if (!k.bf16Gemm) return NaN;
+  let best = 0;
+  for (const [m, n, kk] of [[256, 5632, 2048], [1024, 1024, 1024], [256, 2048, 5632]]) {
+    const A = new Float32Array(m * kk).fill(0.01), B = new Float32Array(kk * n).fill(0.01);
+    const C = new Float32Array(m * n);
+    k.gemmBf16(false, true, m, n, kk, 1, A, kk, B, kk, 0, C, n);
+    const t = performance.now();
+    for (let i = 0; i < 3; i++) k.gemmBf16(false, true, m, n, kk, 1, A, kk, B, kk, 0, C, n);
+    best = Math.max(best, (3 * 2 * m * n * kk) / ((performance.now() - t) / 1000));
+  }
+  return best;
+}
+
 /** Worker: one nbtune model run in this process; prints one JSON line. */
-async function nbtuneWorker(dir: string, steps: number, forceCheckpointing: boolean, c: Case) {
+async function nbtuneWorker(
+  dir: string,
+  steps: number,
+  forceCheckpointing: boolean,
+  c: Case,
+  computeDtype: "float32" | "bfloat16",
+) {
   const SEQ = c.seq, R = c.r, B = c.batch;
   const info = await initEngine();
   const config = JSON.parse(Deno.readTextFileSync(`${dir}/config.json`));
   const t0 = performance.now();
-  const model = await loadModel(dir, c.quantize ? { quantize: "nf4" } : {});
+  const model = await loadModel(dir, c.quantize ? { quantize: "nf4", computeDtype } : {});
   const loadSeconds = (performance.now() - t0) / 1000;
   attachLoRA(model, { r: R, alpha: 2 * R, targetModules: "all-linear" });
   const ids = (k: number) =>
@@ -123,6 +145,7 @@ async function nbtuneWorker(dir: string, steps: number, forceCheckpointing: bool
   console.log(JSON.stringify({
     engine: info.reason,
     native: nativeKernels().source,
+    computeDtype: c.quantize ? computeDtype : "float32",
     loadSeconds,
     checkpointed,
     autoCheckpointing: auto.on,
@@ -190,7 +213,7 @@ export function resultRows(
   const out: ResultRow[] = [];
   const n = (v: unknown) => v as number;
   for (const r of rows) {
-    const shape = `${r.model} ${r.batch}x${r.seq}`;
+    const shape = `${r.model} ${r.batch}x${r.seq}${r.computeDtype === "bfloat16" ? " bf16" : ""}`;
     const torch = r.torchTokensPerSecond === undefined ? {} : {
       baseline: n(r.torchTokensPerSecond),
       ratio: n(r.nbtuneTokensPerSecond) / n(r.torchTokensPerSecond),
@@ -291,6 +314,13 @@ const SCALE_CLI = defineCli({
       example: "--steps 3",
     },
     "skip-torch": { type: "boolean", description: "nbtune only", example: "--skip-torch" },
+    "compute-dtype": {
+      type: "list",
+      choices: ["float32", "bfloat16"],
+      default: "float32,bfloat16",
+      description: "computeDtype(s) of the 4-bit layers to run (one nbtune row each; the 7B uses the last)",
+      example: "--compute-dtype bfloat16",
+    },
     "7b": {
       type: "boolean",
       description: "then the Llama-2-7B shape: stream-quantized load + 3 timed QLoRA steps",
@@ -308,6 +338,7 @@ async function main() {
       Number(args[2]),
       args[3] === "ckpt",
       CASES[args[4]] ?? CASES["llama-7b"],
+      args[5] === "bfloat16" ? "bfloat16" : "float32",
     );
   }
   const { values: v } = parseCli(SCALE_CLI, args);
@@ -319,23 +350,37 @@ async function main() {
     }
   }
   const steps = v.steps;
+  const dtypes = v["compute-dtype"] as ("float32" | "bfloat16")[];
   const ceiling = sgemmCeiling();
-  console.log(`[scale] OpenBLAS sgemm ceiling now: ${(ceiling / 1e9).toFixed(0)} GFLOP/s`);
+  const ceilingBf16 = bf16Ceiling();
+  console.log(
+    `[scale] OpenBLAS sgemm ceiling now: ${(ceiling / 1e9).toFixed(0)} GFLOP/s; native bf16 GEMM: ${
+      (ceilingBf16 / 1e9).toFixed(0)
+    } GFLOP/s`,
+  );
   const rows: Record<string, unknown>[] = [];
   for (const name of models) {
     const c = CASES[name], SEQ = c.seq, R = c.r;
     const dir = await ensureCheckpoint(name);
-    console.log(`[scale] ${name}: nbtune ${c.quantize ? "QLoRA" : "LoRA"} ${c.batch} x ${SEQ}...`);
-    const nb = await runJson(Deno.execPath(), [
-      "run",
-      "-A",
-      here("./scale.ts"),
-      "--worker",
-      dir,
-      String(steps),
-      "auto",
-      name,
-    ]);
+    const nbs: Record<string, unknown>[] = [];
+    for (const dtype of c.quantize ? dtypes : ["float32"]) {
+      console.log(
+        `[scale] ${name}: nbtune ${c.quantize ? `QLoRA (${dtype})` : "LoRA"} ${c.batch} x ${SEQ}...`,
+      );
+      nbs.push(
+        await runJson(Deno.execPath(), [
+          "run",
+          "-A",
+          here("./scale.ts"),
+          "--worker",
+          dir,
+          String(steps),
+          "auto",
+          name,
+          dtype,
+        ]),
+      );
+    }
     const torch: Record<string, unknown>[] = [];
     if (!flag("skip-torch")) {
       for (const threads of [1, 2]) {
@@ -362,33 +407,40 @@ async function main() {
       (a, b) => (!a || (b.tokensPerSecond as number) > (a.tokensPerSecond as number) ? b : a),
       undefined,
     );
-    const tps = nb.tokensPerSecond as number;
-    const row = {
-      model: name,
-      batch: c.batch,
-      seq: SEQ,
-      r: R,
-      nbtuneTokensPerSecond: tps,
-      nbtunePeakRssBytes: nb.peakRssBytes,
-      nbtuneCheckpointed: nb.checkpointed,
-      nbtuneSecondsPerStep: nb.secondsPerStep,
-      torchTokensPerSecond: bestTorch?.tokensPerSecond,
-      torchThreads: bestTorch?.threads,
-      torchPeakRssBytes: bestTorch?.peakRssBytes,
-      torchAll: torch.map((t) => ({ threads: t.threads, tokensPerSecond: t.tokensPerSecond })),
-      ratio: bestTorch ? tps / (bestTorch.tokensPerSecond as number) : undefined,
-      sgemmCeilingFlops: ceiling,
-      shareOfCeiling: (tps * (nb.flopsPerToken as number)) / ceiling,
-      engine: nb.engine,
-      native: nb.native,
-    };
-    rows.push(row);
-    console.log(JSON.stringify(row));
+    for (const nb of nbs) {
+      const tps = nb.tokensPerSecond as number;
+      const bf16 = nb.computeDtype === "bfloat16";
+      const row = {
+        model: name,
+        computeDtype: nb.computeDtype,
+        batch: c.batch,
+        seq: SEQ,
+        r: R,
+        nbtuneTokensPerSecond: tps,
+        nbtunePeakRssBytes: nb.peakRssBytes,
+        nbtuneCheckpointed: nb.checkpointed,
+        nbtuneSecondsPerStep: nb.secondsPerStep,
+        torchTokensPerSecond: bestTorch?.tokensPerSecond,
+        torchThreads: bestTorch?.threads,
+        torchPeakRssBytes: bestTorch?.peakRssBytes,
+        torchAll: torch.map((t) => ({ threads: t.threads, tokensPerSecond: t.tokensPerSecond })),
+        ratio: bestTorch ? tps / (bestTorch.tokensPerSecond as number) : undefined,
+        sgemmCeilingFlops: ceiling,
+        shareOfCeiling: (tps * (nb.flopsPerToken as number)) / ceiling,
+        bf16CeilingFlops: ceilingBf16,
+        ...(bf16 ? { shareOfBf16Ceiling: (tps * (nb.flopsPerToken as number)) / ceilingBf16 } : {}),
+        engine: nb.engine,
+        native: nb.native,
+      };
+      rows.push(row);
+      console.log(JSON.stringify(row));
+    }
   }
   let big: Record<string, unknown> | undefined;
   if (flag("7b")) {
     const dir = await ensureCheckpoint("llama-2-7b");
-    console.log("[scale] llama-2-7b: stream-quantize on load + 3 QLoRA steps (checkpointing)...");
+    const dtype = dtypes[dtypes.length - 1];
+    console.log(`[scale] llama-2-7b: stream-quantize on load + 3 QLoRA steps (${dtype})...`);
     const nb = await runJson(Deno.execPath(), [
       "run",
       "-A",
@@ -396,8 +448,9 @@ async function main() {
       "--worker",
       dir,
       "3",
-      "ckpt",
+      "auto",
       "llama-7b",
+      dtype,
     ]);
     big = { model: "llama-2-7b", seq: 256, r: 16, ...nb, sgemmCeilingFlops: ceiling };
     console.log(JSON.stringify(big));
@@ -409,12 +462,16 @@ async function main() {
     "",
     `\`deno task bench:scale ${args.join(" ")}\`. OpenBLAS sgemm ceiling in this run: ${
       (ceiling / 1e9).toFixed(0)
-    } GFLOP/s. The 2 cores were shared with other work, so absolute figures are noisy; the ratios come from the same run.`,
+    } GFLOP/s, native bf16 GEMM ${
+      (ceilingBf16 / 1e9).toFixed(0)
+    } GFLOP/s. The ratios come from the same run.`,
     "",
-    "| model (batch x seq) | nbtune (Q)LoRA tok/s | PyTorch fp32 LoRA tok/s (threads) | ratio | nbtune % of sgemm ceiling | nbtune peak RSS GB | PyTorch peak RSS GB |",
-    "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    "| model (batch x seq) | computeDtype | nbtune (Q)LoRA tok/s | PyTorch fp32 LoRA tok/s (threads) | ratio | nbtune % of sgemm ceiling | nbtune peak RSS GB | PyTorch peak RSS GB |",
+    "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ...rows.map((r) =>
-      `| ${r.model} (${r.batch} x ${r.seq}) | ${(r.nbtuneTokensPerSecond as number).toFixed(1)} | ${
+      `| ${r.model} (${r.batch} x ${r.seq}) | ${r.computeDtype} | ${
+        (r.nbtuneTokensPerSecond as number).toFixed(1)
+      } | ${
         r.torchTokensPerSecond === undefined
           ? "-"
           : `${(r.torchTokensPerSecond as number).toFixed(1)} (${r.torchThreads})`
@@ -429,7 +486,9 @@ async function main() {
   if (big) {
     const p = big.predicted as { tensorBytes: number; hostBytes: number } | undefined;
     md.push(
-      "| 7B shape (QLoRA r=16 all linear, 1 x 256, checkpointing) | measured | planner |",
+      `| 7B shape (QLoRA r=16 all linear, 1 x 256, computeDtype ${big.computeDtype}, checkpointing ${
+        big.checkpointed ? "on (auto)" : "off"
+      }) | measured | planner |`,
       "| --- | ---: | ---: |",
       `| load + stream-quantize, s | ${(big.loadSeconds as number).toFixed(0)} | |`,
       `| seconds per step (steps 2-${(big.secondsPerStep as number[]).length + 1}; step 1 ${

@@ -1,6 +1,6 @@
 /**
  * `deno task profile <model dir> [--seq 256] [--batch 1] [--r 16] [--quantize nf4|fp4|none]
- * [--checkpointing on|off] [--steps 1] [--md file] [--json file]`:
+ * [--checkpointing auto|on|off] [--compute-dtype float32|bfloat16] [--steps 1] [--md file] [--json file]`:
  * one QLoRA training step (LoRA on all linear layers, AdamW) broken down by kernel family
  * (matmul, NF4 dequantization, softmax, cross-entropy, norms/elementwise, layout, optimizer,
  * JS/tape/other) and by phase, printed as markdown tables. A warm-up step runs first (it builds
@@ -16,6 +16,7 @@ import { attachLoRA } from "../lib/adapters/attach.ts";
 import { createAdamW } from "../lib/optim/adamw.ts";
 import type { MicroBatch } from "../lib/train/batching.ts";
 import { runStep, type StepMode } from "../lib/train/step.ts";
+import { autoCheckpointing } from "../lib/train/auto_checkpoint.ts";
 import { mulberry32 } from "../lib/train/random.ts";
 
 /** Parsed command line of `profile`. */
@@ -25,7 +26,9 @@ export interface ProfileArgs {
   batch: number;
   r: number;
   quantize: "nf4" | "fp4" | false;
-  checkpointing: boolean;
+  /** `"auto"`: as `train()` decides (the engine estimate against the wasm heap). */
+  checkpointing: boolean | "auto";
+  computeDtype: "float32" | "bfloat16";
   steps: number;
   md?: string;
   json?: string;
@@ -56,10 +59,17 @@ const PROFILE_CLI = defineCli({
     },
     checkpointing: {
       type: "string",
-      choices: ["on", "off"],
-      default: "on",
-      description: "gradient checkpointing",
+      choices: ["auto", "on", "off"],
+      default: "auto",
+      description: "gradient checkpointing (auto: as train() decides)",
       example: "--checkpointing off",
+    },
+    "compute-dtype": {
+      type: "string",
+      choices: ["float32", "bfloat16"],
+      default: "float32",
+      description: "computeDtype of the 4-bit layers' matmuls",
+      example: "--compute-dtype bfloat16",
     },
     steps: {
       type: "integer",
@@ -95,6 +105,7 @@ const PROFILE_CLI = defineCli({
  * import { parseProfileArgs } from "./profile.ts";
  * const a = parseProfileArgs(["out/m", "--seq", "128", "--checkpointing", "off"]);
  * if (a.seq !== 128 || a.checkpointing || a.r !== 16 || a.quantize !== "nf4") throw new Error(JSON.stringify(a));
+ * if (parseProfileArgs(["out/m"]).checkpointing !== "auto") throw new Error("train()'s default");
  * ```
  */
 export function parseProfileArgs(args: string[]): ProfileArgs {
@@ -105,7 +116,8 @@ export function parseProfileArgs(args: string[]): ProfileArgs {
     batch: v.batch,
     r: v.r,
     quantize: v.quantize === "none" ? false : v.quantize as "nf4" | "fp4",
-    checkpointing: v.checkpointing === "on",
+    checkpointing: v.checkpointing === "auto" ? "auto" : v.checkpointing === "on",
+    computeDtype: v["compute-dtype"] as "float32" | "bfloat16",
     steps: v.steps,
     ...(v.md === undefined ? {} : { md: v.md }),
     ...(v.json === undefined ? {} : { json: v.json }),
@@ -213,14 +225,20 @@ if (import.meta.main) {
     const info = await initEngine();
     console.log(`[engine] ${info.reason}`);
     const t0 = performance.now();
-    const model = await loadModel(args.dir, { quantize: args.quantize });
+    const model = await loadModel(args.dir, {
+      quantize: args.quantize,
+      ...(args.quantize ? { computeDtype: args.computeDtype } : {}),
+    });
     const loadS = (performance.now() - t0) / 1000;
     attachLoRA(model, { r: args.r, alpha: 2 * args.r, targetModules: "all-linear" });
     model.setTraining(true);
     const params = model.trainableParams();
     const optimizer = createAdamW({});
     const mb = randomMicroBatch(args.batch, args.seq, model.config.vocabSize);
-    const mode: StepMode = args.checkpointing ? "checkpointed" : "full";
+    const checkpointing = args.checkpointing === "auto"
+      ? autoCheckpointing(model, { batchSize: args.batch, seqLen: args.seq, gradAccumSteps: 1 }).on
+      : args.checkpointing;
+    const mode: StepMode = checkpointing ? "checkpointed" : "full";
     const step = (label: string) =>
       runStep(model, params, [mb], optimizer, { lr: 1e-4, maxGradNorm: 1, mode, label });
     let rssPeak = 0;
@@ -242,7 +260,8 @@ if (import.meta.main) {
     const name = args.dir.replace(/\/$/, "").split("/").pop();
     const title =
       `${name}: QLoRA ${args.quantize || "fp32"} r=${args.r} all-linear, ${args.batch} x ${args.seq}, ` +
-      `checkpointing ${args.checkpointing ? "on" : "off"}`;
+      `checkpointing ${checkpointing ? "on" : "off"}${args.checkpointing === "auto" ? " (auto)" : ""}, ` +
+      `computeDtype ${args.quantize ? args.computeDtype : "float32"}`;
     const best = results.reduce((a, b) => (a.wallMs <= b.wallMs ? a : b));
     const md = profileMarkdown(title, best, args.batch * args.seq) +
       `Load ${loadS.toFixed(1)} s, warm-up step ${warmS.toFixed(1)} s, peak RSS ${
