@@ -55,7 +55,6 @@ export { EMBEDDED_DATA_DIR, EMBEDDED_MODEL_DIR } from "./lib/models/embedded.ts"
 export { quantizeCheckpoint } from "./lib/quant/quantize_checkpoint.ts";
 export type { QuantizeCheckpointOptions } from "./lib/quant/quantize_checkpoint.ts";
 export type { QuantizeOption } from "./lib/quant/quantize_option.ts";
-export { setComputeDtype } from "./lib/quant/compute_dtype.ts";
 export type { ComputeDtype } from "./lib/quant/compute_dtype.ts";
 export { estimateBitsPerParam } from "./lib/quant/storage.ts";
 

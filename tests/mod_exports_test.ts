@@ -73,7 +73,6 @@ const VALUES = [
   "readJsonl",
   "saveAdapter",
   "saveCheckpoint",
-  "setComputeDtype",
   "setRank",
   "showMemory",
   "showPlanTable",

@@ -8,7 +8,13 @@
  * @module
  */
 import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
-import { DenseLinear, type Linear, type NamedParam, type StorageInfo } from "../models/linear.ts";
+import {
+  DenseLinear,
+  type Linear,
+  type LowRankForm,
+  type NamedParam,
+  type StorageInfo,
+} from "../models/linear.ts";
 import type { AdapterLayer, PeftLayerConfig, PeftTensor } from "./adapter_layer.ts";
 
 /** Options for {@linkcode LoRALinear}. */
@@ -119,6 +125,14 @@ export class LoRALinear implements AdapterLayer {
         tf.mul(tf.matMul(low, this.loraB as tf.Tensor2D, false, true), this.scaling),
       ) as tf.Tensor2D;
     });
+  }
+
+  /** The plain low-rank form for the hand-written block backward, or why this layer has none. */
+  lowRank(): LowRankForm | string {
+    if (this.kind !== "lora") return `${this.name} carries a ${this.kind} adapter`;
+    if (this.merged) return `${this.name}'s adapter is merged`;
+    if (this.training && this.dropout > 0) return `${this.name} uses LoRA dropout while training`;
+    return { base: this.base, a: this.loraA, b: this.loraB, scale: this.scaling };
   }
 
   /** `ΔW = scaling · B A`, `[O, I]`. */

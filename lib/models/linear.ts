@@ -28,6 +28,14 @@ export interface StorageInfo {
   dtype: string;
 }
 
+/** `y = base(x) + scale · (x · Aᵀ) · Bᵀ` with `A: [R, I]`, `B: [O, R]` (what LoRA computes). */
+export interface LowRankForm {
+  base: Linear;
+  a: tf.Variable;
+  b: tf.Variable;
+  scale: number;
+}
+
 /** A linear map `y = x Wᵀ` with `W: [O, I]` (HF / PyTorch layout). */
 export interface Linear {
   /** Module path, e.g. `model.layers.0.self_attn.q_proj`. */
@@ -47,6 +55,11 @@ export interface Linear {
    * hand-written block backward, `llama_block_grad.ts`; layers without it train through the tape).
    */
   inputGrad?(dy: tf.Tensor2D): tf.Tensor2D;
+  /**
+   * Adapters that are a plain low-rank update over a frozen base say so here (for the hand-written
+   * block backward), or say why not (merged, dropout while training, another kind).
+   */
+  lowRank?(): LowRankForm | string;
   /** Called by the trainer at the start of every optimizer step (adapters that sample per step). */
   beginStep?(step: number): void;
   dispose(): void;

@@ -10,6 +10,12 @@ import { BLOCK_LINEAR_NAMES, type BlockContext, type LayerCache, type LlamaBlock
 import type { Linear, NamedParam, StorageInfo } from "./linear.ts";
 import type { RMSNorm } from "./rms_norm.ts";
 import { ropeInvFreq, ropeTables, ropeTablesAt } from "./rope.ts";
+import {
+  checkComputeDtype,
+  type ComputeDtype,
+  type HasComputeDtype,
+  hasComputeDtype,
+} from "../quant/compute_dtype.ts";
 
 /** Token ids as nested arrays or an int32 tensor `[B, T]`. */
 export type TokenIds = number[][] | tf.Tensor2D;
@@ -239,6 +245,39 @@ export class LlamaForCausalLM {
     for (const lin of this.linears()) {
       if ("training" in lin) (lin as { training: boolean }).training = training;
     }
+  }
+
+  /**
+   * Sets the compute dtype of every 4-bit layer (under adapters too; bitsandbytes'
+   * `bnb_4bit_compute_dtype`, see `lib/quant/compute_dtype.ts`) and returns how many there are.
+   * Refuses `"bfloat16"` when the model has no 4-bit layer or when it cannot run here.
+   *
+   * @example
+   * ```ts
+   * import { initEngine } from "../engine/backend.ts";
+   * import { loadModel } from "./load_model.ts";
+   * import { EMBEDDED_MODEL_DIR } from "./embedded.ts";
+   * await initEngine({ backend: "cpu" });
+   * const model = await loadModel(EMBEDDED_MODEL_DIR, { quantize: "nf4" });
+   * if (model.setComputeDtype("float32") !== 28) throw new Error("4 layers x 7 projections");
+   * model.dispose();
+   * ```
+   */
+  setComputeDtype(dtype: ComputeDtype): number {
+    checkComputeDtype(dtype, "setComputeDtype");
+    const layers: HasComputeDtype[] = [];
+    for (const l of this.linears()) {
+      const base = (l as { base?: Linear }).base ?? l; // under an adapter
+      if (hasComputeDtype(base)) layers.push(base);
+    }
+    if (layers.length === 0 && dtype !== "float32") {
+      throw new RangeError(
+        `setComputeDtype: computeDtype "${dtype}" applies to 4-bit layers (bitsandbytes' ` +
+          'bnb_4bit_compute_dtype) and this model has none; load it with quantize: "nf4" (or a 4-bit checkpoint).',
+      );
+    }
+    for (const l of layers) l.computeDtype = dtype;
+    return layers.length;
   }
 
   /** Freezes (or unfreezes) every base parameter. */

@@ -23,7 +23,6 @@ import type { Linear } from "./linear.ts";
 import type { RMSNorm } from "./rms_norm.ts";
 import type { LlamaConfig } from "./llama_config.ts";
 import { applyRope } from "./rope.ts";
-import { isAdapterLayer } from "../adapters/adapter_layer.ts";
 
 type Name = keyof BlockLinears;
 
@@ -61,15 +60,15 @@ export interface BlockSaved {
 function projection(block: LlamaBlock, name: Name): Projection | string {
   let layer: Linear = block.linears[name];
   let lora: Projection["lora"];
-  if (isAdapterLayer(layer)) {
-    const l = layer as Linear & { kind: string; dropout?: number; scaling?: number; training: boolean };
-    if (l.kind !== "lora") return `${layer.name} carries a ${l.kind} adapter`;
-    if (layer.merged) return `${layer.name}'s adapter is merged`;
-    if (l.training && (l.dropout ?? 0) > 0) return `${layer.name} uses LoRA dropout`;
-    lora = { a: layer.loraA, b: layer.loraB, scale: l.scaling! };
-    layer = layer.base;
+  const form = layer.lowRank?.();
+  if (typeof form === "string") return form;
+  if (form) {
+    lora = { a: form.a, b: form.b, scale: form.scale };
+    layer = form.base;
   }
-  if (layer.trainableParams().length > 0) return `${layer.name}'s base weight is trainable`;
+  if (layer.trainableParams().length > 0) {
+    return `${layer.name} (${layer.constructor.name}) trains through the tape (its own weights train)`;
+  }
   if (typeof layer.inputGrad !== "function") {
     return `${layer.name} (${layer.constructor.name}) has no inputGrad`;
   }
@@ -83,8 +82,8 @@ function projection(block: LlamaBlock, name: Name): Projection | string {
 
 /**
  * Why `block` cannot use the hand-written pass, or `null` when it can: every projection is a frozen
- * dense or 4-bit layer, optionally with a plain LoRA adapter (no dropout while training, not
- * merged); activation SiLU or tanh-GELU.
+ * dense or 4-bit layer, optionally under an adapter with a plain low-rank form (`Linear.lowRank()`:
+ * LoRA without dropout while training, not merged); activation SiLU or tanh-GELU.
  *
  * @example
  * ```ts

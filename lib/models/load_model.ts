@@ -18,12 +18,7 @@ import { splitFusedReader } from "./fused_linears.ts";
 import { checkNotRelabelledBf16, checkWeightDtype } from "../io/weight_dtype_check.ts";
 import { array, defineOptions, type FieldsOf, oneOf, string } from "../options/schema.ts";
 import { QUANTIZE_RENAMED, quantizeField, type QuantizeOption } from "../quant/quantize_option.ts";
-import {
-  checkComputeDtype,
-  COMPUTE_DTYPES,
-  type ComputeDtype,
-  setComputeDtype,
-} from "../quant/compute_dtype.ts";
+import { checkComputeDtype, COMPUTE_DTYPES, type ComputeDtype } from "../quant/compute_dtype.ts";
 
 /** Options for {@linkcode loadModel}. */
 export interface LoadModelOptions {
@@ -37,7 +32,7 @@ export interface LoadModelOptions {
   skipModules?: string[];
   /**
    * Precision of the 4-bit layers' matmuls (bitsandbytes' `bnb_4bit_compute_dtype`): `"float32"`, or
-   * `"bfloat16"` (native AVX512-BF16 GEMM, about twice as fast; wasm backend). See `setComputeDtype`.
+   * `"bfloat16"` (native AVX512-BF16 GEMM, about twice as fast; wasm backend). See `model.setComputeDtype()`.
    * @default {"float32"}
    */
   computeDtype?: ComputeDtype;
@@ -295,7 +290,7 @@ export async function loadModel(dir: string, options: LoadModelOptions = {}): Pr
       });
     try {
       await refuseUnusedTensors(dir, reader, read, config);
-      if (o.computeDtype !== "float32") setComputeDtype(model, o.computeDtype);
+      if (o.computeDtype !== "float32") model.setComputeDtype(o.computeDtype);
     } catch (e) {
       model.dispose();
       throw e;

@@ -3,14 +3,12 @@
  * matmuls a 4-bit layer runs on its dequantized weight, forward and backward. `"float32"` (the
  * default) is exact fp32 sgemm; `"bfloat16"` rounds both operands to bfloat16 and accumulates in
  * fp32 (the native AVX512-BF16 GEMM, `nb_gemm_bf16`, about twice sgemm's speed), as QLoRA trains.
- * The adapters, attention, norms and the LM head stay fp32.
+ * The adapters, attention, norms and the LM head stay fp32. Set it with `loadModel`'s `computeDtype`
+ * or `model.setComputeDtype()`.
  * @module
  */
 import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 import { matmulPrecision, setMatmulPrecision } from "../engine/matmul_kernels.ts";
-import type { LlamaForCausalLM } from "../models/llama.ts";
-import type { Linear } from "../models/linear.ts";
-import { isAdapterLayer } from "../adapters/adapter_layer.ts";
 
 /** The compute dtypes of 4-bit layers. */
 export const COMPUTE_DTYPES = ["float32", "bfloat16"] as const;
@@ -23,7 +21,8 @@ export interface HasComputeDtype {
   computeDtype: ComputeDtype;
 }
 
-function hasComputeDtype(l: unknown): l is HasComputeDtype {
+/** Whether a layer has a compute dtype (a 4-bit layer). */
+export function hasComputeDtype(l: unknown): l is HasComputeDtype {
   return typeof l === "object" && l !== null && "computeDtype" in l;
 }
 
@@ -69,37 +68,4 @@ export function withComputeDtype<T>(dtype: ComputeDtype, fn: () => T): T {
   } finally {
     setMatmulPrecision(prev);
   }
-}
-
-/**
- * Sets the compute dtype of every 4-bit layer of `model` (under adapters too) and returns how many
- * there are. Refuses `"bfloat16"` when the model has no 4-bit layer or when it cannot run here.
- *
- * @example
- * ```ts
- * import { initEngine } from "../engine/backend.ts";
- * import { loadModel } from "../models/load_model.ts";
- * import { EMBEDDED_MODEL_DIR } from "../models/embedded.ts";
- * import { setComputeDtype } from "./compute_dtype.ts";
- * await initEngine({ backend: "cpu" });
- * const model = await loadModel(EMBEDDED_MODEL_DIR, { quantize: "nf4" });
- * if (setComputeDtype(model, "float32") !== 28) throw new Error("4 layers x 7 projections");
- * model.dispose();
- * ```
- */
-export function setComputeDtype(model: LlamaForCausalLM, dtype: ComputeDtype): number {
-  checkComputeDtype(dtype, "setComputeDtype");
-  const layers: HasComputeDtype[] = [];
-  for (const l of model.linears()) {
-    const base: Linear = isAdapterLayer(l) ? l.base : l;
-    if (hasComputeDtype(base)) layers.push(base);
-  }
-  if (layers.length === 0 && dtype !== "float32") {
-    throw new RangeError(
-      `setComputeDtype: computeDtype "${dtype}" applies to 4-bit layers (bitsandbytes' bnb_4bit_compute_dtype) ` +
-        'and this model has none; load it with quantize: "nf4" (or a 4-bit checkpoint).',
-    );
-  }
-  for (const l of layers) l.computeDtype = dtype;
-  return layers.length;
 }

@@ -132,11 +132,11 @@ Deno.test("qwen2 (biases, one trained) and gemma (tanh-GELU, 1 + w norms), dense
   }
 });
 
-Deno.test("blocks that need the tape are named: dense trainable base, DyLoRA, LoRA dropout", async () => {
+Deno.test("blocks that need the tape are named: dense trainable base, DyLoRA, LoRA dropout, DoRA", async () => {
   const model = await embeddedModel();
-  assert(/base weight is trainable/.test(blockGradSupport(model.layers[0]) ?? ""));
+  assert(/\(DenseLinear\) trains through the tape/.test(blockGradSupport(model.layers[0]) ?? ""));
   attachDyLoRA(model, { r: 4 });
-  assert(/dylora adapter/.test(blockGradSupport(model.layers[0]) ?? ""));
+  assert(/\(DyLoRALinear\) trains through the tape/.test(blockGradSupport(model.layers[0]) ?? ""));
   model.dispose();
   const m2 = await embeddedModel();
   attachLoRA(m2, { r: 4, dropout: 0.1 });
@@ -144,6 +144,10 @@ Deno.test("blocks that need the tape are named: dense trainable base, DyLoRA, Lo
   m2.setTraining(true);
   assert(/dropout/.test(blockGradSupport(m2.layers[0]) ?? ""));
   m2.dispose();
+  const m3 = await embeddedModel();
+  attachLoRA(m3, { r: 4, useDora: true });
+  assert(/carries a dora adapter/.test(blockGradSupport(m3.layers[0]) ?? ""));
+  m3.dispose();
 });
 
 Deno.test("blockSavedBytes counts what the forward keeps", async () => {

@@ -12,7 +12,6 @@ import { matmulPrecision } from "../../lib/engine/matmul_kernels.ts";
 import { loadModel } from "../../lib/models/load_model.ts";
 import { EMBEDDED_DATA_DIR, EMBEDDED_MODEL_DIR } from "../../lib/models/embedded.ts";
 import { attachLoRA } from "../../lib/adapters/attach.ts";
-import { setComputeDtype } from "../../lib/quant/compute_dtype.ts";
 import { blockBackward, blockForwardSaving } from "../../lib/models/llama_block_grad.ts";
 import { train } from "../../lib/train/trainer.ts";
 import type { TrainingRecord } from "../../lib/train/data.ts";
@@ -58,19 +57,19 @@ Deno.test({
     await initEngine({ backend: "wasm" });
     const model = await loadModel(EMBEDDED_MODEL_DIR, { quantize: "nf4" });
     const fp32 = tf.tidy(() => model.forward(IDS).dataSync() as Float32Array);
-    assertEquals(setComputeDtype(model, "bfloat16"), 28);
+    assertEquals(model.setComputeDtype("bfloat16"), 28);
     const bf16 = tf.tidy(() => model.forward(IDS).dataSync() as Float32Array);
     const e = rel(bf16, fp32);
     assert(e > 0 && e < 2e-2, `bf16 vs fp32 logits: relative error ${e}`);
     assertEquals(matmulPrecision(), "float32", "the engine's precision is restored after each layer");
-    setComputeDtype(model, "float32");
+    model.setComputeDtype("float32");
     const back = tf.tidy(() => model.forward(IDS).dataSync() as Float32Array);
     assertEquals(rel(back, fp32), 0);
     model.dispose();
     const dense = await loadModel(EMBEDDED_MODEL_DIR);
     let msg = "";
     try {
-      setComputeDtype(dense, "bfloat16");
+      dense.setComputeDtype("bfloat16");
     } catch (e) {
       msg = (e as Error).message;
     }
