@@ -15,6 +15,7 @@ import {
   type ComputeDtype,
   type HasComputeDtype,
   hasComputeDtype,
+  withComputeDtype,
 } from "../quant/compute_dtype.ts";
 
 /** Token ids as nested arrays or an int32 tensor `[B, T]`. */
@@ -117,6 +118,11 @@ export class LlamaForCausalLM {
   adapter?: AttachedAdapter;
   /** True while training (adapters apply dropout and sampled ranks); see {@linkcode setTraining}. */
   training = false;
+  /**
+   * Precision of the frozen base's big matmuls: the 4-bit layers and the LM head (set by
+   * {@linkcode LlamaForCausalLM.setComputeDtype}; `"float32"` unless asked).
+   */
+  computeDtype: ComputeDtype = "float32";
 
   constructor(
     readonly config: LlamaConfig,
@@ -188,9 +194,10 @@ export class LlamaForCausalLM {
     return tf.tidy(() => {
       const [B, T, D] = h.shape;
       const x = tf.reshape(this.norm.apply(h), [B * T, D]);
-      const logits = this.lmHead
-        ? this.lmHead.apply(x as tf.Tensor2D)
-        : tf.matMul(x, this.embedTokens, false, true); // tied: [B·T, V]
+      const logits = withComputeDtype(
+        this.computeDtype,
+        () => this.lmHead ? this.lmHead.apply(x as tf.Tensor2D) : tf.matMul(x, this.embedTokens, false, true), // tied: [B·T, V]
+      );
       return tf.reshape(logits, [B, T, this.config.vocabSize]) as tf.Tensor3D;
     });
   }
@@ -249,7 +256,8 @@ export class LlamaForCausalLM {
 
   /**
    * Sets the compute dtype of every 4-bit layer (under adapters too; bitsandbytes'
-   * `bnb_4bit_compute_dtype`, see `lib/quant/compute_dtype.ts`) and returns how many there are.
+   * `bnb_4bit_compute_dtype`, see `lib/quant/compute_dtype.ts`) and of the LM head's matmul (forward,
+   * and its input gradient in the block-wise backward), and returns how many 4-bit layers there are.
    * Refuses `"bfloat16"` when the model has no 4-bit layer or when it cannot run here.
    *
    * @example
@@ -277,6 +285,7 @@ export class LlamaForCausalLM {
       );
     }
     for (const l of layers) l.computeDtype = dtype;
+    this.computeDtype = dtype;
     return layers.length;
   }
 

@@ -3,7 +3,7 @@
  * matmuls a 4-bit layer runs on its dequantized weight, forward and backward. `"float32"` (the
  * default) is exact fp32 sgemm; `"bfloat16"` rounds both operands to bfloat16 and accumulates in
  * fp32 (the native AVX512-BF16 GEMM, `nb_gemm_bf16`, about twice sgemm's speed), as QLoRA trains.
- * The adapters, attention, norms and the LM head stay fp32. Set it with `loadModel`'s `computeDtype`
+ * The model's LM head follows it (`LlamaForCausalLM.computeDtype`); adapters, attention and norms stay fp32. Set it with `loadModel`'s `computeDtype`
  * or `model.setComputeDtype()`.
  * @module
  */

@@ -21,6 +21,7 @@ import { forwardOptionsOf, type MicroBatch } from "./batching.ts";
 import { nllSum } from "./loss.ts";
 import { withPhase } from "../engine/kernel_timer.ts";
 import { envGet } from "../engine/permissions.ts";
+import { withComputeDtype } from "../quant/compute_dtype.ts";
 import { keepDequantizedForBackward, releaseKeptWeights } from "../quant/quantized_linear.ts";
 import {
   blockBackward,
@@ -117,19 +118,21 @@ export function blockwiseBackward(
       ...(tied && embedTrainable ? [model.embedTokens] : []),
     ];
     const { value, grads } = withPhase("head + loss", () =>
-      engine.gradients(
-        () => {
-          const logits = model.head(hs[hs.length - 1]); // [B, T, V]
-          const V = logits.shape[2];
-          return tf.div(
-            nllSum(tf.reshape(logits, [B * T, V]) as tf.Tensor2D, targets, weights),
-            divisor,
-          ) as tf.Scalar;
-        },
-        headXs,
-        undefined,
-        true,
-      ));
+      // The LM head's matmuls (logits and their input gradient) at the model's compute dtype.
+      withComputeDtype(model.computeDtype, () =>
+        engine.gradients(
+          () => {
+            const logits = model.head(hs[hs.length - 1]); // [B, T, V]
+            const V = logits.shape[2];
+            return tf.div(
+              nllSum(tf.reshape(logits, [B * T, V]) as tf.Tensor2D, targets, weights),
+              divisor,
+            ) as tf.Scalar;
+          },
+          headXs,
+          undefined,
+          true,
+        )));
     const loss = value.dataSync()[0];
     value.dispose();
     if (onLoss) {
