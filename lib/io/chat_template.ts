@@ -144,7 +144,13 @@ export function compileChatTemplate(source: string): CompiledChatTemplate {
   try {
     template = new Template(source);
   } catch (cause) {
-    throw new SyntaxError(`Chat template could not be parsed: ${(cause as Error).message}`, { cause });
+    // @huggingface/jinja's parser crashes with a TypeError (reading 'type' of undefined) when the
+    // template ends inside a tag or an expression: say that instead of the parser's internals (kept
+    // as the cause).
+    const detail = cause instanceof TypeError
+      ? "it is malformed (a {% … %} or {{ … }} left unfinished, or an expression cut short)"
+      : (cause as Error).message;
+    throw new SyntaxError(`Chat template could not be parsed: ${detail}`, { cause });
   }
   return (messages, options = {}) => {
     const resolved = resolveRenderOptions(options);

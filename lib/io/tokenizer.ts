@@ -249,8 +249,8 @@ function createTokenizerFrom(
     pre_tokenizer: null,
     post_processor: null,
     decoder: null,
-    added_tokens: [],
     ...json,
+    added_tokens: (json as { added_tokens?: unknown }).added_tokens ?? [],
   };
   let hf: HfTokenizer;
   try {
@@ -364,11 +364,18 @@ function createTokenizerFrom(
         }`;
         throw e;
       }
-      return compiled(messages, {
-        addGenerationPrompt,
-        bosToken: bos.text ?? "",
-        eosToken: eos.text ?? "",
-      });
+      try {
+        return compiled(messages, {
+          addGenerationPrompt,
+          bosToken: bos.text ?? "",
+          eosToken: eos.text ?? "",
+        });
+      } catch (e) {
+        // a template that parses but fails on these messages: say which file holds it
+        const where = options.chatTemplate === undefined ? configFile : "chatTemplate";
+        if (!(e as Error).message.includes(where)) (e as Error).message = `${where}: ${(e as Error).message}`;
+        throw e;
+      }
     },
   };
 }
@@ -384,14 +391,29 @@ function checkTokenizerJson(json: Record<string, unknown>, file: string): void {
   const show = (v: unknown) => Array.isArray(v) ? "an array" : v === null ? "null" : typeof v;
   const isObject = (v: unknown): v is Record<string, unknown> =>
     typeof v === "object" && v !== null && !Array.isArray(v);
+  // A pipeline component: { type, ... } with nested Sequence lists and string options.
+  const LISTS = ["normalizers", "pretokenizers", "processors", "decoders"];
+  const STRINGS = ["behavior", "content", "prepend", "prefix", "replacement", "suffix", "unk_token"];
+  const component = (v: unknown, at: string): void => {
+    if (!isObject(v)) fail(`"${at}" must be an object, got ${show(v)}`);
+    const c = v as Record<string, unknown>;
+    if (typeof c.type !== "string") fail(`"${at}.type" must be a string, got ${show(c.type)}`);
+    for (const k of LISTS) {
+      if (!(k in c)) continue;
+      if (!Array.isArray(c[k])) fail(`"${at}.${k}" must be an array, got ${show(c[k])}`);
+      (c[k] as unknown[]).forEach((x, i) => component(x, `${at}.${k}[${i}]`));
+    }
+    for (const k of STRINGS) {
+      if (c[k] !== undefined && c[k] !== null && typeof c[k] !== "string") {
+        fail(`"${at}.${k}" must be a string, got ${show(c[k])}`);
+      }
+    }
+    if (c.pattern !== undefined && typeof c.pattern !== "string" && !isObject(c.pattern)) {
+      fail(`"${at}.pattern" must be a string or { String | Regex }, got ${show(c.pattern)}`);
+    }
+  };
   for (const key of ["normalizer", "pre_tokenizer", "post_processor", "decoder"]) {
-    const v = json[key];
-    if (v !== undefined && v !== null && !isObject(v)) {
-      fail(`"${key}" must be an object or null, got ${show(v)}`);
-    }
-    if (isObject(v) && typeof v.type !== "string") {
-      fail(`"${key}.type" must be a string, got ${show(v.type)}`);
-    }
+    if (json[key] !== undefined && json[key] !== null) component(json[key], key);
   }
   const added = json.added_tokens;
   if (added !== undefined && added !== null) {
@@ -409,6 +431,9 @@ function checkTokenizerJson(json: Record<string, unknown>, file: string): void {
     fail(`"model.type" must be a string, got ${show(model.type)}`);
   }
   const vocab = model.vocab;
+  if (vocab === undefined || vocab === null) {
+    fail(`"model.vocab" is missing; a tokenizer model needs its vocabulary`);
+  }
   if (isObject(vocab)) {
     for (const [token, id] of Object.entries(vocab)) {
       if (!Number.isSafeInteger(id) || (id as number) < 0) {
