@@ -225,6 +225,16 @@ export function resultRows(
       value: n(r.nbtuneTokensPerSecond),
       ...torch,
     });
+    if (r.torchBf16TokensPerSecond !== undefined) {
+      out.push({
+        suite: "scale",
+        name: `${shape}: nbtune (Q)LoRA tokens/s vs PyTorch CPU bf16-autocast LoRA`,
+        unit: "tokens/s",
+        value: n(r.nbtuneTokensPerSecond),
+        baseline: n(r.torchBf16TokensPerSecond),
+        ratio: n(r.nbtuneTokensPerSecond) / n(r.torchBf16TokensPerSecond),
+      });
+    }
     out.push({
       suite: "scale",
       name: `${shape}: peak RSS, nbtune vs PyTorch`,
@@ -382,27 +392,38 @@ async function main() {
       );
     }
     const torch: Record<string, unknown>[] = [];
+    const torchBf16: Record<string, unknown>[] = [];
     if (!flag("skip-torch")) {
-      for (const threads of [1, 2]) {
-        console.log(`[scale] ${name}: PyTorch fp32 LoRA, ${threads} thread(s)...`);
-        torch.push(
-          await runJson("/usr/bin/python3", [
-            here("./torch_lora.py"),
-            dir,
-            "--seq",
-            String(SEQ),
-            "--batch",
-            String(c.batch),
-            "--r",
-            String(R),
-            "--steps",
-            String(steps),
-            "--threads",
-            String(threads),
-          ]),
-        );
+      const autocast = c.quantize && dtypes.includes("bfloat16") ? [false, true] : [false];
+      for (const bf16 of autocast) {
+        for (const threads of [1, 2]) {
+          console.log(
+            `[scale] ${name}: PyTorch ${bf16 ? "bf16-autocast" : "fp32"} LoRA, ${threads} thread(s)...`,
+          );
+          (bf16 ? torchBf16 : torch).push(
+            await runJson("/usr/bin/python3", [
+              here("./torch_lora.py"),
+              dir,
+              "--seq",
+              String(SEQ),
+              "--batch",
+              String(c.batch),
+              "--r",
+              String(R),
+              "--steps",
+              String(steps),
+              "--threads",
+              String(threads),
+              ...(bf16 ? ["--autocast-bf16"] : []),
+            ]),
+          );
+        }
       }
     }
+    const bestBf16 = torchBf16.reduce<Record<string, unknown> | undefined>(
+      (a, b) => (!a || (b.tokensPerSecond as number) > (a.tokensPerSecond as number) ? b : a),
+      undefined,
+    );
     const bestTorch = torch.reduce<Record<string, unknown> | undefined>(
       (a, b) => (!a || (b.tokensPerSecond as number) > (a.tokensPerSecond as number) ? b : a),
       undefined,
@@ -425,6 +446,10 @@ async function main() {
         torchPeakRssBytes: bestTorch?.peakRssBytes,
         torchAll: torch.map((t) => ({ threads: t.threads, tokensPerSecond: t.tokensPerSecond })),
         ratio: bestTorch ? tps / (bestTorch.tokensPerSecond as number) : undefined,
+        // PyTorch with bf16 autocast (the like-for-like baseline of computeDtype "bfloat16").
+        torchBf16TokensPerSecond: bestBf16?.tokensPerSecond,
+        torchBf16Threads: bestBf16?.threads,
+        ratioBf16: bestBf16 ? tps / (bestBf16.tokensPerSecond as number) : undefined,
         sgemmCeilingFlops: ceiling,
         shareOfCeiling: (tps * (nb.flopsPerToken as number)) / ceiling,
         bf16CeilingFlops: ceilingBf16,
@@ -466,8 +491,8 @@ async function main() {
       (ceilingBf16 / 1e9).toFixed(0)
     } GFLOP/s. The ratios come from the same run.`,
     "",
-    "| model (batch x seq) | computeDtype | nbtune (Q)LoRA tok/s | PyTorch fp32 LoRA tok/s (threads) | ratio | nbtune % of sgemm ceiling | nbtune peak RSS GB | PyTorch peak RSS GB |",
-    "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    "| model (batch x seq) | computeDtype | nbtune (Q)LoRA tok/s | PyTorch fp32 LoRA tok/s (threads) | ratio | PyTorch bf16-autocast tok/s (threads) | ratio | nbtune % of sgemm ceiling | nbtune peak RSS GB | PyTorch peak RSS GB |",
+    "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ...rows.map((r) =>
       `| ${r.model} (${r.batch} x ${r.seq}) | ${r.computeDtype} | ${
         (r.nbtuneTokensPerSecond as number).toFixed(1)
@@ -476,6 +501,10 @@ async function main() {
           ? "-"
           : `${(r.torchTokensPerSecond as number).toFixed(1)} (${r.torchThreads})`
       } | ${r.ratio === undefined ? "-" : (r.ratio as number).toFixed(2) + "x"} | ${
+        r.torchBf16TokensPerSecond === undefined
+          ? "-"
+          : `${(r.torchBf16TokensPerSecond as number).toFixed(1)} (${r.torchBf16Threads})`
+      } | ${r.ratioBf16 === undefined ? "-" : (r.ratioBf16 as number).toFixed(2) + "x"} | ${
         (100 * (r.shareOfCeiling as number)).toFixed(0)
       } % | ${gb(r.nbtunePeakRssBytes as number)} | ${
         r.torchPeakRssBytes === undefined ? "-" : gb(r.torchPeakRssBytes as number)

@@ -1,14 +1,17 @@
 """PyTorch CPU baseline for `deno task bench:scale`: fp32 LoRA on a Llama of a checkpoint's shape.
 
 Usage: /usr/bin/python3 bench/torch_lora.py <model dir> [--seq 256] [--batch 1] [--r 16]
-       [--steps 2] [--threads N]
+       [--steps 2] [--threads N] [--autocast-bf16]
 
 Builds the architecture from the directory's config.json (random fp32 weights: the same
 shapes and FLOPs as the checkpoint; bitsandbytes has no CPU path, so fp32 LoRA is what
 PyTorch users run on a CPU), freezes the base, puts LoRA (rank r, alpha 2r) on every linear
 layer of every block (q, k, v, o, gate, up, down), and times AdamW training steps of
 `batch x seq` random tokens after one warm-up step. Prints one JSON line: tokens/s (best
-step), seconds per step, peak RSS (ru_maxrss), threads, torch version.
+step), seconds per step, peak RSS (ru_maxrss), threads, torch version. With --autocast-bf16 the
+forward and loss run under `torch.autocast("cpu", dtype=torch.bfloat16)` (matmuls in bf16 through
+oneDNN, what a PyTorch user with a bf16-capable CPU can turn on), for comparison with nbtune's
+`computeDtype: "bfloat16"`.
 """
 
 import argparse
@@ -118,6 +121,7 @@ def main():
     p.add_argument("--r", type=int, default=16)
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--autocast-bf16", action="store_true")
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -134,8 +138,9 @@ def main():
     times = []
     for step in range(a.steps + 1):
         t = time.time()
-        logits = model(ids)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.autocast_bf16):
+            logits = model(ids)
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -147,6 +152,7 @@ def main():
         "secondsPerStep": times,
         "peakRssBytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "threads": torch.get_num_threads(),
+        "autocast": "bf16" if a.autocast_bf16 else None,
         "buildSeconds": build_s,
         "loss": float(loss),
         "torch": torch.__version__,
