@@ -22,7 +22,20 @@ import { BLOCK_LINEAR_NAMES } from "./llama_block.ts";
 import type { Linear } from "./linear.ts";
 import type { RMSNorm } from "./rms_norm.ts";
 import type { LlamaConfig } from "./llama_config.ts";
-import { applyRope } from "./rope.ts";
+import {
+  addScaled,
+  fusedKernelsReason,
+  gatedActivation,
+  gatedActivationBackward,
+  maskedSoftmax,
+  moveHeads,
+  rmsNormApply,
+  rmsNormBackward,
+  rmsNormForward,
+  rmsNormWeightGrad,
+  ropeHeads,
+  softmaxBackward,
+} from "./block_kernels.ts";
 
 type Name = keyof BlockLinears;
 
@@ -44,8 +57,8 @@ export interface BlockSaved {
   q: tf.Tensor4D;
   k: tf.Tensor4D;
   v: tf.Tensor4D;
-  /** Attention probabilities `[B, H, T, K]`. */
-  p: tf.Tensor4D;
+  /** Attention probabilities `[B·G, R·T, K]` (the element order of `[B, H, T, K]`). */
+  p: tf.Tensor3D;
   /** Attention output, `o_proj`'s input `[N, H·Dh]`. */
   merged: tf.Tensor2D;
   /** Residual after attention `[N, D]`. */
@@ -103,6 +116,8 @@ function projection(block: LlamaBlock, name: Name): Projection | string {
 export function blockGradSupport(block: LlamaBlock): string | null {
   const act = block.config.hiddenAct;
   if (act !== "silu" && act !== "gelu_tanh") return `activation ${act}`;
+  const backend = fusedKernelsReason();
+  if (backend) return backend;
   for (const n of BLOCK_LINEAR_NAMES) {
     const p = projection(block, n);
     if (typeof p === "string") return p;
@@ -120,21 +135,29 @@ function projections(block: LlamaBlock): Record<Name, Projection> {
   return out;
 }
 
-/** `y = x·Wᵀ + scale·(x·Aᵀ)·Bᵀ + b`; returns `y [N, O]` and `x·Aᵀ [N, r]` (to keep). */
-function project(p: Projection, x: tf.Tensor2D): { y: tf.Tensor2D; low?: tf.Tensor2D } {
-  let y = p.base.apply(x); // [N, O]
-  let low: tf.Tensor2D | undefined;
+/**
+ * `y = x·Wᵀ + scale·(x·Aᵀ)·Bᵀ + b (+ residual)`; returns `y [N, O]` and `x·Aᵀ [N, r]` (to keep).
+ * The additions are one fused pass ({@linkcode addScaled}).
+ */
+function project(
+  p: Projection,
+  x: tf.Tensor2D,
+  residual?: tf.Tensor2D,
+): { y: tf.Tensor2D; low?: tf.Tensor2D } {
+  const y = p.base.apply(x); // [N, O]
+  let low: tf.Tensor2D | undefined, lb: tf.Tensor2D | null = null;
   if (p.lora) {
     low = tf.matMul(x, p.lora.a as tf.Tensor2D, false, true); // [N, r]
-    y = tf.add(y, tf.mul(tf.matMul(low, p.lora.b as tf.Tensor2D, false, true), p.lora.scale));
+    lb = tf.matMul(low, p.lora.b as tf.Tensor2D, false, true); // [N, O]
   }
-  if (p.bias) y = tf.add(y, p.bias.variable);
-  return { y, low };
+  if (!lb && !p.bias && !residual) return { y, low };
+  return { y: addScaled(y, lb, p.lora?.scale ?? 0, p.bias?.variable, residual), low };
 }
 
 /**
- * Backward of {@linkcode project}: `dx = dy·W + scale·(dy·B)·A`, `dB = scale·dyᵀ·low`,
- * `dA = (scale·dy·B)ᵀ·x`, `db = Σ dy`; gradients go into `grads`.
+ * Backward of {@linkcode project}: the terms of `dx = dy·W + scale·(dy·B)·A` (the caller sums them
+ * with others in one `addN`), `dB = scale·dyᵀ·low`, `dA = (scale·dy·B)ᵀ·x`, `db = Σ dy`; gradients
+ * go into `grads`.
  */
 function projectBack(
   p: Projection,
@@ -142,71 +165,35 @@ function projectBack(
   low: tf.Tensor2D | undefined,
   dy: tf.Tensor2D,
   grads: Map<tf.Variable, tf.Tensor>,
-): tf.Tensor2D {
-  let dx = p.base.inputGrad(dy); // [N, I]
+): tf.Tensor2D[] {
+  const terms = [p.base.inputGrad(dy)]; // [N, I]
   if (p.lora) {
     const { a, b, scale } = p.lora;
-    const dlow = tf.mul(tf.matMul(dy, b as tf.Tensor2D), scale); // [N, r]
+    const dlow = tf.mul(tf.matMul(dy, b as tf.Tensor2D), scale) as tf.Tensor2D; // [N, r]
     grads.set(b, tf.keep(tf.mul(tf.matMul(dy, low!, true, false), scale))); // [O, r]
     grads.set(a, tf.keep(tf.matMul(dlow, x, true, false))); // [r, I]
-    dx = tf.add(dx, tf.matMul(dlow, a as tf.Tensor2D));
+    terms.push(tf.matMul(dlow, a as tf.Tensor2D));
   }
   if (p.bias?.trainable) grads.set(p.bias.variable, tf.keep(tf.sum(dy, 0)));
-  return dx;
+  return terms;
 }
 
-/** RMSNorm scale as applied (`1 + w` for Gemma). */
-function normScale(norm: RMSNorm): tf.Tensor {
-  return norm.unitOffset ? tf.add(norm.weight, 1) : norm.weight;
+/** One tensor from the terms of a sum (`addN` when there are several). */
+function sumOf(terms: tf.Tensor2D[]): tf.Tensor2D {
+  return terms.length === 1 ? terms[0] : tf.addN(terms) as tf.Tensor2D;
 }
 
-/** `x: [N, D]` → normed `[N, D]` and `r = 1/√(mean(x²) + eps)` `[N, 1]`. */
-function rmsForward(norm: RMSNorm, x: tf.Tensor2D): { y: tf.Tensor2D; r: tf.Tensor2D } {
-  const r = tf.rsqrt(tf.add(tf.mean(tf.square(x), -1, true), norm.eps)) as tf.Tensor2D;
-  return { y: tf.mul(tf.mul(x, r), normScale(norm)), r };
-}
-
-/** The normed input again, from `x` and `r` (cheaper to recompute than to keep). */
-function rmsApply(norm: RMSNorm, x: tf.Tensor2D, r: tf.Tensor2D): tf.Tensor2D {
-  return tf.mul(tf.mul(x, r), normScale(norm));
-}
-
-/** `dx = r·(g − x̂·mean(g·x̂))` with `g = dy·w`, `x̂ = x·r`; `dw = Σₙ dy·x̂` when the weight trains. */
+/** `dx` of an RMSNorm (plus `residual`); `dw` into `grads` when its weight trains. */
 function rmsBack(
   norm: RMSNorm,
   x: tf.Tensor2D,
   r: tf.Tensor2D,
   dy: tf.Tensor2D,
+  residual: tf.Tensor2D,
   grads: Map<tf.Variable, tf.Tensor>,
 ): tf.Tensor2D {
-  const xhat = tf.mul(x, r);
-  if (norm.trainableParams().length > 0) grads.set(norm.weight, tf.keep(tf.sum(tf.mul(dy, xhat), 0)));
-  const g = tf.mul(dy, normScale(norm));
-  return tf.mul(r, tf.sub(g, tf.mul(xhat, tf.mean(tf.mul(g, xhat), -1, true))));
-}
-
-const GELU_C = Math.sqrt(2 / Math.PI);
-
-/** The MLP's gate activation and its derivative at `g`. */
-function activation(kind: string, g: tf.Tensor2D): { f: tf.Tensor2D; df: () => tf.Tensor2D } {
-  if (kind === "gelu_tanh") {
-    const th = tf.tanh(tf.mul(tf.add(g, tf.mul(tf.pow(g, 3), 0.044715)), GELU_C));
-    return {
-      f: tf.mul(tf.mul(g, 0.5), tf.add(th, 1)),
-      // ½(1 + tanh u) + ½·g·(1 − tanh²u)·c·(1 + 3·0.044715·g²)
-      df: () =>
-        tf.add(
-          tf.mul(tf.add(th, 1), 0.5),
-          tf.mul(
-            tf.mul(tf.mul(g, 0.5), tf.sub(1, tf.square(th))),
-            tf.mul(tf.add(tf.mul(tf.square(g), 3 * 0.044715), 1), GELU_C),
-          ),
-        ),
-    };
-  }
-  const s = tf.sigmoid(g);
-  // silu' = σ(g)·(1 + g·(1 − σ(g)))
-  return { f: tf.mul(g, s), df: () => tf.mul(s, tf.add(tf.mul(g, tf.sub(1, s)), 1)) };
+  if (norm.trainableParams().length > 0) grads.set(norm.weight, tf.keep(rmsNormWeightGrad(x, r, dy)));
+  return rmsNormBackward(x, r, norm.weight, dy, norm.unitOffset, residual);
 }
 
 /**
@@ -249,40 +236,34 @@ export function blockForwardSaving(
   let saved: BlockSaved | undefined;
   const out = tf.tidy(() => {
     const x = tf.reshape(h, [N, D]) as tf.Tensor2D;
-    const { y: n1, r: r1 } = rmsForward(block.inputNorm, x);
-    const heads = (y: tf.Tensor2D, n: number) =>
-      tf.transpose(tf.reshape(y, [B, T, n, Dh]), [0, 2, 1, 3]) as tf.Tensor4D; // [B, n, T, Dh]
-    const qp = project(ps.q_proj, n1), kp = project(ps.k_proj, n1), vp = project(ps.v_proj, n1);
+    const n1 = rmsNormForward(x, block.inputNorm.weight, block.inputNorm.eps, block.inputNorm.unitOffset);
+    const qp = project(ps.q_proj, n1.y), kp = project(ps.k_proj, n1.y), vp = project(ps.v_proj, n1.y);
     keepLow("q_proj", qp.low);
     keepLow("k_proj", kp.low);
     keepLow("v_proj", vp.low);
-    const q = applyRope(heads(qp.y, H), ctx.cos, ctx.sin); // [B, H, T, Dh]
-    const k = applyRope(heads(kp.y, G), ctx.cos, ctx.sin); // [B, G, T, Dh]
-    const v = heads(vp.y, G); // [B, G, T, Dh]
-    const scores = tf.mul(
-      tf.matMul(tf.reshape(q, [B * G, R * T, Dh]), tf.reshape(k, [B * G, T, Dh]), false, true),
-      1 / Math.sqrt(Dh),
-    ); // [B·G, R·T, K]
-    const p = tf.softmax(tf.add(tf.reshape(scores, [B, H, T, T]), ctx.mask)) as tf.Tensor4D; // [B, H, T, K]
-    const ctxv = tf.matMul(tf.reshape(p, [B * G, R * T, T]), tf.reshape(v, [B * G, T, Dh])); // [B·G, R·T, Dh]
-    const merged = tf.reshape(tf.transpose(tf.reshape(ctxv, [B, H, T, Dh]), [0, 2, 1, 3]), [
-      N,
-      H * Dh,
-    ]) as tf.Tensor2D;
-    const op = project(ps.o_proj, merged);
+    const rows = (n: number) => ({ B, T, n, from: "rows" as const, to: "heads" as const });
+    const q = ropeHeads(qp.y, ctx.cos, ctx.sin, rows(H)) as tf.Tensor4D; // [B, H, T, Dh]
+    const k = ropeHeads(kp.y, ctx.cos, ctx.sin, rows(G)) as tf.Tensor4D; // [B, G, T, Dh]
+    const v = moveHeads(vp.y, Dh, rows(G)) as tf.Tensor4D; // [B, G, T, Dh]
+    const scores = tf.matMul(tf.reshape(q, [B * G, R * T, Dh]), tf.reshape(k, [B * G, T, Dh]), false, true); // [B·G, R·T, K]
+    const p = maskedSoftmax(scores, ctx.mask, 1 / Math.sqrt(Dh), H) as tf.Tensor3D; // [B·G, R·T, K]
+    const ctxv = tf.matMul(p, tf.reshape(v, [B * G, T, Dh])); // [B·G, R·T, Dh]
+    const merged = moveHeads(ctxv, Dh, { B, T, n: H, from: "heads", to: "rows" }) as tf.Tensor2D; // [N, H·Dh]
+    const op = project(ps.o_proj, merged, x);
     keepLow("o_proj", op.low);
-    const h1 = tf.add(x, op.y) as tf.Tensor2D; // [N, D]
-    const { y: n2, r: r2 } = rmsForward(block.postAttentionNorm, h1);
-    const gp = project(ps.gate_proj, n2), up = project(ps.up_proj, n2);
+    const h1 = op.y; // [N, D]
+    const post = block.postAttentionNorm;
+    const n2 = rmsNormForward(h1, post.weight, post.eps, post.unitOffset);
+    const gp = project(ps.gate_proj, n2.y), up = project(ps.up_proj, n2.y);
     keepLow("gate_proj", gp.low);
     keepLow("up_proj", up.low);
-    const act = tf.mul(activation(c.hiddenAct, gp.y).f, up.y) as tf.Tensor2D; // [N, F]
-    const dp = project(ps.down_proj, act);
+    const act = gatedActivation(c.hiddenAct, gp.y, up.y); // [N, F]
+    const dp = project(ps.down_proj, act, h1);
     keepLow("down_proj", dp.low);
     saved = {
       input: h,
-      r1: tf.keep(r1),
-      r2: tf.keep(r2),
+      r1: tf.keep(n1.r),
+      r2: tf.keep(n2.r),
       q: tf.keep(q),
       k: tf.keep(k),
       v: tf.keep(v),
@@ -293,7 +274,7 @@ export function blockForwardSaving(
       up: tf.keep(up.y),
       low,
     };
-    return tf.reshape(tf.add(h1, dp.y), [B, T, D]) as tf.Tensor3D;
+    return tf.reshape(dp.y, [B, T, D]) as tf.Tensor3D;
   });
   return { out, saved: saved! };
 }
@@ -325,48 +306,45 @@ export function blockBackward(
     const dh = tf.tidy(() => {
       const d = tf.reshape(dOut, [N, D]) as tf.Tensor2D;
       const x = tf.reshape(input, [N, D]) as tf.Tensor2D;
+      const inNorm = block.inputNorm, post = block.postAttentionNorm;
       // MLP: out = h1 + down(f(gate) · up)
-      const a = activation(c.hiddenAct, gate);
-      const act = tf.mul(a.f, up) as tf.Tensor2D;
-      const dAct = projectBack(ps.down_proj, act, low.down_proj, d, grads); // [N, F]
-      const dUp = tf.mul(dAct, a.f) as tf.Tensor2D;
-      const dGate = tf.mul(tf.mul(dAct, up), a.df()) as tf.Tensor2D;
-      const n2 = rmsApply(block.postAttentionNorm, h1, r2);
-      const dn2 = tf.add(
-        projectBack(ps.gate_proj, n2, low.gate_proj, dGate, grads),
-        projectBack(ps.up_proj, n2, low.up_proj, dUp, grads),
-      ) as tf.Tensor2D;
-      const dh1 = tf.add(d, rmsBack(block.postAttentionNorm, h1, r2, dn2, grads)) as tf.Tensor2D;
+      const act = gatedActivation(c.hiddenAct, gate, up); // [N, F]
+      const dAct = sumOf(projectBack(ps.down_proj, act, low.down_proj, d, grads)); // [N, F]
+      const { dGate, dUp } = gatedActivationBackward(c.hiddenAct, gate, up, dAct);
+      const n2 = rmsNormApply(h1, r2, post.weight, post.unitOffset);
+      const dn2 = tf.addN([
+        ...projectBack(ps.gate_proj, n2, low.gate_proj, dGate, grads),
+        ...projectBack(ps.up_proj, n2, low.up_proj, dUp, grads),
+      ]) as tf.Tensor2D;
+      const dh1 = rmsBack(post, h1, r2, dn2, d, grads); // [N, D]
 
       // Attention: h1 = x + o_proj(merged)
-      const dMerged = projectBack(ps.o_proj, merged, low.o_proj, dh1, grads); // [N, H·Dh]
-      const dCtx = tf.reshape(tf.transpose(tf.reshape(dMerged, [B, T, H, Dh]), [0, 2, 1, 3]), [
-        B * G,
-        R * T,
-        Dh,
-      ]); // [B·G, R·T, Dh]
-      const pg = tf.reshape(p, [B * G, R * T, T]);
-      const vg = tf.reshape(v, [B * G, T, Dh]);
-      const dP = tf.matMul(dCtx, vg, false, true); // [B·G, R·T, K]
-      const dV = tf.matMul(pg, dCtx, true, false); // [B·G, K, Dh]
-      // softmax backward, then the 1/√Dh scale: dS = p·(dP − Σ dP·p)
-      const dS = tf.mul(tf.mul(pg, tf.sub(dP, tf.sum(tf.mul(dP, pg), -1, true))), 1 / Math.sqrt(Dh));
+      const dMerged = sumOf(projectBack(ps.o_proj, merged, low.o_proj, dh1, grads)); // [N, H·Dh]
+      const dCtx = moveHeads(dMerged, Dh, {
+        B,
+        T,
+        n: H,
+        from: "rows",
+        to: "heads",
+        shape: [B * G, R * T, Dh],
+      });
+      const dP = tf.matMul(dCtx, tf.reshape(v, [B * G, T, Dh]), false, true); // [B·G, R·T, K]
+      const dV = tf.matMul(p, dCtx as tf.Tensor3D, true, false); // [B·G, K, Dh]
+      const dS = softmaxBackward(p, dP, 1 / Math.sqrt(Dh)) as tf.Tensor3D; // [B·G, R·T, K]
       const dQ = tf.matMul(dS, tf.reshape(k, [B * G, T, Dh])); // [B·G, R·T, Dh]
       const dK = tf.matMul(dS, tf.reshape(q, [B * G, R * T, Dh]), true, false); // [B·G, K, Dh]
-      // RoPE is a rotation: its transpose is the rotation by −θ (cos and sin repeat over the halves).
-      const cos = ctx.cos, negSin = tf.neg(ctx.sin);
-      const flat = (t: tf.Tensor, n: number) =>
-        tf.reshape(tf.transpose(t, [0, 2, 1, 3]), [N, n * Dh]) as tf.Tensor2D; // [B, n, T, Dh] → [N, n·Dh]
-      const dq = flat(applyRope(tf.reshape(dQ, [B, H, T, Dh]) as tf.Tensor4D, cos, negSin), H);
-      const dk = flat(applyRope(tf.reshape(dK, [B, G, T, Dh]) as tf.Tensor4D, cos, negSin), G);
-      const dv = flat(tf.reshape(dV, [B, G, T, Dh]), G);
-      const n1 = rmsApply(block.inputNorm, x, r1);
+      // RoPE's transpose is the rotation by −θ, written straight into the rows layout.
+      const back = (n: number) => ({ B, T, n, from: "heads" as const, to: "rows" as const, inverse: true });
+      const dq = ropeHeads(dQ, ctx.cos, ctx.sin, back(H)) as tf.Tensor2D; // [N, H·Dh]
+      const dk = ropeHeads(dK, ctx.cos, ctx.sin, back(G)) as tf.Tensor2D; // [N, G·Dh]
+      const dv = moveHeads(dV, Dh, back(G)) as tf.Tensor2D; // [N, G·Dh]
+      const n1 = rmsNormApply(x, r1, inNorm.weight, inNorm.unitOffset);
       const dn1 = tf.addN([
-        projectBack(ps.q_proj, n1, low.q_proj, dq, grads),
-        projectBack(ps.k_proj, n1, low.k_proj, dk, grads),
-        projectBack(ps.v_proj, n1, low.v_proj, dv, grads),
+        ...projectBack(ps.q_proj, n1, low.q_proj, dq, grads),
+        ...projectBack(ps.k_proj, n1, low.k_proj, dk, grads),
+        ...projectBack(ps.v_proj, n1, low.v_proj, dv, grads),
       ]) as tf.Tensor2D;
-      return tf.reshape(tf.add(dh1, rmsBack(block.inputNorm, x, r1, dn1, grads)), [B, T, D]) as tf.Tensor3D;
+      return tf.reshape(rmsBack(inNorm, x, r1, dn1, dh1, grads), [B, T, D]) as tf.Tensor3D;
     });
     return { dh, grads };
   } catch (e) {

@@ -21,19 +21,21 @@ export interface HandWrittenBlock {
   dequantized: number;
 }
 
-/** `y = x·Wᵀ (+ LoRA) (+ bias)`: what the forward's tidy holds besides `low` (saved) and `y`. */
-function projectForward(N: number, lin: LinearPlan, bias: boolean): number {
-  let held = 0;
-  if (lin.rank > 0) held += 2 * N * lin.outF + N * lin.outF; // base y, low·Bᵀ, ·scale (the add is y)
-  if (bias) held += N * lin.outF; // the pre-bias y
-  return held;
+/**
+ * `project()`: what the forward's tidy holds besides `low` (saved) and `y`: the base output and
+ * `low·Bᵀ` when a fused `addScaled` (LoRA, bias or residual) makes `y`.
+ */
+function projectForward(N: number, lin: LinearPlan, bias: boolean, residual: boolean): number {
+  if (lin.rank === 0 && !bias && !residual) return 0;
+  return N * lin.outF + (lin.rank > 0 ? N * lin.outF : 0);
 }
 
-/** `projectBack`: what its caller's tidy holds besides the returned `dx` and the parameter gradients. */
+/**
+ * `projectBack()`: every tensor it makes besides the parameter gradients: the base `dx` term, and
+ * with a LoRA `dy·B`, `·scale` (dlow), `dyᵀ·low` before `·scale` and the `dlow·A` term.
+ */
 function projectBackward(N: number, lin: LinearPlan): number {
-  if (lin.rank === 0) return 0;
-  // dy·B, ·scale (dlow), dyᵀ·low before ·scale, base dx, dlow·A (the add is dx)
-  return 2 * N * lin.rank + lin.outF * lin.rank + 2 * N * lin.inF;
+  return N * lin.inF + (lin.rank > 0 ? 2 * N * lin.rank + lin.outF * lin.rank + N * lin.inF : 0);
 }
 
 /**
@@ -65,28 +67,26 @@ export function handWrittenBlock(
   const names = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
   const lowRows = names.reduce((s, n) => s + N * L(n).rank, 0);
   const saved = 2 * N + N * (q + 2 * k) + S + N * q + N * D + 2 * N * F + lowRows;
-  const off = o.unitOffset ? D : 0;
-  const pf = (n: string) => projectForward(N, L(n), o.biases.includes(n));
+  // The fused kernels (block_kernels.ts) read Gemma's `1 + w` in place: no extra tensor.
+  const pf = (n: string, residual = false) => projectForward(N, L(n), o.biases.includes(n), residual);
   const pb = (n: string) => projectBackward(N, L(n));
-  const norm = 3 * N * D + 2 * N + off; // x², mean, +eps, x·r, ·w (the rsqrt is saved)
-  const forwardHeld = N * D + norm + // x reshape, norm 1
-    pf("q_proj") + pf("k_proj") + pf("v_proj") + N * (q + 2 * k) + // q/k/v outputs
-    // head reshape + transpose (q, k; v's transpose is saved), grouped reshapes, scores, ·scale,
-    // reshape, +mask, probs and v reshapes, probs·v, reshape, transpose
-    2 * N * q + 2 * N * k + N * k + N * q + N * k + 4 * S + S + N * k + 3 * N * q +
-    pf("o_proj") + N * D + // o_proj (h1 is saved)
-    norm + pf("gate_proj") + pf("up_proj") + 3 * N * F + // norm 2, gate/up (saved), σ, f, f·up
-    pf("down_proj") + N * D + N * D; // down, h1 + down (its reshape is the output)
-  const rmsBack = 6 * N * D + N + off; // x̂, g, g·x̂, mean, x̂·mean, −, ·r
+  const sumOf = (n: string, width: number) => (L(n).rank > 0 ? N * width : 0); // addN of two terms
+  const forwardHeld = N * D + N * D + // x reshape, normed x (r1 is saved)
+    pf("q_proj") + pf("k_proj") + pf("v_proj") + N * (q + 2 * k) + // q/k/v outputs (rotated: saved)
+    N * q + N * k + S + // grouped q and k reshapes, scores (the probabilities are saved)
+    N * k + N * q + // grouped v reshape, probs·v (merged is saved)
+    pf("o_proj", true) + // o_proj (+ x: h1, saved)
+    N * D + pf("gate_proj") + pf("up_proj") + N * F + // norm 2, gate/up (saved), f(gate)·up
+    pf("down_proj", true) + N * D; // down (+ h1; its reshape is the output)
   const backwardHeld = 2 * N * D + // dOut and x reshapes
-    3 * N * F + pb("down_proj") + N * F + N * F + 6 * N * F + // σ, f, act; down; dUp; dGate
-    2 * N * D + off + pb("gate_proj") + pb("up_proj") + 3 * N * D + rmsBack + N * D + // n2 … dh1
-    pb("o_proj") + N * q + 3 * N * q + // o_proj, dCtx
-    S + N * k + S + N * k + 4 * S + N * H + // p, v reshapes, dP, dV, dS
-    N * k + N * q + N * q + N * k + T * d + // dQ, dK with operand reshapes, −sin
-    4 * N * q + 4 * N * k + 3 * N * k + // dq, dk, dv
-    2 * N * D + off + pb("q_proj") + pb("k_proj") + pb("v_proj") + 3 * N * D + N * D + // n1 … addN
-    rmsBack + N * D; // norm 1, + dh1 (its reshape is dh)
+    N * F + pb("down_proj") + sumOf("down_proj", F) + 2 * N * F + // act, dAct, dGate and dUp
+    N * D + pb("gate_proj") + pb("up_proj") + N * D + N * D + // n2, dn2, dh1
+    pb("o_proj") + sumOf("o_proj", q) + N * q + // dMerged, dCtx
+    N * k + S + N * k + S + // v reshape, dP, dV, dS
+    N * k + N * q + N * q + N * k + // dQ, dK with their operand reshapes
+    N * q + 2 * N * k + // dq, dk, dv
+    N * D + pb("q_proj") + pb("k_proj") + pb("v_proj") + N * D + // n1, dn1
+    N * D; // norm 1's dx + dh1 (its reshape is dh)
   const dequantized = Math.max(...names.map((n) => (L(n).quantized ? L(n).inF * L(n).outF : 0)));
   return { saved, forwardHeld, backwardHeld, dequantized };
 }
