@@ -190,22 +190,6 @@ export type GateActivation = "silu" | "gelu_tanh";
 const GELU_C = Math.sqrt(2 / Math.PI);
 const GELU_A = 0.044715;
 
-/** `f(g)`. */
-function act(kind: GateActivation, g: number): number {
-  if (kind === "gelu_tanh") return 0.5 * g * (1 + Math.tanh(GELU_C * (g + GELU_A * g * g * g)));
-  return g / (1 + Math.exp(-g));
-}
-
-/** `f'(g)`. */
-function actGrad(kind: GateActivation, g: number): number {
-  if (kind === "gelu_tanh") {
-    const th = Math.tanh(GELU_C * (g + GELU_A * g * g * g));
-    return 0.5 * (1 + th) + 0.5 * g * (1 - th * th) * GELU_C * (1 + 3 * GELU_A * g * g);
-  }
-  const s = 1 / (1 + Math.exp(-g));
-  return s * (1 + g * (1 - s));
-}
-
 function checkKind(where: string, kind: string): asserts kind is GateActivation {
   if (kind !== "silu" && kind !== "gelu_tanh") {
     throw new TypeError(`${where}: activation "${kind}" is not fused (silu or gelu_tanh)`);
@@ -213,41 +197,71 @@ function checkKind(where: string, kind: string): asserts kind is GateActivation 
 }
 
 /**
- * Gated MLP activation `f(gate)·up` `[N, F]`, `f` SiLU (SwiGLU) or tanh-GELU (GeGLU).
+ * The sigmoid both gate activations are written with, `f(g) = g·s`: `s = σ(g)` for SiLU and
+ * `s = σ(2u)`, `u = √(2/π)·(g + 0.044715·g³)` for tanh-GELU (`½(1 + tanh u) = σ(2u)`). The
+ * exponentials run in the backend's sigmoid kernel (JS `Math.exp` is several times slower than the
+ * wasm one); tanh-GELU's `2u` is one fused pass before it.
  *
  * @example
  * ```ts
  * import "npm:@tensorflow/tfjs-backend-cpu@4.22.0";
  * import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
- * import { gatedActivation } from "./block_kernels.ts";
+ * import { gateSigmoid } from "./block_kernels.ts";
  * await tf.setBackend("cpu");
- * const a = gatedActivation("silu", tf.tensor2d([[0, 1]]), tf.tensor2d([[5, 2]])).dataSync();
+ * if (gateSigmoid("gelu_tanh", tf.zeros([1, 1])).dataSync()[0] !== 0.5) throw new Error("σ(0)");
+ * ```
+ */
+export function gateSigmoid(kind: string, gate: tf.Tensor2D): tf.Tensor2D {
+  checkKind("gateSigmoid", kind);
+  check("gateSigmoid", { gate });
+  if (kind === "silu") return tf.sigmoid(gate);
+  return tf.tidy(() => {
+    const u2 = filledTensor([...gate.shape], (o, [g]) => {
+      for (let i = 0; i < o.length; i++) o[i] = 2 * GELU_C * (g[i] + GELU_A * g[i] * g[i] * g[i]);
+    }, [gate]);
+    return tf.sigmoid(u2) as tf.Tensor2D;
+  });
+}
+
+/**
+ * Gated MLP activation `f(gate)·up = gate·s·up` `[N, F]`, `f` SiLU (SwiGLU) or tanh-GELU (GeGLU),
+ * with `s` from {@linkcode gateSigmoid}.
+ *
+ * @example
+ * ```ts
+ * import "npm:@tensorflow/tfjs-backend-cpu@4.22.0";
+ * import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
+ * import { gatedActivation, gateSigmoid } from "./block_kernels.ts";
+ * await tf.setBackend("cpu");
+ * const g = tf.tensor2d([[0, 1]]);
+ * const a = gatedActivation(g, tf.tensor2d([[5, 2]]), gateSigmoid("silu", g)).dataSync();
  * if (a[0] !== 0 || Math.abs(a[1] - 2 / (1 + Math.exp(-1))) > 1e-6) throw new Error(`${a}`);
  * ```
  */
-export function gatedActivation(kind: string, gate: tf.Tensor2D, up: tf.Tensor2D): tf.Tensor2D {
-  checkKind("gatedActivation", kind);
-  check("gatedActivation", { gate, up });
-  if (gate.size !== up.size) {
-    throw new TypeError(`gatedActivation: gate [${gate.shape}] and up [${up.shape}] must match`);
+export function gatedActivation(gate: tf.Tensor2D, up: tf.Tensor2D, s: tf.Tensor2D): tf.Tensor2D {
+  check("gatedActivation", { gate, up, s });
+  if (gate.size !== up.size || gate.size !== s.size) {
+    throw new TypeError(`gatedActivation: gate [${gate.shape}], up [${up.shape}], s [${s.shape}] must match`);
   }
-  return filledTensor([...gate.shape], (a, [g, u]) => {
-    for (let i = 0; i < a.length; i++) a[i] = act(kind, g[i]) * u[i];
-  }, [gate, up]) as tf.Tensor2D;
+  return filledTensor([...gate.shape], (a, [g, u, sv]) => {
+    for (let i = 0; i < a.length; i++) a[i] = g[i] * sv[i] * u[i];
+  }, [gate, up, s]) as tf.Tensor2D;
 }
 
 /**
  * Backward of {@linkcode gatedActivation}: `dGate = dAct·up·f'(gate)`, `dUp = dAct·f(gate)`
- * (`[N, F]` each, two tensors).
+ * (`[N, F]` each, two tensors), with `f' = s·(1 + g·(1 − s))` (SiLU) or
+ * `s + 2·g·s·(1 − s)·√(2/π)·(1 + 3·0.044715·g²)` (tanh-GELU).
  *
  * @example
  * ```ts
  * import "npm:@tensorflow/tfjs-backend-cpu@4.22.0";
  * import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
- * import { gatedActivationBackward } from "./block_kernels.ts";
+ * import { gatedActivationBackward, gateSigmoid } from "./block_kernels.ts";
  * await tf.setBackend("cpu");
  * // silu'(0) = ½, silu(0) = 0
- * const { dGate, dUp } = gatedActivationBackward("silu", tf.zeros([1, 1]), tf.fill([1, 1], 4), tf.ones([1, 1]));
+ * const g = tf.zeros([1, 1]) as tf.Tensor2D;
+ * const { dGate, dUp } = gatedActivationBackward("silu", g, tf.fill([1, 1], 4), tf.ones([1, 1]), gateSigmoid("silu", g));
  * if (dGate.dataSync()[0] !== 2 || dUp.dataSync()[0] !== 0) throw new Error("wrong");
  * ```
  */
@@ -256,21 +270,29 @@ export function gatedActivationBackward(
   gate: tf.Tensor2D,
   up: tf.Tensor2D,
   dAct: tf.Tensor2D,
+  s: tf.Tensor2D,
 ): { dGate: tf.Tensor2D; dUp: tf.Tensor2D } {
   checkKind("gatedActivationBackward", kind);
-  check("gatedActivationBackward", { gate, up, dAct });
-  if (gate.size !== up.size || gate.size !== dAct.size) {
+  check("gatedActivationBackward", { gate, up, dAct, s });
+  if (gate.size !== up.size || gate.size !== dAct.size || gate.size !== s.size) {
     throw new TypeError(
-      `gatedActivationBackward: gate [${gate.shape}], up [${up.shape}], dAct [${dAct.shape}] must match`,
+      `gatedActivationBackward: gate [${gate.shape}], up [${up.shape}], dAct [${dAct.shape}], s [${s.shape}] must match`,
     );
   }
   const shape = [...gate.shape];
-  const dUp = filledTensor(shape, (o, [g, d]) => {
-    for (let i = 0; i < o.length; i++) o[i] = d[i] * act(kind, g[i]);
-  }, [gate, dAct]) as tf.Tensor2D;
-  const dGate = filledTensor(shape, (o, [g, u, d]) => {
-    for (let i = 0; i < o.length; i++) o[i] = d[i] * u[i] * actGrad(kind, g[i]);
-  }, [gate, up, dAct]) as tf.Tensor2D;
+  const dUp = filledTensor(shape, (o, [g, d, sv]) => {
+    for (let i = 0; i < o.length; i++) o[i] = d[i] * g[i] * sv[i];
+  }, [gate, dAct, s]) as tf.Tensor2D;
+  const gelu = kind === "gelu_tanh";
+  const dGate = filledTensor(shape, (o, [g, u, d, sv]) => {
+    for (let i = 0; i < o.length; i++) {
+      const gi = g[i], si = sv[i];
+      const df = gelu
+        ? si + 2 * gi * si * (1 - si) * GELU_C * (1 + 3 * GELU_A * gi * gi)
+        : si * (1 + gi * (1 - si));
+      o[i] = d[i] * u[i] * df;
+    }
+  }, [gate, up, dAct, s]) as tf.Tensor2D;
   return { dGate, dUp };
 }
 
@@ -307,15 +329,16 @@ function headsKernel(where: string, x: tf.Tensor, Dh: number, o: HeadMove, cos?:
   }
   const half = Dh / 2, sign = o.inverse ? -1 : 1;
   // Offset of row (b, h, t) in each layout.
-  const at = (l: HeadLayout, b: number, h: number, t: number) =>
-    l === "heads" ? ((b * n + h) * T + t) * Dh : ((b * T + t) * n + h) * Dh;
+  const fromHeads = o.from === "heads", toHeads = o.to === "heads";
+  const at = (heads: boolean, b: number, h: number, t: number) =>
+    heads ? ((b * n + h) * T + t) * Dh : ((b * T + t) * n + h) * Dh;
   return filledTensor(shape, (y, [xv, cv, sv]) => {
     for (let b = 0; b < B; b++) {
       for (let h = 0; h < n; h++) {
         for (let t = 0; t < T; t++) {
-          const xi = at(o.from, b, h, t), yi = at(o.to, b, h, t);
+          const xi = at(fromHeads, b, h, t), yi = at(toHeads, b, h, t);
           if (!cv) {
-            y.set(xv.subarray(xi, xi + Dh), yi);
+            for (let j = 0; j < Dh; j++) y[yi + j] = xv[xi + j];
             continue;
           }
           const ci = ((perRow ? b * T : 0) + t) * Dh;
@@ -377,7 +400,8 @@ export function moveHeads(x: tf.Tensor, Dh: number, o: HeadMove): tf.Tensor {
 /**
  * Masked, scaled softmax over the last axis: `softmax(scores·scale + mask)` with `scores`
  * `[B, H, T, K]` (any shape with that element order, e.g. `[B·G, R·T, K]`) and the additive mask
- * `[B | 1, 1, T, K]` broadcast over heads. The result has `scores`' shape.
+ * `[B | 1, 1, T, K]` broadcast over heads: the scale and the mask in one fused pass, the softmax (its
+ * exponentials) in the backend's kernel. The result has `scores`' shape.
  *
  * @example
  * ```ts
@@ -399,26 +423,16 @@ export function maskedSoftmax(scores: tf.Tensor, mask: tf.Tensor, scale: number,
       `maskedSoftmax: scores [${scores.shape}] are not [B, H=${heads}, T=${T}, K=${K}] for mask [${mask.shape}]`,
     );
   }
-  return filledTensor([...scores.shape], (p, [sv, mv]) => {
-    for (let row = 0; row < rows; row++) {
-      const t = row % T, b = Math.floor(row / (heads * T));
-      const o = row * K, mo = ((mB === 1 ? 0 : b) * T + t) * K;
-      let max = -Infinity;
-      for (let j = 0; j < K; j++) {
-        const z = sv[o + j] * scale + mv[mo + j];
-        p[o + j] = z;
-        if (z > max) max = z;
+  // z is freed as soon as the softmax has read it.
+  return tf.tidy(() =>
+    tf.softmax(filledTensor([...scores.shape], (z, [sv, mv]) => {
+      for (let row = 0; row < rows; row++) {
+        const t = row % T, b = Math.floor(row / (heads * T));
+        const o = row * K, mo = ((mB === 1 ? 0 : b) * T + t) * K;
+        for (let j = 0; j < K; j++) z[o + j] = sv[o + j] * scale + mv[mo + j];
       }
-      let sum = 0;
-      for (let j = 0; j < K; j++) {
-        const e = Math.exp(p[o + j] - max);
-        p[o + j] = e;
-        sum += e;
-      }
-      const inv = 1 / sum;
-      for (let j = 0; j < K; j++) p[o + j] *= inv;
-    }
-  }, [scores, mask]);
+    }, [scores, mask]))
+  );
 }
 
 /**
@@ -485,6 +499,7 @@ export function addScaled(
     throw new TypeError(`addScaled: residual [${residual.shape}] must match y [${y.shape}]`);
   }
   const inputs = [y, z, bias, residual].filter((t): t is tf.Tensor => t !== null && t !== undefined);
+  const rows = y.size / O;
   return filledTensor([...y.shape], (out, views) => {
     let i = 1;
     const yv = views[0];
@@ -492,7 +507,9 @@ export function addScaled(
     const rv = residual ? views[i++] : undefined;
     out.set(yv);
     if (zv) { for (let k = 0; k < out.length; k++) out[k] += scale * zv[k]; }
-    if (bv) { for (let k = 0; k < out.length; k++) out[k] += bv[k % O]; }
+    if (bv) {
+      for (let n = 0, o = 0; n < rows; n++, o += O) for (let j = 0; j < O; j++) out[o + j] += bv[j];
+    }
     if (rv) { for (let k = 0; k < out.length; k++) out[k] += rv[k]; }
   }, inputs) as tf.Tensor2D;
 }

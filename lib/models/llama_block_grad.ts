@@ -27,6 +27,7 @@ import {
   fusedKernelsReason,
   gatedActivation,
   gatedActivationBackward,
+  gateSigmoid,
   maskedSoftmax,
   moveHeads,
   rmsNormApply,
@@ -257,7 +258,7 @@ export function blockForwardSaving(
     const gp = project(ps.gate_proj, n2.y), up = project(ps.up_proj, n2.y);
     keepLow("gate_proj", gp.low);
     keepLow("up_proj", up.low);
-    const act = gatedActivation(c.hiddenAct, gp.y, up.y); // [N, F]
+    const act = gatedActivation(gp.y, up.y, gateSigmoid(c.hiddenAct, gp.y)); // [N, F]
     const dp = project(ps.down_proj, act, h1);
     keepLow("down_proj", dp.low);
     saved = {
@@ -308,9 +309,10 @@ export function blockBackward(
       const x = tf.reshape(input, [N, D]) as tf.Tensor2D;
       const inNorm = block.inputNorm, post = block.postAttentionNorm;
       // MLP: out = h1 + down(f(gate) · up)
-      const act = gatedActivation(c.hiddenAct, gate, up); // [N, F]
+      const s = gateSigmoid(c.hiddenAct, gate); // [N, F]
+      const act = gatedActivation(gate, up, s); // [N, F]
       const dAct = sumOf(projectBack(ps.down_proj, act, low.down_proj, d, grads)); // [N, F]
-      const { dGate, dUp } = gatedActivationBackward(c.hiddenAct, gate, up, dAct);
+      const { dGate, dUp } = gatedActivationBackward(c.hiddenAct, gate, up, dAct, s);
       const n2 = rmsNormApply(h1, r2, post.weight, post.unitOffset);
       const dn2 = tf.addN([
         ...projectBack(ps.gate_proj, n2, low.gate_proj, dGate, grads),

@@ -73,13 +73,14 @@ export function handWrittenBlock(
   const sumOf = (n: string, width: number) => (L(n).rank > 0 ? N * width : 0); // addN of two terms
   const forwardHeld = N * D + N * D + // x reshape, normed x (r1 is saved)
     pf("q_proj") + pf("k_proj") + pf("v_proj") + N * (q + 2 * k) + // q/k/v outputs (rotated: saved)
-    N * q + N * k + S + // grouped q and k reshapes, scores (the probabilities are saved)
+    N * q + N * k + S + // grouped q and k reshapes, scores (the probabilities are saved; the masked
+    // scores before the softmax are freed inside maskedSoftmax)
     N * k + N * q + // grouped v reshape, probs·v (merged is saved)
     pf("o_proj", true) + // o_proj (+ x: h1, saved)
-    N * D + pf("gate_proj") + pf("up_proj") + N * F + // norm 2, gate/up (saved), f(gate)·up
+    N * D + pf("gate_proj") + pf("up_proj") + 2 * N * F + // norm 2, gate/up (saved), s, f(gate)·up
     pf("down_proj", true) + N * D; // down (+ h1; its reshape is the output)
   const backwardHeld = 2 * N * D + // dOut and x reshapes
-    N * F + pb("down_proj") + sumOf("down_proj", F) + 2 * N * F + // act, dAct, dGate and dUp
+    2 * N * F + pb("down_proj") + sumOf("down_proj", F) + 2 * N * F + // s, act, dAct, dGate and dUp
     N * D + pb("gate_proj") + pb("up_proj") + N * D + N * D + // n2, dn2, dh1
     pb("o_proj") + sumOf("o_proj", q) + N * q + // dMerged, dCtx
     N * k + S + N * k + S + // v reshape, dP, dV, dS
