@@ -21,6 +21,38 @@ const SYMBOLS = {
     parameters: ["buffer", "buffer", "buffer", "i64", "i64", "f32", "buffer", "buffer", "i32"],
     result: "void",
   },
+  nb_quant8: {
+    parameters: ["buffer", "buffer", "buffer", "buffer", "i64", "i64", "i64", "i32"],
+    result: "void",
+  },
+  nb_dequant8: {
+    parameters: ["buffer", "buffer", "buffer", "buffer", "i64", "i64", "i64", "i32"],
+    result: "void",
+  },
+  nb_adam8bit: {
+    parameters: [
+      "buffer",
+      "buffer",
+      "buffer",
+      "buffer",
+      "buffer",
+      "buffer",
+      "buffer",
+      "buffer",
+      "buffer",
+      "buffer",
+      "i64",
+      "i64",
+      "i64",
+      "f64",
+      "f64",
+      "f64",
+      "f64",
+      "f64",
+      "i32",
+    ],
+    result: "void",
+  },
   nb_bf16_supported: { parameters: [], result: "i32" },
   nb_gemm_bf16: {
     parameters: [
@@ -43,7 +75,7 @@ const SYMBOLS = {
   },
 } as const;
 
-const ABI_VERSION = 3;
+const ABI_VERSION = 4;
 
 /** The kernels, native or TypeScript. */
 export interface NativeKernels {
@@ -76,6 +108,43 @@ export interface NativeKernels {
     grad: Float32Array | null,
   ): void;
   /**
+   * Blockwise 8-bit quantization with a 256-entry dynamic map: per block `absmax[k] = max |x|`, then
+   * `codes[i]` = the nearest code to `x[i] / absmax[k]` (binary search of the 255 midpoints `th`, ties
+   * to the lower code). Blocks: runs of `blocksize`, or with `rowLength` each row of that many
+   * elements split into `ceil(rowLength / blocksize)` nearly equal runs. `x`, `codes`: `[N]`.
+   */
+  quantize8(
+    x: Float32Array,
+    th: Float32Array,
+    codes: Uint8Array,
+    absmax: Float32Array,
+    blocksize: number,
+    rowLength?: number,
+  ): void;
+  /** `out[i] = code[codes[i]] · absmax[block of i]`, the layout of {@linkcode NativeKernels.quantize8}. */
+  dequantize8(
+    codes: Uint8Array,
+    absmax: Float32Array,
+    code: Float32Array,
+    out: Float32Array,
+    blocksize: number,
+    rowLength?: number,
+  ): void;
+  /**
+   * One Adam step on blockwise 8-bit moments, in place: dequantizes `m` (signed map) and `v`
+   * (unsigned map), updates them with the gradient `g` (`m = β1·m + (1−β1)·g`, `v = β2·v + (1−β2)·g²`),
+   * writes `dir = m / bc1 / (√v / sbc2 + eps)` and requantizes `m` and `v` with fresh per-block
+   * absmax (nearest code). `g`, `dir`, codes: `[N]`; absmax: one per block.
+   */
+  adam8bit(
+    g: Float32Array,
+    m: { codes: Uint8Array; absmax: Float32Array },
+    v: { codes: Uint8Array; absmax: Float32Array },
+    maps: Adam8bitMaps,
+    dir: Float32Array,
+    h: Adam8bitStep,
+  ): void;
+  /**
    * Whether {@linkcode NativeKernels.gemmBf16} runs natively (the library is loaded and the CPU has
    * AVX512_BF16); when false it runs the slow TypeScript reference.
    */
@@ -102,6 +171,83 @@ export interface NativeKernels {
     c: Float32Array,
     ldc: number,
   ): void;
+}
+
+/** The dynamic maps of {@linkcode NativeKernels.adam8bit}: 256 codes and their 255 midpoints each. */
+export interface Adam8bitMaps {
+  /** Signed map (first moment). */
+  signed: Float32Array;
+  /** Unsigned map (second moment). */
+  unsigned: Float32Array;
+  /** Midpoints of `signed`. */
+  signedTh: Float32Array;
+  /** Midpoints of `unsigned`. */
+  unsignedTh: Float32Array;
+}
+
+/** Scalars and block layout of one {@linkcode NativeKernels.adam8bit} step. */
+export interface Adam8bitStep {
+  beta1: number;
+  beta2: number;
+  /** `1 − β1^t`. */
+  bc1: number;
+  /** `√(1 − β2^t)`. */
+  sbc2: number;
+  eps: number;
+  blocksize: number;
+  /** Blocks never straddle rows of this many elements (undefined: plain runs of `blocksize`). */
+  rowLength?: number;
+}
+
+/** Number of 8-bit blocks of `n` elements (see {@linkcode NativeKernels.quantize8}). */
+function blocks8(n: number, bs: number, row?: number): number {
+  if (row === undefined || row >= n) return Math.ceil(n / bs);
+  if (n % row !== 0) throw new RangeError(`8-bit blocks: ${n} elements are not rows of ${row}`);
+  return (n / row) * Math.ceil(row / bs);
+}
+
+/** `[start, end)` of 8-bit block `k`. */
+function block8(k: number, n: number, bs: number, row?: number): [number, number] {
+  if (row === undefined || row >= n) return [k * bs, Math.min(n, k * bs + bs)];
+  const per = Math.ceil(row / bs), r = Math.floor(k / per), j = k % per;
+  return [r * row + Math.floor((j * row) / per), r * row + Math.floor(((j + 1) * row) / per)];
+}
+
+/** Index of the nearest code (binary search over the 255 midpoints). */
+function nearest8(th: Float32Array, y: number): number {
+  let lo = 0, hi = th.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (y > th[mid]) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/** Checks the arrays of an 8-bit kernel call (a short array would make the native kernel write out of bounds). */
+function check8(
+  what: string,
+  n: number,
+  bs: number,
+  row: number | undefined,
+  arrays: [string, number][],
+): number {
+  if (!Number.isInteger(bs) || bs < 1) {
+    throw new RangeError(`${what}(): blocksize ${bs} must be an integer >= 1`);
+  }
+  if (row !== undefined && (!Number.isInteger(row) || row < 1)) {
+    throw new RangeError(`${what}(): rowLength ${row} must be an integer >= 1`);
+  }
+  const k = blocks8(n, bs, row);
+  for (const [name, len] of arrays) {
+    const need = name.includes("absmax") ? k : n;
+    if (len !== need) {
+      throw new RangeError(
+        `${what}(): ${name} has ${len} elements, expected ${need} (${n} elements, ${k} blocks)`,
+      );
+    }
+  }
+  return k;
 }
 
 /** Threads the native kernels use (OpenMP's default: all cores). */
@@ -221,6 +367,61 @@ export const typescriptKernels: NativeKernels = {
       }
     }
   },
+  quantize8(x, th, codes, absmax, bs, row) {
+    const n = x.length;
+    const k = check8("quantize8", n, bs, row, [["codes", codes.length], ["absmax", absmax.length]]);
+    for (let b = 0; b < k; b++) {
+      const [s, e] = block8(b, n, bs, row);
+      let amax = 0;
+      for (let i = s; i < e; i++) amax = Math.max(amax, Math.abs(x[i]));
+      absmax[b] = amax;
+      const inv = amax > 0 ? 1 / amax : 0;
+      for (let i = s; i < e; i++) codes[i] = nearest8(th, x[i] * inv);
+    }
+  },
+  dequantize8(codes, absmax, code, out, bs, row) {
+    const n = out.length;
+    const k = check8("dequantize8", n, bs, row, [["codes", codes.length], ["absmax", absmax.length]]);
+    for (let b = 0; b < k; b++) {
+      const [s, e] = block8(b, n, bs, row);
+      const a = absmax[b];
+      for (let i = s; i < e; i++) out[i] = code[codes[i]] * a;
+    }
+  },
+  adam8bit(g, m, v, maps, dir, h) {
+    const n = g.length, { beta1, beta2, bc1, sbc2, eps, blocksize: bs, rowLength: row } = h;
+    const k = check8("adam8bit", n, bs, row, [
+      ["dir", dir.length],
+      ["m.codes", m.codes.length],
+      ["v.codes", v.codes.length],
+      ["m.absmax", m.absmax.length],
+      ["v.absmax", v.absmax.length],
+    ]);
+    const { signed, unsigned, signedTh, unsignedTh } = maps;
+    const fr = Math.fround;
+    // One block's new moments (a block is at most `blocksize` long), float32 as the native kernel stores them.
+    const mb = new Float32Array(Math.min(n, bs)), vb = new Float32Array(mb.length);
+    for (let b = 0; b < k; b++) {
+      const [s, e] = block8(b, n, bs, row);
+      const am = m.absmax[b], av = v.absmax[b];
+      let mmax = 0, vmax = 0;
+      for (let i = s; i < e; i++) {
+        const gi = g[i];
+        mb[i - s] = beta1 * fr(signed[m.codes[i]] * am) + (1 - beta1) * gi;
+        vb[i - s] = beta2 * fr(unsigned[v.codes[i]] * av) + (1 - beta2) * gi * gi;
+        mmax = Math.max(mmax, Math.abs(mb[i - s]));
+        vmax = Math.max(vmax, Math.abs(vb[i - s]));
+      }
+      m.absmax[b] = mmax, v.absmax[b] = vmax;
+      const minv = mmax > 0 ? 1 / mmax : 0, vinv = vmax > 0 ? 1 / vmax : 0;
+      for (let i = s; i < e; i++) {
+        const mi = mb[i - s], vi = vb[i - s];
+        dir[i] = mi / bc1 / (Math.sqrt(vi) / sbc2 + eps);
+        m.codes[i] = nearest8(signedTh, mi * minv);
+        v.codes[i] = nearest8(unsignedTh, vi * vinv);
+      }
+    }
+  },
   bf16Gemm: false,
   gemmBf16(tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) {
     checkGemm(tA, tB, m, n, k, a, lda, b, ldb, c, ldc);
@@ -303,6 +504,79 @@ function open(path: string): NativeKernels | string {
             : `gemmBf16(): native kernel failed with code ${rc}`,
         );
       }
+    },
+    quantize8(x, th, codes, absmax, bs, row) {
+      check8("quantize8", x.length, bs, row, [["codes", codes.length], ["absmax", absmax.length]]);
+      if (th.length !== 255) throw new RangeError(`quantize8(): th has ${th.length} midpoints, expected 255`);
+      s.nb_quant8(
+        x as Float32Array<ArrayBuffer>,
+        th as Float32Array<ArrayBuffer>,
+        codes as Uint8Array<ArrayBuffer>,
+        absmax as Float32Array<ArrayBuffer>,
+        BigInt(x.length),
+        BigInt(bs),
+        BigInt(row ?? 0),
+        threadsFor(x.length, s.nb_max_threads()),
+      );
+    },
+    dequantize8(codes, absmax, code, out, bs, row) {
+      check8("dequantize8", out.length, bs, row, [["codes", codes.length], ["absmax", absmax.length]]);
+      if (code.length !== 256) {
+        throw new RangeError(`dequantize8(): code has ${code.length} entries, expected 256`);
+      }
+      s.nb_dequant8(
+        codes as Uint8Array<ArrayBuffer>,
+        absmax as Float32Array<ArrayBuffer>,
+        code as Float32Array<ArrayBuffer>,
+        out as Float32Array<ArrayBuffer>,
+        BigInt(out.length),
+        BigInt(bs),
+        BigInt(row ?? 0),
+        threadsFor(out.length, s.nb_max_threads()),
+      );
+    },
+    adam8bit(g, m, v, maps, dir, h) {
+      const n = g.length, bs = h.blocksize, row = h.rowLength;
+      check8("adam8bit", n, bs, row, [
+        ["dir", dir.length],
+        ["m.codes", m.codes.length],
+        ["v.codes", v.codes.length],
+        ["m.absmax", m.absmax.length],
+        ["v.absmax", v.absmax.length],
+      ]);
+      for (
+        const [name, a, len] of [
+          ["signed", maps.signed, 256],
+          ["unsigned", maps.unsigned, 256],
+          ["signedTh", maps.signedTh, 255],
+          ["unsignedTh", maps.unsignedTh, 255],
+        ] as const
+      ) {
+        if (a.length !== len) {
+          throw new RangeError(`adam8bit(): maps.${name} has ${a.length} entries, expected ${len}`);
+        }
+      }
+      s.nb_adam8bit(
+        g as Float32Array<ArrayBuffer>,
+        m.codes as Uint8Array<ArrayBuffer>,
+        m.absmax as Float32Array<ArrayBuffer>,
+        v.codes as Uint8Array<ArrayBuffer>,
+        v.absmax as Float32Array<ArrayBuffer>,
+        maps.signed as Float32Array<ArrayBuffer>,
+        maps.unsigned as Float32Array<ArrayBuffer>,
+        maps.signedTh as Float32Array<ArrayBuffer>,
+        maps.unsignedTh as Float32Array<ArrayBuffer>,
+        dir as Float32Array<ArrayBuffer>,
+        BigInt(n),
+        BigInt(bs),
+        BigInt(row ?? 0),
+        h.beta1,
+        h.beta2,
+        h.bc1,
+        h.sbc2,
+        h.eps,
+        threadsFor(n, s.nb_max_threads()),
+      );
     },
     dequant4bit(packed, absmax, qmap, out, blocksize) {
       s.nb_dequant4bit(

@@ -15,14 +15,8 @@ import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 import type { AdamHyper } from "./_options.ts";
 import { checkSameShape, Fp32Moments, type MomentStore } from "./_moments.ts";
 import type { StateTensor } from "./optimizer_state.ts";
-import {
-  blockCount,
-  codeThresholds,
-  dequantize8,
-  dynamicMap,
-  quantize8,
-  type Quantized8,
-} from "./_dynamic_map.ts";
+import { blockCount, codeThresholds, dynamicMap, quantize8, type Quantized8 } from "./_dynamic_map.ts";
+import { type Adam8bitMaps, nativeKernels } from "../engine/native.ts";
 
 /** 32-bit FNV-1a hash of a state key (seeds its stochastic-rounding stream). */
 function keyHash(key: string): number {
@@ -35,6 +29,12 @@ const SIGNED = dynamicMap(true);
 const UNSIGNED = dynamicMap(false);
 const SIGNED_TH = codeThresholds(SIGNED);
 const UNSIGNED_TH = codeThresholds(UNSIGNED);
+const MAPS: Adam8bitMaps = {
+  signed: SIGNED,
+  unsigned: UNSIGNED,
+  signedTh: SIGNED_TH,
+  unsignedTh: UNSIGNED_TH,
+};
 
 interface HostState {
   shape: number[];
@@ -78,10 +78,24 @@ export class Moments8bit implements MomentStore {
     checkSameShape(key, s.shape, g.shape);
     const { beta1, beta2, eps } = this.h;
     const gd = g.dataSync() as Float32Array;
-    const m = new Float32Array(n), v = new Float32Array(n), dir = new Float32Array(n);
-    dequantize8(s.m, SIGNED, bs, m, row);
-    dequantize8(s.v, UNSIGNED, bs, v, row);
     const bc1 = 1 - Math.pow(beta1, t), sbc2 = Math.sqrt(1 - Math.pow(beta2, t));
+    const kernels = nativeKernels(), dir = new Float32Array(n);
+    if (!this.layout.stochastic) {
+      // Fused dequantize → update → requantize per block (native when built; same results either way).
+      kernels.adam8bit(gd, s.m, s.v, MAPS, dir, {
+        beta1,
+        beta2,
+        bc1,
+        sbc2,
+        eps,
+        blocksize: bs,
+        rowLength: row,
+      });
+      return tf.tensor(dir, g.shape);
+    }
+    const m = new Float32Array(n), v = new Float32Array(n);
+    kernels.dequantize8(s.m.codes, s.m.absmax, SIGNED, m, bs, row);
+    kernels.dequantize8(s.v.codes, s.v.absmax, UNSIGNED, v, bs, row);
     for (let i = 0; i < n; i++) {
       const gi = gd[i];
       m[i] = beta1 * m[i] + (1 - beta1) * gi;
@@ -104,8 +118,9 @@ export class Moments8bit implements MomentStore {
       quantize8(m, SIGNED_TH, bs, s.m, { code: SIGNED, seed }, row);
       quantize8(v, UNSIGNED_TH, bs, s.v, { code: UNSIGNED, seed: (seed ^ 0x5BD1E995) >>> 0 }, row);
     } else {
-      quantize8(m, SIGNED_TH, bs, s.m, undefined, row);
-      quantize8(v, UNSIGNED_TH, bs, s.v, undefined, row);
+      const k = nativeKernels();
+      k.quantize8(m, SIGNED_TH, s.m.codes, s.m.absmax, bs, row);
+      k.quantize8(v, UNSIGNED_TH, s.v.codes, s.v.absmax, bs, row);
     }
   }
 
@@ -114,9 +129,9 @@ export class Moments8bit implements MomentStore {
     const s = this.#host.get(key);
     if (!s) return;
     const n = s.m.codes.length, bs = this.blocksize, row = this.#rowLength(s.shape);
-    const m = new Float32Array(n), v = new Float32Array(n);
-    dequantize8(s.m, SIGNED, bs, m, row);
-    dequantize8(s.v, UNSIGNED, bs, v, row);
+    const m = new Float32Array(n), v = new Float32Array(n), k = nativeKernels();
+    k.dequantize8(s.m.codes, s.m.absmax, SIGNED, m, bs, row);
+    k.dequantize8(s.v.codes, s.v.absmax, UNSIGNED, v, bs, row);
     const [m2, v2] = tf.tidy(() => {
       const [a, b] = f(tf.tensor(m, s.shape), tf.tensor(v, s.shape));
       checkSameShape(key, s.shape, a.shape);

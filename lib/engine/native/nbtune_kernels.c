@@ -14,7 +14,7 @@
 #endif
 
 /* ABI version: bump when a signature changes (native.ts checks it). */
-int32_t nb_version(void) { return 3; }
+int32_t nb_version(void) { return 4; }
 
 int32_t nb_max_threads(void) {
 #ifdef _OPENMP
@@ -84,6 +84,111 @@ void nb_cross_entropy(const float *z, const int32_t *y, const float *w, int64_t 
         gr[t] -= scale;
       }
     }
+  }
+}
+
+/*
+ * Blockwise 8-bit states with a 256-entry dynamic map (bitsandbytes' 8-bit optimizers; the same
+ * arithmetic as lib/optim/_dynamic_map.ts and _moments_8bit.ts, bit for bit: double precision
+ * where JavaScript computes in double, float32 where it stores into a Float32Array, no FMA).
+ * Block layout: row <= 0 or row >= n: runs of bs elements; else rows of `row` elements, each split
+ * into per = ceil(row / bs) runs [floor(j*row/per), floor((j+1)*row/per)) (no block straddles a row).
+ * Nearest code: binary search of the 255 midpoints th[] (ties go to the lower code). absmax follows
+ * Math.max (a NaN stays NaN, and a NaN or zero absmax quantizes with scale 0).
+ */
+static inline int64_t nb_blocks8(int64_t n, int64_t bs, int64_t row) {
+  if (row <= 0 || row >= n) return (n + bs - 1) / bs;
+  return (n / row) * ((row + bs - 1) / bs);
+}
+
+static inline void nb_block8(int64_t k, int64_t n, int64_t bs, int64_t row, int64_t *s, int64_t *e) {
+  if (row <= 0 || row >= n) {
+    *s = k * bs;
+    *e = *s + bs < n ? *s + bs : n;
+    return;
+  }
+  const int64_t per = (row + bs - 1) / bs, r = k / per, j = k % per;
+  *s = r * row + (j * row) / per;
+  *e = r * row + ((j + 1) * row) / per;
+}
+
+/* The number of midpoints below y (= the lower-bound search's answer), branch-free: 8 halving steps. */
+static inline uint8_t nb_nearest8(const float *th, double y) {
+  int pos = 0;
+  for (int step = 128; step > 0; step >>= 1) pos += (y > (double)th[pos + step - 1]) ? step : 0;
+  return (uint8_t)pos;
+}
+
+static inline double nb_absmax_step(double amax, float x) {
+  const double a = fabs((double)x);
+  return amax != amax ? amax : (a != a || a > amax) ? a : amax;
+}
+
+__attribute__((optimize("fp-contract=off")))
+void nb_quant8(const float *x, const float *th, uint8_t *codes, float *absmax, int64_t n, int64_t bs, int64_t row,
+               int32_t threads) {
+  const int64_t nb = nb_blocks8(n, bs, row);
+#pragma omp parallel for num_threads(threads > 0 ? threads : 1) schedule(static)
+  for (int64_t k = 0; k < nb; k++) {
+    int64_t s, e;
+    nb_block8(k, n, bs, row, &s, &e);
+    double amax = 0;
+    for (int64_t i = s; i < e; i++) amax = nb_absmax_step(amax, x[i]);
+    absmax[k] = (float)amax;
+    const double inv = amax > 0 ? 1.0 / amax : 0;
+    for (int64_t i = s; i < e; i++) codes[i] = nb_nearest8(th, (double)x[i] * inv);
+  }
+}
+
+void nb_dequant8(const uint8_t *codes, const float *absmax, const float *code, float *out, int64_t n, int64_t bs,
+                 int64_t row, int32_t threads) {
+  const int64_t nb = nb_blocks8(n, bs, row);
+#pragma omp parallel for num_threads(threads > 0 ? threads : 1) schedule(static)
+  for (int64_t k = 0; k < nb; k++) {
+    int64_t s, e;
+    nb_block8(k, n, bs, row, &s, &e);
+    const float a = absmax[k];
+    for (int64_t i = s; i < e; i++) out[i] = code[codes[i]] * a;
+  }
+}
+
+/*
+ * One 8-bit Adam step, block by block: dequantize m (signed map) and v (unsigned map), then
+ *   m = b1*m + (1-b1)*g;  v = b2*v + ((1-b2)*g)*g   (double, stored as float32)
+ *   dir = m / bc1 / (sqrt(v) / sbc2 + eps)          (double, stored as float32)
+ * and requantize m and v with the block's new absmax. The new values are computed twice (once for
+ * the absmax, once for the codes: same arithmetic, same result), so no scratch memory is needed.
+ */
+__attribute__((optimize("fp-contract=off")))
+void nb_adam8bit(const float *g, uint8_t *mc, float *ma, uint8_t *vc, float *va, const float *scode,
+                 const float *ucode, const float *sth, const float *uth, float *dir, int64_t n, int64_t bs,
+                 int64_t row, double beta1, double beta2, double bc1, double sbc2, double eps, int32_t threads) {
+  const int64_t nb = nb_blocks8(n, bs, row);
+  const double c1 = 1 - beta1, c2 = 1 - beta2;
+#pragma omp parallel for num_threads(threads > 0 ? threads : 1) schedule(static)
+  for (int64_t k = 0; k < nb; k++) {
+    int64_t s, e;
+    nb_block8(k, n, bs, row, &s, &e);
+    const float am = ma[k], av = va[k];
+    double mmax = 0, vmax = 0;
+    for (int64_t i = s; i < e; i++) {
+      const double gi = g[i];
+      const float m = (float)(beta1 * (double)(scode[mc[i]] * am) + c1 * gi);
+      const float v = (float)(beta2 * (double)(ucode[vc[i]] * av) + c2 * gi * gi);
+      mmax = nb_absmax_step(mmax, m);
+      vmax = nb_absmax_step(vmax, v);
+    }
+    const double mi = mmax > 0 ? 1.0 / mmax : 0, vi = vmax > 0 ? 1.0 / vmax : 0;
+    for (int64_t i = s; i < e; i++) {
+      const double gi = g[i];
+      const float m = (float)(beta1 * (double)(scode[mc[i]] * am) + c1 * gi);
+      const float v = (float)(beta2 * (double)(ucode[vc[i]] * av) + c2 * gi * gi);
+      dir[i] = (float)((double)m / bc1 / (sqrt((double)v) / sbc2 + eps));
+      mc[i] = nb_nearest8(sth, (double)m * mi);
+      vc[i] = nb_nearest8(uth, (double)v * vi);
+    }
+    ma[k] = (float)mmax;
+    va[k] = (float)vmax;
   }
 }
 
