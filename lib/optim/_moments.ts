@@ -18,6 +18,12 @@ export interface MomentStore {
    */
   direction(key: string, g: tf.Tensor, t: number): tf.Tensor;
   /**
+   * The fp32 moments of `key` as variables (created on first use; call inside `tf.tidy`) when this
+   * store keeps them so, for an update that assigns them itself (the fused AdamW step); else
+   * `undefined` (8-bit state).
+   */
+  fusedMoments?(key: string, g: tf.Tensor): { m: tf.Variable; v: tf.Variable; h: AdamHyper } | undefined;
+  /**
    * Replaces the moments of `key` (if it has any) by `f(m, v)` (same shapes; called inside
    * `tf.tidy`): GaLore's change of basis at a projector refresh, before step `t`'s update.
    */
@@ -58,8 +64,12 @@ export class Fp32Moments implements MomentStore {
   #v = new Map<string, tf.Variable>();
   constructor(private readonly h: AdamHyper) {}
 
-  direction(key: string, g: tf.Tensor, t: number): tf.Tensor {
-    const { beta1, beta2, eps } = this.h;
+  fusedMoments(key: string, g: tf.Tensor): { m: tf.Variable; v: tf.Variable; h: AdamHyper } {
+    return { ...this.pair(key, g), h: this.h };
+  }
+
+  /** The moments of `key` (zeros shaped like `g` on first use; call inside `tf.tidy`). */
+  pair(key: string, g: tf.Tensor): { m: tf.Variable; v: tf.Variable } {
     let m = this.#m.get(key);
     let v = this.#v.get(key);
     if (!m || !v) {
@@ -69,6 +79,12 @@ export class Fp32Moments implements MomentStore {
       this.#v.set(key, v);
     }
     checkSameShape(key, m.shape, g.shape);
+    return { m, v };
+  }
+
+  direction(key: string, g: tf.Tensor, t: number): tf.Tensor {
+    const { beta1, beta2, eps } = this.h;
+    const { m, v } = this.pair(key, g);
     // m ← β1 m + (1-β1) g ;  v ← β2 v + (1-β2) g²
     m.assign(tf.add(tf.mul(m, beta1), tf.mul(g, 1 - beta1)));
     v.assign(tf.add(tf.mul(v, beta2), tf.mul(tf.square(g), 1 - beta2)));

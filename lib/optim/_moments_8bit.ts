@@ -63,6 +63,10 @@ export class Moments8bit implements MomentStore {
     this.#small = new Fp32Moments(h);
   }
 
+  fusedMoments(key: string, g: tf.Tensor): ReturnType<Fp32Moments["fusedMoments"]> | undefined {
+    return g.size < this.minSize8bit ? this.#small.fusedMoments(key, g) : undefined;
+  }
+
   direction(key: string, g: tf.Tensor, t: number): tf.Tensor {
     if (g.size < this.minSize8bit) return this.#small.direction(key, g, t);
     const n = g.size, bs = this.blocksize, row = this.#rowLength(g.shape), k = blockCount(n, bs, row);

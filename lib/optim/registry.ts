@@ -58,16 +58,21 @@ export const MIN_SIZE_8BIT = 4096;
 /** Elements per absmax block of 8-bit optimizer state. */
 export const STATE_BLOCK_8BIT = 256;
 
-// Fp32Moments.direction: m·β1, g·(1−β1), add; v·β2, g², ·(1−β2), add; m/bc1, √v, /√bc2,
-// +eps, ÷ → 12 tensors; then dir·lr and the subtraction: 14.
-const adamTemps = (n: number) => 14 * n;
-// 8-bit: the direction is a host array turned into one tensor; ·lr and the subtraction.
+// The tfjs-op update (GaLore's moments; AdamW on webgpu): Fp32Moments.direction: m·β1, g·(1−β1),
+// add; v·β2, g², ·(1−β2), add; m/bc1, √v, /√bc2, +eps, ÷ → 12 tensors; then dir·lr and the
+// subtraction: 14.
+const adamOpTemps = (n: number) => 14 * n;
+// AdamW's fused update on wasm/cpu (_adamw_fused.ts): the new m, v and parameter.
+const adamTemps = (n: number) => 3 * n;
+// 8-bit: the direction is a host array turned into one tensor; ·lr and the subtraction. Small
+// tensors keep fp32 moments: the fused update in AdamW8bit, the tfjs ops under GaLore.
 const adam8Temps = (n: number) => (n >= MIN_SIZE_8BIT ? 3 * n : adamTemps(n));
+const adam8OpTemps = (n: number) => (n >= MIN_SIZE_8BIT ? 3 * n : adamOpTemps(n));
 // project (1 r-sized), Adam direction on r (12, or 1 when 8-bit), projectBack: matmul,
 // ·scale (2 full-size), then ·lr and the subtraction (2 full-size).
 const galoreTemps = (eightBit: boolean) => (n: number, r?: number) =>
   r === undefined
-    ? (eightBit ? adam8Temps(n) : adamTemps(n))
+    ? (eightBit ? adam8OpTemps(n) : adamOpTemps(n))
     : r + (eightBit && r >= MIN_SIZE_8BIT ? 1 : 12) * r + 4 * n;
 
 const galore = (eightBit: boolean) => (ctx: OptimizerContext) =>
