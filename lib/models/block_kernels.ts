@@ -505,11 +505,19 @@ export function addScaled(
     const yv = views[0];
     const zv = z ? views[i++] : undefined, bv = bias ? views[i++] : undefined;
     const rv = residual ? views[i++] : undefined;
-    out.set(yv);
-    if (zv) { for (let k = 0; k < out.length; k++) out[k] += scale * zv[k]; }
-    if (bv) {
-      for (let n = 0, o = 0; n < rows; n++, o += O) for (let j = 0; j < O; j++) out[o + j] += bv[j];
+    const len = out.length;
+    if (!bv) {
+      // One pass for the combinations without a bias (LoRA ± residual, residual alone).
+      if (zv && rv) { for (let k = 0; k < len; k++) out[k] = yv[k] + scale * zv[k] + rv[k]; }
+      else if (zv) { for (let k = 0; k < len; k++) out[k] = yv[k] + scale * zv[k]; }
+      else if (rv) { for (let k = 0; k < len; k++) out[k] = yv[k] + rv[k]; }
+      else out.set(yv);
+      return;
     }
-    if (rv) { for (let k = 0; k < out.length; k++) out[k] += rv[k]; }
+    // With a bias: the terms in the order of the op formula ((y + s·z) + b) + residual.
+    out.set(yv);
+    if (zv) { for (let k = 0; k < len; k++) out[k] += scale * zv[k]; }
+    for (let n = 0, o = 0; n < rows; n++, o += O) for (let j = 0; j < O; j++) out[o + j] += bv[j];
+    if (rv) { for (let k = 0; k < len; k++) out[k] += rv[k]; }
   }, inputs) as tf.Tensor2D;
 }
