@@ -89,7 +89,10 @@ Deno.test("layer-wise stepping produces the same weights as the ordinary step (A
     const full = stepWith("full", make, lora);
     for (const mode of ["layerwise", "checkpointed"] as const) {
       const err = relError(stepWith(mode, make, lora), full);
-      assert(err < 1e-6, `${name} ${mode}: relative error ${err}`);
+      // With LoRA the block-wise modes run the hand-written block (fused kernels, not the tape's op
+      // chain): gradients agree to ~1e-7 relative, which Adam's normalisation turns into a few 1e-6.
+      const tol = lora ? 1e-5 : 1e-6;
+      assert(err < tol, `${name} ${mode}: relative error ${err}`);
     }
   }
 });
