@@ -156,39 +156,225 @@ void nb_dequant8(const uint8_t *codes, const float *absmax, const float *code, f
  * One 8-bit Adam step, block by block: dequantize m (signed map) and v (unsigned map), then
  *   m = b1*m + (1-b1)*g;  v = b2*v + ((1-b2)*g)*g   (double, stored as float32)
  *   dir = m / bc1 / (sqrt(v) / sbc2 + eps)          (double, stored as float32)
- * and requantize m and v with the block's new absmax. The new values are computed twice (once for
- * the absmax, once for the codes: same arithmetic, same result), so no scratch memory is needed.
+ * and requantize m and v with the block's new absmax. The scalar block computes the new values
+ * twice (once for the absmax, once for the codes: same arithmetic, same result), so it needs no
+ * scratch memory; the AVX-512 block (8 doubles a vector: the same IEEE operations lane by lane, so
+ * the same results) keeps them in a stack buffer.
  */
+typedef struct {
+  const float *g, *scode, *ucode, *sth, *uth;
+  uint8_t *mc, *vc;
+  float *ma, *va, *dir;
+  double beta1, beta2, c1, c2, bc1, sbc2, eps;
+  const void *slut, *ulut; /* nb_lut8_t of sth and uth (AVX-512 path) */
+} nb_adam8_t;
+
 __attribute__((optimize("fp-contract=off")))
+static void nb_adam8bit_block(const nb_adam8_t *p, int64_t k, int64_t s, int64_t e) {
+  const float am = p->ma[k], av = p->va[k];
+  double mmax = 0, vmax = 0;
+  for (int64_t i = s; i < e; i++) {
+    const double gi = p->g[i];
+    const float m = (float)(p->beta1 * (double)(p->scode[p->mc[i]] * am) + p->c1 * gi);
+    const float v = (float)(p->beta2 * (double)(p->ucode[p->vc[i]] * av) + p->c2 * gi * gi);
+    mmax = nb_absmax_step(mmax, m);
+    vmax = nb_absmax_step(vmax, v);
+  }
+  const double mi = mmax > 0 ? 1.0 / mmax : 0, vi = vmax > 0 ? 1.0 / vmax : 0;
+  for (int64_t i = s; i < e; i++) {
+    const double gi = p->g[i];
+    const float m = (float)(p->beta1 * (double)(p->scode[p->mc[i]] * am) + p->c1 * gi);
+    const float v = (float)(p->beta2 * (double)(p->ucode[p->vc[i]] * av) + p->c2 * gi * gi);
+    p->dir[i] = (float)((double)m / p->bc1 / (sqrt((double)v) / p->sbc2 + p->eps));
+    p->mc[i] = nb_nearest8(p->sth, (double)m * mi);
+    p->vc[i] = nb_nearest8(p->uth, (double)v * vi);
+  }
+  p->ma[k] = (float)mmax;
+  p->va[k] = (float)vmax;
+}
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define NB_AVX512_TARGET __attribute__((target("avx512f,avx512vl,avx2"), optimize("fp-contract=off")))
+#define NB_ADAM8_BUF 1024 /* longest block the AVX-512 path buffers (longer ones run scalar) */
+
+/*
+ * Nearest-code lookup table for a sorted set of 255 float midpoints th (the answer nb_nearest8
+ * gives, count(th < y), in 1 + c gathers instead of 8). Bucket b holds the floats whose top 16 bits
+ * (sign, exponent, 7 mantissa bits) are b; base[b] counts the midpoints below the bucket and c
+ * bounds how many lie in one bucket (1 for bitsandbytes' maps). For y (double) in [-2, 2] with
+ * yf = (float)y in bucket b: a midpoint t below the bucket has t < yf, so y > t (rounding is
+ * monotone and t is a float); one above has t > yf, so y <= t; only the <= c midpoints inside the
+ * bucket are compared, with y itself: count = base[b] + sum_j (y > pad[base[b] + j]) (pad: th then
+ * +inf). y outside [-2, 2] (and NaN, which nb_nearest8 maps to code 0) is clamped to +-2 first,
+ * which changes no answer since every midpoint lies in [-1, 1].
+ */
+typedef struct {
+  float th[255];
+  float pad[257];
+  uint8_t base[65536 + 4]; /* + 4: read as 32-bit words by the gather */
+  int c;                   /* midpoints per bucket at most (0: unsorted or > 2, use the search) */
+  int valid;
+} nb_lut8_t;
+
+static __thread nb_lut8_t nb_lut8_cache[2];
+static __thread int nb_lut8_next;
+
+static const nb_lut8_t *nb_lut8(const float *th) {
+  for (int i = 0; i < 2; i++) {
+    if (nb_lut8_cache[i].valid && memcmp(nb_lut8_cache[i].th, th, sizeof nb_lut8_cache[i].th) == 0) {
+      return &nb_lut8_cache[i];
+    }
+  }
+  nb_lut8_t *l = &nb_lut8_cache[nb_lut8_next];
+  nb_lut8_next ^= 1;
+  memcpy(l->th, th, sizeof l->th);
+  memcpy(l->pad, th, sizeof l->th);
+  l->pad[255] = l->pad[256] = INFINITY;
+  l->valid = 1;
+  l->c = 2;
+  for (int i = 0; i < 254; i++) {
+    if (!(th[i] < th[i + 1])) l->c = 0; /* not strictly increasing (or NaN): the search */
+  }
+  memset(l->base, 0, sizeof l->base);
+  int cmax = 0;
+  for (uint32_t b = 0; b < 65536; b++) {
+    const uint32_t lo = b << 16, hi = lo | 0xFFFF;
+    if (((b >> 7) & 0xFF) == 0xFF) continue; /* inf / NaN: never looked up (y is clamped) */
+    float a, z;
+    const uint32_t first = (b & 0x8000) ? hi : lo, last = (b & 0x8000) ? lo : hi; /* smallest, largest */
+    memcpy(&a, &first, 4);
+    memcpy(&z, &last, 4);
+    int below = 0, in = 0;
+    for (int i = 0; i < 255; i++) below += th[i] < a, in += th[i] >= a && th[i] <= z;
+    l->base[b] = (uint8_t)below;
+    if (in > cmax) cmax = in;
+  }
+  if (cmax > 2) l->c = 0;
+  else if (l->c) l->c = cmax > 1 ? 2 : 1;
+  return l;
+}
+
+/* Nearest-code indices of 8 doubles, as nb_nearest8 gives them lane by lane. */
+NB_AVX512_TARGET static inline __m256i nb_nearest8x8(const nb_lut8_t *l, __m512d y) {
+  if (l->c == 0) {
+    __m256i pos = _mm256_setzero_si256();
+    for (int step = 128; step > 0; step >>= 1) {
+      const __m256i idx = _mm256_add_epi32(pos, _mm256_set1_epi32(step - 1));
+      const __m512d t = _mm512_cvtps_pd(_mm256_i32gather_ps(l->th, idx, 4));
+      pos = _mm256_mask_add_epi32(pos, _mm512_cmp_pd_mask(y, t, _CMP_GT_OQ), pos, _mm256_set1_epi32(step));
+    }
+    return pos;
+  }
+  /* max_pd returns its second operand when the first is NaN: NaN -> -2 -> code 0. */
+  const __m512d yc = _mm512_min_pd(_mm512_max_pd(y, _mm512_set1_pd(-2)), _mm512_set1_pd(2));
+  const __m256i key = _mm256_srli_epi32(_mm256_castps_si256(_mm512_cvtpd_ps(yc)), 16);
+  const __m256i base =
+      _mm256_and_si256(_mm256_i32gather_epi32((const int *)l->base, key, 1), _mm256_set1_epi32(0xFF));
+  __m256i pos = base;
+  const __m512d t0 = _mm512_cvtps_pd(_mm256_i32gather_ps(l->pad, base, 4));
+  pos = _mm256_mask_add_epi32(pos, _mm512_cmp_pd_mask(yc, t0, _CMP_GT_OQ), pos, _mm256_set1_epi32(1));
+  if (l->c == 2) {
+    const __m256i b1 = _mm256_add_epi32(base, _mm256_set1_epi32(1));
+    const __m512d t1 = _mm512_cvtps_pd(_mm256_i32gather_ps(l->pad, b1, 4));
+    pos = _mm256_mask_add_epi32(pos, _mm512_cmp_pd_mask(yc, t1, _CMP_GT_OQ), pos, _mm256_set1_epi32(1));
+  }
+  return pos;
+}
+
+NB_AVX512_TARGET static void nb_adam8bit_block_avx512(const nb_adam8_t *p, int64_t k, int64_t s, int64_t e) {
+  const int64_t len = e - s, vec = len & ~(int64_t)7;
+  if (len > NB_ADAM8_BUF) {
+    nb_adam8bit_block(p, k, s, e);
+    return;
+  }
+  float mb[NB_ADAM8_BUF], vb[NB_ADAM8_BUF];
+  const __m256 amv = _mm256_set1_ps(p->ma[k]), avv = _mm256_set1_ps(p->va[k]);
+  const __m512d b1 = _mm512_set1_pd(p->beta1), b2 = _mm512_set1_pd(p->beta2);
+  const __m512d c1 = _mm512_set1_pd(p->c1), c2 = _mm512_set1_pd(p->c2);
+  const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  __m256 mmax = _mm256_setzero_ps(), vmax = _mm256_setzero_ps();
+  __mmask8 nan = 0;
+  for (int64_t j = 0; j < vec; j += 8) {
+    const int64_t i = s + j;
+    const __m256i mci = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(p->mc + i)));
+    const __m256i vci = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(p->vc + i)));
+    const __m512d mq = _mm512_cvtps_pd(_mm256_mul_ps(_mm256_i32gather_ps(p->scode, mci, 4), amv));
+    const __m512d vq = _mm512_cvtps_pd(_mm256_mul_ps(_mm256_i32gather_ps(p->ucode, vci, 4), avv));
+    const __m512d gi = _mm512_cvtps_pd(_mm256_loadu_ps(p->g + i));
+    const __m256 m = _mm512_cvtpd_ps(_mm512_add_pd(_mm512_mul_pd(b1, mq), _mm512_mul_pd(c1, gi)));
+    const __m256 v = _mm512_cvtpd_ps(_mm512_add_pd(_mm512_mul_pd(b2, vq), _mm512_mul_pd(_mm512_mul_pd(c2, gi), gi)));
+    _mm256_storeu_ps(mb + j, m);
+    _mm256_storeu_ps(vb + j, v);
+    nan |= _mm256_cmp_ps_mask(m, m, _CMP_UNORD_Q) | _mm256_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    mmax = _mm256_max_ps(mmax, _mm256_and_ps(m, absmask));
+    vmax = _mm256_max_ps(vmax, _mm256_and_ps(v, absmask));
+  }
+  float lm[8], lv[8];
+  _mm256_storeu_ps(lm, mmax);
+  _mm256_storeu_ps(lv, vmax);
+  double mx = 0, vx = 0;
+  for (int l = 0; l < 8; l++) mx = lm[l] > mx ? lm[l] : mx, vx = lv[l] > vx ? lv[l] : vx;
+  const float am = p->ma[k], av = p->va[k];
+  for (int64_t j = vec; j < len; j++) { /* the tail, as the scalar block computes it */
+    const int64_t i = s + j;
+    const double g = p->g[i];
+    mb[j] = (float)(p->beta1 * (double)(p->scode[p->mc[i]] * am) + p->c1 * g);
+    vb[j] = (float)(p->beta2 * (double)(p->ucode[p->vc[i]] * av) + p->c2 * g * g);
+    if (mb[j] != mb[j] || vb[j] != vb[j]) nan = 1;
+    mx = nb_absmax_step(mx, mb[j]);
+    vx = nb_absmax_step(vx, vb[j]);
+  }
+  if (nan) { /* NaN: the scalar block's Math.max semantics (the codes are still untouched) */
+    nb_adam8bit_block(p, k, s, e);
+    return;
+  }
+  const double mi = mx > 0 ? 1.0 / mx : 0, vi = vx > 0 ? 1.0 / vx : 0;
+  const __m512d miv = _mm512_set1_pd(mi), viv = _mm512_set1_pd(vi);
+  const __m512d bc1 = _mm512_set1_pd(p->bc1), sbc2 = _mm512_set1_pd(p->sbc2), eps = _mm512_set1_pd(p->eps);
+  for (int64_t j = 0; j < vec; j += 8) {
+    const int64_t i = s + j;
+    const __m512d m = _mm512_cvtps_pd(_mm256_loadu_ps(mb + j)), v = _mm512_cvtps_pd(_mm256_loadu_ps(vb + j));
+    const __m512d d = _mm512_div_pd(_mm512_div_pd(m, bc1), _mm512_add_pd(_mm512_div_pd(_mm512_sqrt_pd(v), sbc2), eps));
+    _mm256_storeu_ps(p->dir + i, _mm512_cvtpd_ps(d));
+    _mm_storel_epi64((__m128i *)(p->mc + i), _mm256_cvtepi32_epi8(nb_nearest8x8(p->slut, _mm512_mul_pd(m, miv))));
+    _mm_storel_epi64((__m128i *)(p->vc + i), _mm256_cvtepi32_epi8(nb_nearest8x8(p->ulut, _mm512_mul_pd(v, viv))));
+  }
+  for (int64_t j = vec; j < len; j++) {
+    const int64_t i = s + j;
+    p->dir[i] = (float)((double)mb[j] / p->bc1 / (sqrt((double)vb[j]) / p->sbc2 + p->eps));
+    p->mc[i] = nb_nearest8(p->sth, (double)mb[j] * mi);
+    p->vc[i] = nb_nearest8(p->uth, (double)vb[j] * vi);
+  }
+  p->ma[k] = (float)mx;
+  p->va[k] = (float)vx;
+}
+
+static int nb_has_avx512(void) {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
+}
+#else
+static int nb_has_avx512(void) { return 0; }
+#define nb_adam8bit_block_avx512 nb_adam8bit_block
+#endif
+
 void nb_adam8bit(const float *g, uint8_t *mc, float *ma, uint8_t *vc, float *va, const float *scode,
                  const float *ucode, const float *sth, const float *uth, float *dir, int64_t n, int64_t bs,
                  int64_t row, double beta1, double beta2, double bc1, double sbc2, double eps, int32_t threads) {
+  const int avx512 = nb_has_avx512();
+  nb_adam8_t p = {g, scode, ucode, sth, uth, mc, vc, ma, va, dir, beta1, beta2, 1 - beta1, 1 - beta2,
+                  bc1, sbc2, eps, NULL, NULL};
+#if defined(__x86_64__)
+  if (avx512) p.slut = nb_lut8(sth), p.ulut = nb_lut8(uth);
+#endif
   const int64_t nb = nb_blocks8(n, bs, row);
-  const double c1 = 1 - beta1, c2 = 1 - beta2;
 #pragma omp parallel for num_threads(threads > 0 ? threads : 1) schedule(static)
   for (int64_t k = 0; k < nb; k++) {
     int64_t s, e;
     nb_block8(k, n, bs, row, &s, &e);
-    const float am = ma[k], av = va[k];
-    double mmax = 0, vmax = 0;
-    for (int64_t i = s; i < e; i++) {
-      const double gi = g[i];
-      const float m = (float)(beta1 * (double)(scode[mc[i]] * am) + c1 * gi);
-      const float v = (float)(beta2 * (double)(ucode[vc[i]] * av) + c2 * gi * gi);
-      mmax = nb_absmax_step(mmax, m);
-      vmax = nb_absmax_step(vmax, v);
-    }
-    const double mi = mmax > 0 ? 1.0 / mmax : 0, vi = vmax > 0 ? 1.0 / vmax : 0;
-    for (int64_t i = s; i < e; i++) {
-      const double gi = g[i];
-      const float m = (float)(beta1 * (double)(scode[mc[i]] * am) + c1 * gi);
-      const float v = (float)(beta2 * (double)(ucode[vc[i]] * av) + c2 * gi * gi);
-      dir[i] = (float)((double)m / bc1 / (sqrt((double)v) / sbc2 + eps));
-      mc[i] = nb_nearest8(sth, (double)m * mi);
-      vc[i] = nb_nearest8(uth, (double)v * vi);
-    }
-    ma[k] = (float)mmax;
-    va[k] = (float)vmax;
+    if (avx512) nb_adam8bit_block_avx512(&p, k, s, e);
+    else nb_adam8bit_block(&p, k, s, e);
   }
 }
 
