@@ -234,25 +234,31 @@ export function blockForwardSaving(
   const keepLow = (n: Name, l?: tf.Tensor2D) => {
     if (l) low[n] = tf.keep(l);
   };
-  let saved: BlockSaved | undefined;
-  const out = tf.tidy(() => {
+  // Two phases, each its own tidy: the attention's intermediates are freed before the MLP's.
+  let r1!: tf.Tensor2D, q!: tf.Tensor4D, k!: tf.Tensor4D, v!: tf.Tensor4D, p!: tf.Tensor3D;
+  let merged!: tf.Tensor2D;
+  const h1 = tf.tidy(() => {
     const x = tf.reshape(h, [N, D]) as tf.Tensor2D;
     const n1 = rmsNormForward(x, block.inputNorm.weight, block.inputNorm.eps, block.inputNorm.unitOffset);
+    r1 = tf.keep(n1.r);
     const qp = project(ps.q_proj, n1.y), kp = project(ps.k_proj, n1.y), vp = project(ps.v_proj, n1.y);
     keepLow("q_proj", qp.low);
     keepLow("k_proj", kp.low);
     keepLow("v_proj", vp.low);
     const rows = (n: number) => ({ B, T, n, from: "rows" as const, to: "heads" as const });
-    const q = ropeHeads(qp.y, ctx.cos, ctx.sin, rows(H)) as tf.Tensor4D; // [B, H, T, Dh]
-    const k = ropeHeads(kp.y, ctx.cos, ctx.sin, rows(G)) as tf.Tensor4D; // [B, G, T, Dh]
-    const v = moveHeads(vp.y, Dh, rows(G)) as tf.Tensor4D; // [B, G, T, Dh]
+    q = tf.keep(ropeHeads(qp.y, ctx.cos, ctx.sin, rows(H)) as tf.Tensor4D); // [B, H, T, Dh]
+    k = tf.keep(ropeHeads(kp.y, ctx.cos, ctx.sin, rows(G)) as tf.Tensor4D); // [B, G, T, Dh]
+    v = tf.keep(moveHeads(vp.y, Dh, rows(G)) as tf.Tensor4D); // [B, G, T, Dh]
     const scores = tf.matMul(tf.reshape(q, [B * G, R * T, Dh]), tf.reshape(k, [B * G, T, Dh]), false, true); // [B·G, R·T, K]
-    const p = maskedSoftmax(scores, ctx.mask, 1 / Math.sqrt(Dh), H) as tf.Tensor3D; // [B·G, R·T, K]
+    p = tf.keep(maskedSoftmax(scores, ctx.mask, 1 / Math.sqrt(Dh), H) as tf.Tensor3D); // [B·G, R·T, K]
     const ctxv = tf.matMul(p, tf.reshape(v, [B * G, T, Dh])); // [B·G, R·T, Dh]
-    const merged = moveHeads(ctxv, Dh, { B, T, n: H, from: "heads", to: "rows" }) as tf.Tensor2D; // [N, H·Dh]
+    merged = tf.keep(moveHeads(ctxv, Dh, { B, T, n: H, from: "heads", to: "rows" }) as tf.Tensor2D); // [N, H·Dh]
     const op = project(ps.o_proj, merged, x);
     keepLow("o_proj", op.low);
-    const h1 = op.y; // [N, D]
+    return op.y; // [N, D]
+  });
+  let saved: BlockSaved | undefined;
+  const out = tf.tidy(() => {
     const post = block.postAttentionNorm;
     const n2 = rmsNormForward(h1, post.weight, post.eps, post.unitOffset);
     const gp = project(ps.gate_proj, n2.y), up = project(ps.up_proj, n2.y);
@@ -263,14 +269,14 @@ export function blockForwardSaving(
     keepLow("down_proj", dp.low);
     saved = {
       input: h,
-      r1: tf.keep(n1.r),
+      r1,
       r2: tf.keep(n2.r),
-      q: tf.keep(q),
-      k: tf.keep(k),
-      v: tf.keep(v),
-      p: tf.keep(p),
-      merged: tf.keep(merged),
-      h1: tf.keep(h1),
+      q,
+      k,
+      v,
+      p,
+      merged,
+      h1,
       gate: tf.keep(gp.y),
       up: tf.keep(up.y),
       low,
@@ -304,11 +310,13 @@ export function blockBackward(
   const grads = new Map<tf.Variable, tf.Tensor>();
   const { input, r1, r2, q, k, v, p, merged, h1, gate, up, low } = saved;
   try {
+    const inNorm = block.inputNorm, post = block.postAttentionNorm;
+    // One tidy: splitting it in two (MLP, then attention with the MLP's saved tensors freed) would
+    // halve its peak, but then the checkpointed step's plain forward (llama_block.ts), which the
+    // engine estimate does not replay, becomes the step's peak.
     const dh = tf.tidy(() => {
-      const d = tf.reshape(dOut, [N, D]) as tf.Tensor2D;
-      const x = tf.reshape(input, [N, D]) as tf.Tensor2D;
-      const inNorm = block.inputNorm, post = block.postAttentionNorm;
       // MLP: out = h1 + down(f(gate) · up)
+      const d = tf.reshape(dOut, [N, D]) as tf.Tensor2D;
       const s = gateSigmoid(c.hiddenAct, gate); // [N, F]
       const act = gatedActivation(gate, up, s); // [N, F]
       const dAct = sumOf(projectBack(ps.down_proj, act, low.down_proj, d, grads)); // [N, F]
@@ -321,15 +329,10 @@ export function blockBackward(
       const dh1 = rmsBack(post, h1, r2, dn2, d, grads); // [N, D]
 
       // Attention: h1 = x + o_proj(merged)
+      const x = tf.reshape(input, [N, D]) as tf.Tensor2D;
       const dMerged = sumOf(projectBack(ps.o_proj, merged, low.o_proj, dh1, grads)); // [N, H·Dh]
-      const dCtx = moveHeads(dMerged, Dh, {
-        B,
-        T,
-        n: H,
-        from: "rows",
-        to: "heads",
-        shape: [B * G, R * T, Dh],
-      });
+      const heads = { B, T, n: H, from: "rows" as const, to: "heads" as const, shape: [B * G, R * T, Dh] };
+      const dCtx = moveHeads(dMerged, Dh, heads); // [B·G, R·T, Dh]
       const dP = tf.matMul(dCtx, tf.reshape(v, [B * G, T, Dh]), false, true); // [B·G, R·T, K]
       const dV = tf.matMul(p, dCtx as tf.Tensor3D, true, false); // [B·G, K, Dh]
       const dS = softmaxBackward(p, dP, 1 / Math.sqrt(Dh)) as tf.Tensor3D; // [B·G, R·T, K]

@@ -13,7 +13,10 @@ import type { Dims, LinearPlan } from "./engine_tape.ts";
 export interface HandWrittenBlock {
   /** Kept from the forward for the backward (`blockSavedBytes` / 4). */
   saved: number;
-  /** The forward's tidy at its end, besides `saved` and the output. */
+  /**
+   * The forward's peak besides `saved` and the output: the larger of its two tidies at their ends
+   * (the attention's less the MLP's saved tensors, not yet made).
+   */
   forwardHeld: number;
   /** The backward's tidy at its end, besides the returned `dh` and parameter gradients. */
   backwardHeld: number;
@@ -71,15 +74,20 @@ export function handWrittenBlock(
   const pf = (n: string, residual = false) => projectForward(N, L(n), o.biases.includes(n), residual);
   const pb = (n: string) => projectBackward(N, L(n));
   const sumOf = (n: string, width: number) => (L(n).rank > 0 ? N * width : 0); // addN of two terms
-  const forwardHeld = N * D + N * D + // x reshape, normed x (r1 is saved)
+  const lowOf = (ns: string[]) => ns.reduce((t, n) => t + N * L(n).rank, 0);
+  // Forward, two tidies. Attention (ends holding r1, q, k, v, p, merged, h1 and the q/k/v/o lows,
+  // i.e. `saved` less the MLP's part); the masked scores before the softmax are freed inside it.
+  const savedMlp = N + 2 * N * F + lowOf(["gate_proj", "up_proj", "down_proj"]); // r2, gate, up, lows
+  const attention = N * D + N * D + // x reshape, normed x
     pf("q_proj") + pf("k_proj") + pf("v_proj") + N * (q + 2 * k) + // q/k/v outputs (rotated: saved)
-    N * q + N * k + S + // grouped q and k reshapes, scores (the probabilities are saved; the masked
-    // scores before the softmax are freed inside maskedSoftmax)
+    N * q + N * k + S + // grouped q and k reshapes, scores
     N * k + N * q + // grouped v reshape, probs·v (merged is saved)
-    pf("o_proj", true) + // o_proj (+ x: h1, saved)
-    N * D + pf("gate_proj") + pf("up_proj") + 2 * N * F + // norm 2, gate/up (saved), s, f(gate)·up
+    pf("o_proj", true); // o_proj (+ x: h1, saved)
+  const mlp = N * D + pf("gate_proj") + pf("up_proj") + 2 * N * F + // norm 2, gate/up (saved), s, f(gate)·up
     pf("down_proj", true) + N * D; // down (+ h1; its reshape is the output)
-  const backwardHeld = 2 * N * D + // dOut and x reshapes
+  const forwardHeld = Math.max(attention - savedMlp, mlp);
+  // Backward, one tidy (its peak at its end).
+  const backwardHeld = N * D + N * D + // dOut and x reshapes
     2 * N * F + pb("down_proj") + sumOf("down_proj", F) + 2 * N * F + // s, act, dAct, dGate and dUp
     N * D + pb("gate_proj") + pb("up_proj") + N * D + N * D + // n2, dn2, dh1
     pb("o_proj") + sumOf("o_proj", q) + N * q + // dMerged, dCtx
