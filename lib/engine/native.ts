@@ -632,8 +632,8 @@ export function nativeKernels(): NativeKernels {
     if (typeof r !== "string") return cached = r;
     why = r;
     console.warn(
-      `[nbtune] native kernels unavailable (${why}): NF4 dequantization and cross-entropy run in ` +
-        "TypeScript, slower. Run scripts/setup.sh (needs gcc) to build them.",
+      `[nbtune] native kernels unavailable (${why}): NF4 dequantization, cross-entropy and 8-bit ` +
+        "optimizer states run in TypeScript, slower. Run scripts/setup.sh (needs gcc) to build them.",
     );
   }
   return cached = { ...typescriptKernels, source: `TypeScript fallback (${why})` };
