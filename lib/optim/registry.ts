@@ -135,8 +135,9 @@ export const OPTIMIZERS: Readonly<Record<OptimizerName, OptimizerKind>> = {
     name: "lion",
     label: "Lion",
     doc: "Lion (Chen et al. 2023): sign of interpolated momentum, one fp32 moment; use a 3–10× smaller lr",
-    // m·β1, g·(1−β1), add, sign, ·lr, sub; m·β2, g·(1−β2), add → 9 (10 with weight decay)
-    cost: { moments: 1, eightBit: false, galore: false, updateTemporaries: (n) => 9 * n },
+    // wasm/cpu: the new parameter and moment, fused (lion.ts). The tfjs ops on webgpu: m·β1,
+    // g·(1−β1), add, sign, ·lr, sub; m·β2, g·(1−β2), add → 9 (10 with weight decay).
+    cost: { moments: 1, eightBit: false, galore: false, updateTemporaries: (n) => 2 * n },
     create: (ctx) => createLion({ weightDecay: ctx.weightDecay, beta1: ctx.beta1, beta2: ctx.beta2 }),
   },
 };

@@ -2,6 +2,7 @@
  * The fused AdamW update (lib/optim/_adamw_fused.ts, what `createAdamW().step` runs on wasm and
  * cpu) against the tfjs-op update it replaces (`Fp32Moments.direction` + decoupled decay, what
  * webgpu runs) over several steps, on both backends; the moments match too, and no tensor leaks.
+ * Lion's fused update likewise.
  */
 import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 import "npm:@tensorflow/tfjs-backend-cpu@4.22.0";
@@ -10,6 +11,7 @@ import { assert, assertEquals } from "./_assert.ts";
 import { createAdamW } from "../../lib/optim/adamw.ts";
 import { Fp32Moments } from "../../lib/optim/_moments.ts";
 import { adamWFusable, adamWFused } from "../../lib/optim/_adamw_fused.ts";
+import { createLion } from "../../lib/optim/lion.ts";
 import { randArray } from "./_reference.ts";
 
 function maxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
@@ -91,3 +93,34 @@ Deno.test("adamWFused names a mismatched tensor", async () => {
   }
   assert(msg.includes("g [4]") && msg.includes("p [3]"), msg);
 });
+
+for (const backend of ["cpu", "wasm"]) {
+  Deno.test(`${backend}: Lion's fused update equals its tfjs-op update over 6 steps`, async () => {
+    assert(await tf.setBackend(backend), `backend ${backend} did not start`);
+    const o = { beta1: 0.9, beta2: 0.99, weightDecay: 0.1 };
+    const p0 = tf.tensor1d(randArray(37, 9));
+    const fused = tf.variable(p0.clone()), ref = tf.variable(p0.clone());
+    const m = tf.variable(tf.zerosLike(p0), false);
+    p0.dispose();
+    const before = tf.memory().numTensors;
+    const opt = createLion(o);
+    for (let s = 1; s <= 6; s++) {
+      const g = tf.tensor1d(randArray(37, 70 + s, 0.2 * s));
+      const lr = 0.001 * s;
+      opt.step([{ name: "w", variable: fused, grad: g }], lr);
+      tf.tidy(() => { // lion.ts's tfjs-op update (webgpu)
+        const c = tf.add(tf.mul(m, o.beta1), tf.mul(g, 1 - o.beta1));
+        ref.assign(tf.sub(tf.mul(ref, 1 - lr * o.weightDecay), tf.mul(tf.sign(c), lr)));
+        m.assign(tf.add(tf.mul(m, o.beta2), tf.mul(g, 1 - o.beta2)));
+      });
+      g.dispose();
+      const d = maxDiff(fused.dataSync(), ref.dataSync());
+      assert(d < 1e-6, `${backend} step ${s}: parameters differ by ${d}`);
+    }
+    const d = maxDiff(opt.saveState().tensors["exp_avg/w"].data as Float32Array, m.dataSync());
+    assert(d < 1e-6, `${backend}: moments differ by ${d}`);
+    opt.dispose();
+    assertEquals(tf.memory().numTensors, before, "no tensor leaked");
+    tf.dispose([fused, ref, m]);
+  });
+}
