@@ -7,8 +7,13 @@
  * uses the tape (`llama_block.ts` under `engine.gradients`), which gives the same gradients
  * (tests/models/llama_block_grad_test.ts compares them).
  *
+ * The elementwise work (RMSNorm, RoPE with the head layout moves, the masked softmax and its
+ * backward, SwiGLU/GeGLU, the LoRA/bias/residual additions) runs as fused kernels
+ * (`block_kernels.ts`): one tensor per result instead of a chain of tfjs ops, on the wasm and cpu
+ * backends (webgpu takes the tape: {@linkcode blockGradSupport} says so).
+ *
  * Saved per block (`N = B·T` rows): the RMSNorm reciprocals `r1, r2 [N, 1]`, the rotated queries and
- * keys and the values `[B, H|G, T, Dh]`, the attention probabilities `[B, H, T, T]`, the attention
+ * keys and the values `[B, H|G, T, Dh]`, the attention probabilities `[B·G, R·T, K]`, the attention
  * output before `o_proj` `[N, H·Dh]`, the residual `h1 [N, D]`, the MLP's `gate`/`up` outputs
  * `[N, F]` each, and every LoRA's `x·Aᵀ [N, R]`; the block input is the caller's.
  *
@@ -97,7 +102,8 @@ function projection(block: LlamaBlock, name: Name): Projection | string {
 /**
  * Why `block` cannot use the hand-written pass, or `null` when it can: every projection is a frozen
  * dense or 4-bit layer, optionally under an adapter with a plain low-rank form (`Linear.lowRank()`:
- * LoRA without dropout while training, not merged); activation SiLU or tanh-GELU.
+ * LoRA without dropout while training, not merged); activation SiLU or tanh-GELU; backend wasm or
+ * cpu (the fused kernels read tensors synchronously).
  *
  * @example
  * ```ts
