@@ -1,7 +1,8 @@
 /**
  * Issue 16: the optimizer comparison on the 135M-shaped checkpoint (`deno task make-checkpoint
  * smollm-135m`, random init), herald data, batch 4, lr 1e-3, 50 steps; GaLore rank 144 = hidden/4.
- * Run: `deno run -A bench/optimizer_compare_135m.ts [steps] [case indices, e.g. 0,2]` (prints markdown rows).
+ * Run: `deno run -A bench/optimizer_compare_135m.ts [steps] [case indices, e.g. 0,2]` (prints markdown rows;
+ * cases 0-2 by default, case 3 is layer-wise with the exact prepass norm).
  * @module
  */
 import {
@@ -30,6 +31,12 @@ const cases: [string, Record<string, unknown>][] = [
     optimizer: "galore8bit",
     galore: { ...G, layerwise: true },
     layerwiseClip: "previous",
+    divergence: { layerwiseCheck: "per-block" },
+  }],
+  ["GaLore 8-bit layer-wise + residual (prepass)", {
+    optimizer: "galore8bit",
+    galore: { ...G, layerwise: true },
+    layerwiseClip: "prepass",
     divergence: { layerwiseCheck: "per-block" },
   }],
 ];
