@@ -17,6 +17,11 @@
  */
 import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 import { filledTensor } from "../engine/heap_tensor.ts";
+import { timedSpan } from "../engine/kernel_timer.ts";
+
+/** {@linkcode filledTensor}, timed as one kernel family in step profiles (`deno task profile`). */
+const fill: typeof filledTensor = (shape, f, inputs) =>
+  timedSpan("fused block kernels (JS loops)", () => filledTensor(shape, f, inputs));
 
 /**
  * Why the fused kernels cannot run on the current backend (`null` when they can: wasm or cpu).
@@ -78,7 +83,7 @@ export function rmsNormForward(
 ): { y: tf.Tensor2D; r: tf.Tensor2D } {
   check("rmsNormForward", { x, w });
   const D = w.size, N = rowsOf("rmsNormForward", "x", x, D);
-  const r = filledTensor([N, 1], (rv, [xv]) => {
+  const r = fill([N, 1], (rv, [xv]) => {
     for (let n = 0, o = 0; n < N; n++, o += D) {
       let s = 0;
       for (let j = 0; j < D; j++) s += xv[o + j] * xv[o + j];
@@ -105,7 +110,7 @@ export function rmsNormApply(x: tf.Tensor2D, r: tf.Tensor2D, w: tf.Tensor, unitO
   check("rmsNormApply", { x, r, w });
   const D = w.size, N = rowsOf("rmsNormApply", "x", x, D);
   const off = unitOffset ? 1 : 0;
-  return filledTensor([N, D], (y, [xv, rv, wv]) => {
+  return fill([N, D], (y, [xv, rv, wv]) => {
     for (let n = 0, o = 0; n < N; n++, o += D) {
       const rn = rv[n];
       for (let j = 0; j < D; j++) y[o + j] = xv[o + j] * rn * (wv[j] + off);
@@ -145,7 +150,7 @@ export function rmsNormBackward(
   }
   const off = unitOffset ? 1 : 0;
   const inputs = residual ? [x, r, w, dy, residual] : [x, r, w, dy];
-  return filledTensor([N, D], (dx, [xv, rv, wv, dyv, res]) => {
+  return fill([N, D], (dx, [xv, rv, wv, dyv, res]) => {
     for (let n = 0, o = 0; n < N; n++, o += D) {
       const rn = rv[n];
       let s = 0;
@@ -175,7 +180,7 @@ export function rmsNormBackward(
 export function rmsNormWeightGrad(x: tf.Tensor2D, r: tf.Tensor2D, dy: tf.Tensor2D): tf.Tensor1D {
   check("rmsNormWeightGrad", { x, r, dy });
   const D = x.shape[x.rank - 1], N = rowsOf("rmsNormWeightGrad", "x", x, D);
-  return filledTensor([D], (dw, [xv, rv, dyv]) => {
+  return fill([D], (dw, [xv, rv, dyv]) => {
     dw.fill(0);
     for (let n = 0, o = 0; n < N; n++, o += D) {
       const rn = rv[n];
@@ -216,7 +221,7 @@ export function gateSigmoid(kind: string, gate: tf.Tensor2D): tf.Tensor2D {
   check("gateSigmoid", { gate });
   if (kind === "silu") return tf.sigmoid(gate);
   return tf.tidy(() => {
-    const u2 = filledTensor([...gate.shape], (o, [g]) => {
+    const u2 = fill([...gate.shape], (o, [g]) => {
       for (let i = 0; i < o.length; i++) o[i] = 2 * GELU_C * (g[i] + GELU_A * g[i] * g[i] * g[i]);
     }, [gate]);
     return tf.sigmoid(u2) as tf.Tensor2D;
@@ -243,7 +248,7 @@ export function gatedActivation(gate: tf.Tensor2D, up: tf.Tensor2D, s: tf.Tensor
   if (gate.size !== up.size || gate.size !== s.size) {
     throw new TypeError(`gatedActivation: gate [${gate.shape}], up [${up.shape}], s [${s.shape}] must match`);
   }
-  return filledTensor([...gate.shape], (a, [g, u, sv]) => {
+  return fill([...gate.shape], (a, [g, u, sv]) => {
     for (let i = 0; i < a.length; i++) a[i] = g[i] * sv[i] * u[i];
   }, [gate, up, s]) as tf.Tensor2D;
 }
@@ -280,11 +285,11 @@ export function gatedActivationBackward(
     );
   }
   const shape = [...gate.shape];
-  const dUp = filledTensor(shape, (o, [g, d, sv]) => {
+  const dUp = fill(shape, (o, [g, d, sv]) => {
     for (let i = 0; i < o.length; i++) o[i] = d[i] * g[i] * sv[i];
   }, [gate, dAct, s]) as tf.Tensor2D;
   const gelu = kind === "gelu_tanh";
-  const dGate = filledTensor(shape, (o, [g, u, d, sv]) => {
+  const dGate = fill(shape, (o, [g, u, d, sv]) => {
     for (let i = 0; i < o.length; i++) {
       const gi = g[i], si = sv[i];
       const df = gelu
@@ -332,7 +337,7 @@ function headsKernel(where: string, x: tf.Tensor, Dh: number, o: HeadMove, cos?:
   const fromHeads = o.from === "heads", toHeads = o.to === "heads";
   const at = (heads: boolean, b: number, h: number, t: number) =>
     heads ? ((b * n + h) * T + t) * Dh : ((b * T + t) * n + h) * Dh;
-  return filledTensor(shape, (y, [xv, cv, sv]) => {
+  return fill(shape, (y, [xv, cv, sv]) => {
     for (let b = 0; b < B; b++) {
       for (let h = 0; h < n; h++) {
         for (let t = 0; t < T; t++) {
@@ -425,7 +430,7 @@ export function maskedSoftmax(scores: tf.Tensor, mask: tf.Tensor, scale: number,
   }
   // z is freed as soon as the softmax has read it.
   return tf.tidy(() =>
-    tf.softmax(filledTensor([...scores.shape], (z, [sv, mv]) => {
+    tf.softmax(fill([...scores.shape], (z, [sv, mv]) => {
       for (let row = 0; row < rows; row++) {
         const t = row % T, b = Math.floor(row / (heads * T));
         const o = row * K, mo = ((mB === 1 ? 0 : b) * T + t) * K;
@@ -455,7 +460,7 @@ export function softmaxBackward(p: tf.Tensor, dP: tf.Tensor, scale: number): tf.
     throw new TypeError(`softmaxBackward: p [${p.shape}] and dP [${dP.shape}] must match`);
   }
   const K = p.shape[p.rank - 1], rows = p.size / K;
-  return filledTensor([...p.shape], (dS, [pv, dv]) => {
+  return fill([...p.shape], (dS, [pv, dv]) => {
     for (let row = 0, o = 0; row < rows; row++, o += K) {
       let s = 0;
       for (let j = 0; j < K; j++) s += dv[o + j] * pv[o + j];
@@ -500,7 +505,7 @@ export function addScaled(
   }
   const inputs = [y, z, bias, residual].filter((t): t is tf.Tensor => t !== null && t !== undefined);
   const rows = y.size / O;
-  return filledTensor([...y.shape], (out, views) => {
+  return fill([...y.shape], (out, views) => {
     let i = 1;
     const yv = views[0];
     const zv = z ? views[i++] : undefined, bv = bias ? views[i++] : undefined;
