@@ -20,6 +20,26 @@ export const CBLAS_NO_TRANS = 111;
 /** `CblasTrans`. */
 export const CBLAS_TRANS = 112;
 
+/**
+ * A row-major GEMM with cblas semantics, `C = alpha·op(A)·op(B) + beta·C` (`op(A)`: `[M, K]`, `op(B)`:
+ * `[K, N]`, `C`: `[M, N]`, leading dimensions `lda`, `ldb`, `ldc`): OpenBLAS's sgemm and our bf16 GEMM.
+ */
+export type Gemm = (
+  transA: boolean,
+  transB: boolean,
+  m: number,
+  n: number,
+  k: number,
+  alpha: number,
+  a: Float32Array,
+  lda: number,
+  b: Float32Array,
+  ldb: number,
+  beta: number,
+  c: Float32Array,
+  ldc: number,
+) => void;
+
 /** A loaded BLAS library. */
 export interface Blas {
   /** Path the library was loaded from. */
@@ -28,21 +48,7 @@ export interface Blas {
    * `cblas_sgemm(order, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)`
    * on Float32Array views (which may be views of a wasm heap: zero copy).
    */
-  sgemm(
-    transA: boolean,
-    transB: boolean,
-    m: number,
-    n: number,
-    k: number,
-    alpha: number,
-    a: Float32Array,
-    lda: number,
-    b: Float32Array,
-    ldb: number,
-    beta: number,
-    c: Float32Array,
-    ldc: number,
-  ): void;
+  sgemm: Gemm;
   /** Sets the thread count (no-op when the library has no such call). */
   setThreads(n: number): void;
   /** Unloads the library. */

@@ -9,6 +9,7 @@
  * @module
  */
 import { envGet, ffiGranted } from "./permissions.ts";
+import type { Gemm } from "./blas.ts";
 
 const SYMBOLS = {
   nb_version: { parameters: [], result: "i32" },
@@ -156,21 +157,7 @@ export interface NativeKernels {
    * AVX512_BF16's `vdpbf16ps`, subnormal inputs and partial sums (below 2^-126 in magnitude) count as
    * zero. `C` is not read when `beta` is 0. The arrays may be views of the wasm heap.
    */
-  gemmBf16(
-    transA: boolean,
-    transB: boolean,
-    m: number,
-    n: number,
-    k: number,
-    alpha: number,
-    a: Float32Array,
-    lda: number,
-    b: Float32Array,
-    ldb: number,
-    beta: number,
-    c: Float32Array,
-    ldc: number,
-  ): void;
+  gemmBf16: Gemm;
 }
 
 /** The dynamic maps of {@linkcode NativeKernels.adam8bit}: 256 codes and their 255 midpoints each. */
