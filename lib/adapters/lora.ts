@@ -131,8 +131,10 @@ export class LoRALinear implements AdapterLayer {
   lowRank(): LowRankForm | string {
     if (this.kind !== "lora") return `${this.name} carries a ${this.kind} adapter`;
     if (this.merged) return `${this.name}'s adapter is merged`;
-    if (this.training && this.dropout > 0) return `${this.name} uses LoRA dropout while training`;
-    return { base: this.base, a: this.loraA, b: this.loraB, scale: this.scaling };
+    const dropout = this.training && this.dropout > 0
+      ? { rate: this.dropout, nextSeed: () => this.dropoutSeed++ }
+      : undefined;
+    return { base: this.base, a: this.loraA, b: this.loraB, scale: this.scaling, dropout };
   }
 
   /** `ΔW = scaling · B A`, `[O, I]`. */

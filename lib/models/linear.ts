@@ -34,6 +34,11 @@ export interface LowRankForm {
   a: tf.Variable;
   b: tf.Variable;
   scale: number;
+  /**
+   * Dropout on the adapter's input while training: its rate, and the layer's next dropout seed
+   * (`tf.dropout(x, rate, undefined, seed)`, the stream `apply()` draws from).
+   */
+  dropout?: { rate: number; nextSeed: () => number };
 }
 
 /** A linear map `y = x Wᵀ` with `W: [O, I]` (HF / PyTorch layout). */

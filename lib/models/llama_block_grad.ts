@@ -24,7 +24,7 @@
 import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 import type { BlockContext, BlockLinears, LlamaBlock } from "./llama_block.ts";
 import { BLOCK_LINEAR_NAMES } from "./llama_block.ts";
-import type { Linear } from "./linear.ts";
+import type { Linear, LowRankForm } from "./linear.ts";
 import type { RMSNorm } from "./rms_norm.ts";
 import type { LlamaConfig } from "./llama_config.ts";
 import {
@@ -48,8 +48,8 @@ type Name = keyof BlockLinears;
 /** A projection as the hand-written pass sees it: frozen base, optional LoRA, optional bias. */
 interface Projection {
   base: Linear & { inputGrad: (dy: tf.Tensor2D) => tf.Tensor2D };
-  /** `A: [r, I]`, `B: [O, r]`, scale `alpha / r`. */
-  lora?: { a: tf.Variable; b: tf.Variable; scale: number };
+  /** `A: [r, I]`, `B: [O, r]`, scale `alpha / r`, dropout on its input while training. */
+  lora?: { a: tf.Variable; b: tf.Variable; scale: number; dropout?: LowRankForm["dropout"] };
   bias?: { variable: tf.Variable; trainable: boolean };
 }
 
@@ -74,6 +74,8 @@ export interface BlockSaved {
   up: tf.Tensor2D;
   /** `x·Aᵀ [N, r]` of every projection with a LoRA. */
   low: Partial<Record<Name, tf.Tensor2D>>;
+  /** The dropout seed each LoRA with dropout drew (its mask is made again in the backward). */
+  seeds: Partial<Record<Name, number>>;
 }
 
 function projection(block: LlamaBlock, name: Name): Projection | string {
@@ -82,7 +84,7 @@ function projection(block: LlamaBlock, name: Name): Projection | string {
   const form = layer.lowRank?.();
   if (typeof form === "string") return form;
   if (form) {
-    lora = { a: form.a, b: form.b, scale: form.scale };
+    lora = { a: form.a, b: form.b, scale: form.scale, dropout: form.dropout };
     layer = form.base;
   }
   if (layer.trainableParams().length > 0) {
@@ -102,7 +104,7 @@ function projection(block: LlamaBlock, name: Name): Projection | string {
 /**
  * Why `block` cannot use the hand-written pass, or `null` when it can: every projection is a frozen
  * dense or 4-bit layer, optionally under an adapter with a plain low-rank form (`Linear.lowRank()`:
- * LoRA without dropout while training, not merged); activation SiLU or tanh-GELU; backend wasm or
+ * LoRA, with or without dropout, not merged); activation SiLU or tanh-GELU; backend wasm or
  * cpu (the fused kernels read tensors synchronously).
  *
  * @example
@@ -132,6 +134,33 @@ export function blockGradSupport(block: LlamaBlock): string | null {
   return null;
 }
 
+/**
+ * Whether the block's LoRAs apply dropout now (training with `dropout > 0`): then a recompute must
+ * reuse the forward's seeds ({@linkcode blockForwardSaving}'s `useSeeds`).
+ *
+ * @example
+ * ```ts
+ * import { initEngine } from "../engine/backend.ts";
+ * import { EMBEDDED_MODEL_DIR } from "./embedded.ts";
+ * import { loadModel } from "./load_model.ts";
+ * import { attachLoRA } from "../adapters/attach.ts";
+ * import { blockUsesDropout } from "./llama_block_grad.ts";
+ * await initEngine({ backend: "cpu" });
+ * const model = await loadModel(EMBEDDED_MODEL_DIR);
+ * attachLoRA(model, { r: 4, dropout: 0.1 });
+ * if (blockUsesDropout(model.layers[0])) throw new Error("not while evaluating");
+ * model.setTraining(true);
+ * if (!blockUsesDropout(model.layers[0])) throw new Error("while training");
+ * model.dispose();
+ * ```
+ */
+export function blockUsesDropout(block: LlamaBlock): boolean {
+  return BLOCK_LINEAR_NAMES.some((n) => {
+    const f = block.linears[n].lowRank?.();
+    return typeof f === "object" && f.dropout !== undefined;
+  });
+}
+
 function projections(block: LlamaBlock): Record<Name, Projection> {
   const out = {} as Record<Name, Projection>;
   for (const n of BLOCK_LINEAR_NAMES) {
@@ -150,11 +179,14 @@ function project(
   p: Projection,
   x: tf.Tensor2D,
   residual?: tf.Tensor2D,
+  seed?: number,
 ): { y: tf.Tensor2D; low?: tf.Tensor2D } {
   const y = p.base.apply(x); // [N, O]
   let low: tf.Tensor2D | undefined, lb: tf.Tensor2D | null = null;
   if (p.lora) {
-    low = tf.matMul(x, p.lora.a as tf.Tensor2D, false, true); // [N, r]
+    // LoRA dropout: the same mask as LoRALinear.apply (tf.dropout with the layer's seed)
+    const xin = p.lora.dropout ? tf.dropout(x, p.lora.dropout.rate, undefined, seed) as tf.Tensor2D : x;
+    low = tf.matMul(xin, p.lora.a as tf.Tensor2D, false, true); // [N, r]
     lb = tf.matMul(low, p.lora.b as tf.Tensor2D, false, true); // [N, O]
   }
   if (!lb && !p.bias && !residual) return { y, low };
@@ -172,14 +204,18 @@ function projectBack(
   low: tf.Tensor2D | undefined,
   dy: tf.Tensor2D,
   grads: Map<tf.Variable, tf.Tensor>,
+  seed?: number,
 ): tf.Tensor2D[] {
   const terms = [p.base.inputGrad(dy)]; // [N, I]
   if (p.lora) {
-    const { a, b, scale } = p.lora;
+    const { a, b, scale, dropout } = p.lora;
+    // With dropout, the forward's mask again (same seed and shape): on x for dA, on the input gradient.
+    const drop = (t: tf.Tensor2D) =>
+      dropout ? tf.dropout(t, dropout.rate, undefined, seed) as tf.Tensor2D : t;
     const dlow = tf.mul(tf.matMul(dy, b as tf.Tensor2D), scale) as tf.Tensor2D; // [N, r]
     grads.set(b, tf.keep(tf.mul(tf.matMul(dy, low!, true, false), scale))); // [O, r]
-    grads.set(a, tf.keep(tf.matMul(dlow, x, true, false))); // [r, I]
-    terms.push(tf.matMul(dlow, a as tf.Tensor2D));
+    grads.set(a, tf.keep(tf.matMul(dlow, drop(x), true, false))); // [r, I]
+    terms.push(drop(tf.matMul(dlow, a as tf.Tensor2D)));
   }
   if (p.bias?.trainable) grads.set(p.bias.variable, tf.keep(tf.sum(dy, 0)));
   return terms;
@@ -231,6 +267,8 @@ export function blockForwardSaving(
   block: LlamaBlock,
   h: tf.Tensor3D,
   ctx: BlockContext,
+  /** Dropout seeds to use instead of drawing new ones (recomputing a forward that drew them). */
+  useSeeds?: BlockSaved["seeds"],
 ): { out: tf.Tensor3D; saved: BlockSaved } {
   const c = block.config;
   const ps = projections(block);
@@ -240,6 +278,12 @@ export function blockForwardSaving(
   const keepLow = (n: Name, l?: tf.Tensor2D) => {
     if (l) low[n] = tf.keep(l);
   };
+  // Dropout seeds: drawn in apply()'s order (q, k, v, o, gate, up, down), or the given ones (a recompute).
+  const seeds: BlockSaved["seeds"] = {};
+  for (const n of BLOCK_LINEAR_NAMES) {
+    const d = ps[n].lora?.dropout;
+    if (d) seeds[n] = useSeeds?.[n] ?? d.nextSeed();
+  }
   // Two phases, each its own tidy: the attention's intermediates are freed before the MLP's.
   let r1!: tf.Tensor2D, q!: tf.Tensor4D, k!: tf.Tensor4D, v!: tf.Tensor4D, p!: tf.Tensor3D;
   let merged!: tf.Tensor2D;
@@ -247,7 +291,9 @@ export function blockForwardSaving(
     const x = tf.reshape(h, [N, D]) as tf.Tensor2D;
     const n1 = rmsNormForward(x, block.inputNorm.weight, block.inputNorm.eps, block.inputNorm.unitOffset);
     r1 = tf.keep(n1.r);
-    const qp = project(ps.q_proj, n1.y), kp = project(ps.k_proj, n1.y), vp = project(ps.v_proj, n1.y);
+    const qp = project(ps.q_proj, n1.y, undefined, seeds.q_proj);
+    const kp = project(ps.k_proj, n1.y, undefined, seeds.k_proj);
+    const vp = project(ps.v_proj, n1.y, undefined, seeds.v_proj);
     keepLow("q_proj", qp.low);
     keepLow("k_proj", kp.low);
     keepLow("v_proj", vp.low);
@@ -259,7 +305,7 @@ export function blockForwardSaving(
     p = tf.keep(maskedSoftmax(scores, ctx.mask, 1 / Math.sqrt(Dh), H) as tf.Tensor3D); // [B·G, R·T, K]
     const ctxv = tf.matMul(p, tf.reshape(v, [B * G, T, Dh])); // [B·G, R·T, Dh]
     merged = tf.keep(moveHeads(ctxv, Dh, { B, T, n: H, from: "heads", to: "rows" }) as tf.Tensor2D); // [N, H·Dh]
-    const op = project(ps.o_proj, merged, x);
+    const op = project(ps.o_proj, merged, x, seeds.o_proj);
     keepLow("o_proj", op.low);
     return op.y; // [N, D]
   });
@@ -267,11 +313,12 @@ export function blockForwardSaving(
   const out = tf.tidy(() => {
     const post = block.postAttentionNorm;
     const n2 = rmsNormForward(h1, post.weight, post.eps, post.unitOffset);
-    const gp = project(ps.gate_proj, n2.y), up = project(ps.up_proj, n2.y);
+    const gp = project(ps.gate_proj, n2.y, undefined, seeds.gate_proj);
+    const up = project(ps.up_proj, n2.y, undefined, seeds.up_proj);
     keepLow("gate_proj", gp.low);
     keepLow("up_proj", up.low);
     const act = gatedActivation(gp.y, up.y, gateSigmoid(c.hiddenAct, gp.y)); // [N, F]
-    const dp = project(ps.down_proj, act, h1);
+    const dp = project(ps.down_proj, act, h1, seeds.down_proj);
     keepLow("down_proj", dp.low);
     saved = {
       input: h,
@@ -286,6 +333,7 @@ export function blockForwardSaving(
       gate: tf.keep(gp.y),
       up: tf.keep(up.y),
       low,
+      seeds,
     };
     return tf.reshape(dp.y, [B, T, D]) as tf.Tensor3D;
   });
@@ -294,7 +342,7 @@ export function blockForwardSaving(
 
 /** Frees what {@linkcode blockForwardSaving} kept. */
 export function disposeSaved(saved: BlockSaved): void {
-  const { low, input: _, ...rest } = saved;
+  const { low, input: _, seeds: _s, ...rest } = saved;
   tf.dispose([...Object.values(rest), ...Object.values(low)] as tf.Tensor[]);
 }
 
@@ -314,7 +362,7 @@ export function blockBackward(
   const [B, T, D] = dOut.shape;
   const H = c.numAttentionHeads, G = c.numKeyValueHeads, R = H / G, Dh = c.headDim, N = B * T;
   const grads = new Map<tf.Variable, tf.Tensor>();
-  const { input, r1, r2, q, k, v, p, merged, h1, gate, up, low } = saved;
+  const { input, r1, r2, q, k, v, p, merged, h1, gate, up, low, seeds } = saved;
   try {
     const inNorm = block.inputNorm, post = block.postAttentionNorm;
     // One tidy: splitting it in two (MLP, then attention with the MLP's saved tensors freed) would
@@ -325,18 +373,18 @@ export function blockBackward(
       const d = tf.reshape(dOut, [N, D]) as tf.Tensor2D;
       const s = gateSigmoid(c.hiddenAct, gate); // [N, F]
       const act = gatedActivation(gate, up, s); // [N, F]
-      const dAct = sumOf(projectBack(ps.down_proj, act, low.down_proj, d, grads)); // [N, F]
+      const dAct = sumOf(projectBack(ps.down_proj, act, low.down_proj, d, grads, seeds.down_proj)); // [N, F]
       const { dGate, dUp } = gatedActivationBackward(c.hiddenAct, gate, up, dAct, s);
       const n2 = rmsNormApply(h1, r2, post.weight, post.unitOffset);
       const dn2 = tf.addN([
-        ...projectBack(ps.gate_proj, n2, low.gate_proj, dGate, grads),
-        ...projectBack(ps.up_proj, n2, low.up_proj, dUp, grads),
+        ...projectBack(ps.gate_proj, n2, low.gate_proj, dGate, grads, seeds.gate_proj),
+        ...projectBack(ps.up_proj, n2, low.up_proj, dUp, grads, seeds.up_proj),
       ]) as tf.Tensor2D;
       const dh1 = rmsBack(post, h1, r2, dn2, d, grads); // [N, D]
 
       // Attention: h1 = x + o_proj(merged)
       const x = tf.reshape(input, [N, D]) as tf.Tensor2D;
-      const dMerged = sumOf(projectBack(ps.o_proj, merged, low.o_proj, dh1, grads)); // [N, H·Dh]
+      const dMerged = sumOf(projectBack(ps.o_proj, merged, low.o_proj, dh1, grads, seeds.o_proj)); // [N, H·Dh]
       const heads = { B, T, n: H, from: "rows" as const, to: "heads" as const, shape: [B * G, R * T, Dh] };
       const dCtx = moveHeads(dMerged, Dh, heads); // [B·G, R·T, Dh]
       const dP = tf.matMul(dCtx, tf.reshape(v, [B * G, T, Dh]), false, true); // [B·G, R·T, K]
@@ -351,9 +399,9 @@ export function blockBackward(
       const dv = moveHeads(dV, Dh, back(G)) as tf.Tensor2D; // [N, G·Dh]
       const n1 = rmsNormApply(x, r1, inNorm.weight, inNorm.unitOffset);
       const dn1 = tf.addN([
-        ...projectBack(ps.q_proj, n1, low.q_proj, dq, grads),
-        ...projectBack(ps.k_proj, n1, low.k_proj, dk, grads),
-        ...projectBack(ps.v_proj, n1, low.v_proj, dv, grads),
+        ...projectBack(ps.q_proj, n1, low.q_proj, dq, grads, seeds.q_proj),
+        ...projectBack(ps.k_proj, n1, low.k_proj, dk, grads, seeds.k_proj),
+        ...projectBack(ps.v_proj, n1, low.v_proj, dv, grads, seeds.v_proj),
       ]) as tf.Tensor2D;
       return tf.reshape(rmsBack(inNorm, x, r1, dn1, dh1, grads), [B, T, D]) as tf.Tensor3D;
     });

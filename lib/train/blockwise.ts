@@ -28,6 +28,7 @@ import {
   blockForwardSaving,
   blockGradSupport,
   type BlockSaved,
+  blockUsesDropout,
   disposeSaved,
 } from "../models/llama_block_grad.ts";
 
@@ -94,6 +95,7 @@ export function blockwiseBackward(
   const weights = tf.tensor1d(batch.weights, "float32");
   const hs: tf.Tensor3D[] = [];
   const saved: (BlockSaved | undefined)[] = [];
+  const seeds: BlockSaved["seeds"][] = []; // per block, the LoRA dropout seeds of its forward (recompute)
   let tiedEmbedGrad: tf.Tensor | undefined;
   try {
     // Forward, keeping block inputs (and, hand-written without recompute, what each backward needs).
@@ -104,6 +106,12 @@ export function blockwiseBackward(
         if (how === "hand-written") {
           const r = blockForwardSaving(layer, h, ctx);
           saved.push(r.saved);
+          hs.push(r.out);
+        } else if (how === "hand-written-recompute" && blockUsesDropout(layer)) {
+          // The recompute must draw the same LoRA dropout masks: keep this forward's seeds only.
+          const r = blockForwardSaving(layer, h, ctx);
+          seeds[layer.index] = r.saved.seeds;
+          disposeSaved(r.saved);
           hs.push(r.out);
         } else hs.push(tf.tidy(() => layer.forward(h, ctx)));
       }
@@ -188,7 +196,7 @@ export function blockwiseBackward(
         let s = saved[i];
         saved[i] = undefined;
         if (!s) {
-          const r = withPhase("blocks: recompute", () => blockForwardSaving(layer, h, ctx));
+          const r = withPhase("blocks: recompute", () => blockForwardSaving(layer, h, ctx, seeds[i]));
           r.out.dispose();
           s = r.saved;
         }

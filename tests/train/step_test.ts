@@ -151,3 +151,19 @@ Deno.test("a NaN loss stops training at the step where it happens and leaves the
   assertEquals(flatWeights(model), w);
   model.dispose();
 });
+
+Deno.test("LoRA dropout, hand-written backward: gradient checkpointing reuses the forward's masks (same run)", async () => {
+  const run = async (gradientCheckpointing: boolean) => {
+    const model = initModel(CONFIG, { seed: 3 });
+    attachLoRA(model, { r: 2, alpha: 4, dropout: 0.3 });
+    const history = await train(model, EXAMPLES, { steps: 3, batchSize: 2, lr: 1e-2, gradientCheckpointing });
+    const w = flatWeights(model);
+    model.dispose();
+    return { losses: history.map((h) => h.loss), w };
+  };
+  const a = await run(false), b = await run(true);
+  a.losses.forEach((l, i) =>
+    assert(Math.abs(l - b.losses[i]) < 1e-6 * Math.abs(l), `step ${i + 1}: ${l} vs ${b.losses[i]}`)
+  );
+  assert(relError(b.w, a.w) < 1e-6, `weights differ: ${relError(b.w, a.w)}`);
+});
