@@ -14,7 +14,7 @@
  */
 import { CliUsageError, defineCli, parseCli, runCli } from "../scripts/_cli.ts";
 import { initEngine } from "../lib/engine/backend.ts";
-import { loadBlas } from "../lib/engine/blas.ts";
+import { type Gemm, loadBlas } from "../lib/engine/blas.ts";
 import { heapStats } from "../lib/engine/heap_guard.ts";
 import { loadModel } from "../lib/models/load_model.ts";
 import { attachLoRA } from "../lib/adapters/attach.ts";
@@ -60,36 +60,30 @@ function flopsPerToken(c: Record<string, number>, checkpointed: boolean, seq: nu
   return fwd * 2 + (checkpointed ? 2 * (linear + attn) : 0);
 }
 
-/** The sgemm ceiling on this machine now: the best of a few large products. */
-function sgemmCeiling(): number {
-  const blas = loadBlas();
-  if (!blas) return NaN;
+/** A GEMM's ceiling on this machine now: the best of a few large products (NT, as the training matmuls). */
+function gemmCeiling(gemm: Gemm): number {
   let best = 0;
   for (const [m, n, k] of [[256, 5632, 2048], [1024, 1024, 1024], [256, 2048, 5632]]) {
     const A = new Float32Array(m * k).fill(0.01), B = new Float32Array(k * n).fill(0.01);
     const C = new Float32Array(m * n);
-    blas.sgemm(false, true, m, n, k, 1, A, k, B, k, 0, C, n);
+    gemm(false, true, m, n, k, 1, A, k, B, k, 0, C, n);
     const t = performance.now();
-    for (let i = 0; i < 3; i++) blas.sgemm(false, true, m, n, k, 1, A, k, B, k, 0, C, n);
+    for (let i = 0; i < 3; i++) gemm(false, true, m, n, k, 1, A, k, B, k, 0, C, n);
     best = Math.max(best, (3 * 2 * m * n * k) / ((performance.now() - t) / 1000));
   }
   return best;
 }
 
+/** OpenBLAS sgemm's ceiling now, or NaN without BLAS. */
+function sgemmCeiling(): number {
+  const blas = loadBlas();
+  return blas ? gemmCeiling(blas.sgemm) : NaN;
+}
+
 /** The native bf16 GEMM's ceiling now (same shapes), or NaN without it. */
 function bf16Ceiling(): number {
   const k = nativeKernels();
-  if (!k.bf16Gemm) return NaN;
-  let best = 0;
-  for (const [m, n, kk] of [[256, 5632, 2048], [1024, 1024, 1024], [256, 2048, 5632]]) {
-    const A = new Float32Array(m * kk).fill(0.01), B = new Float32Array(kk * n).fill(0.01);
-    const C = new Float32Array(m * n);
-    k.gemmBf16(false, true, m, n, kk, 1, A, kk, B, kk, 0, C, n);
-    const t = performance.now();
-    for (let i = 0; i < 3; i++) k.gemmBf16(false, true, m, n, kk, 1, A, kk, B, kk, 0, C, n);
-    best = Math.max(best, (3 * 2 * m * n * kk) / ((performance.now() - t) / 1000));
-  }
-  return best;
+  return k.bf16Gemm ? gemmCeiling(k.gemmBf16.bind(k)) : NaN;
 }
 
 /** Worker: one nbtune model run in this process; prints one JSON line. */

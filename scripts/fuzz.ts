@@ -9,19 +9,7 @@
  * @module
  */
 import { defineCli, runCli } from "./_cli.ts";
-
-const FORMATS = [
-  "safetensors",
-  "gguf",
-  "model",
-  "tokenizer",
-  "bnb4bit",
-  "gptq",
-  "peft",
-  "state",
-  "recipe",
-  "jsonl",
-] as const;
+import { FUZZ_FORMATS, type FuzzFormat } from "../tests/fuzz/formats.ts";
 
 const FUZZ_CLI = defineCli({
   name: "fuzz",
@@ -45,7 +33,7 @@ const FUZZ_CLI = defineCli({
     },
     only: {
       type: "list",
-      choices: FORMATS,
+      choices: FUZZ_FORMATS,
       defaultText: "every format",
       description: "formats to run (a format's cases do not depend on the others)",
       example: "--only gptq,peft",
@@ -74,7 +62,7 @@ if (import.meta.main) {
     const { initEngine } = await import("../lib/engine/backend.ts");
     const { formatReport, runFuzz } = await import("../tests/fuzz/harness.ts");
     await initEngine({ backend: "cpu" });
-    const only = (values.only ?? [...FORMATS]) as (typeof FORMATS[number])[];
+    const only = (values.only ?? [...FUZZ_FORMATS]) as FuzzFormat[];
     const cases = Object.fromEntries(
       only.map((f) => [f, f === "state" ? Math.max(1, Math.round(values.cases / 4)) : values.cases]),
     );

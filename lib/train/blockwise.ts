@@ -204,11 +204,15 @@ export function blockwiseBackward(
         dh.dispose();
         hs[i + 1].dispose();
         dh = r.dh;
-        pg = params.map((p) => {
-          const g = r.grads.get(p.variable);
-          r.grads.delete(p.variable);
-          return g ?? tf.zerosLike(p.variable);
-        });
+        const missing = params.find((p) => !r.grads.has(p.variable));
+        if (missing) {
+          tf.dispose([...r.grads.values(), dh]);
+          throw new Error(
+            `hand-written backward of layer ${i}: no gradient for ${missing.name} (a bug: report it)`,
+          );
+        }
+        pg = params.map((p) => r.grads.get(p.variable)!);
+        for (const p of params) r.grads.delete(p.variable);
         tf.dispose([...r.grads.values()]); // gradients of tensors the trainer does not train
       }
       if (params.length) give(params, pg);

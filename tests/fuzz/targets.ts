@@ -22,21 +22,8 @@ import { readJsonl } from "../../lib/io/jsonl.ts";
 import { tokenizeRecords } from "../../lib/train/data.ts";
 import { createTokenizer, loadTokenizer, type Tokenizer } from "../../lib/io/tokenizer.ts";
 
-/** The formats the fuzzer covers. */
-export const FUZZ_FORMATS = [
-  "safetensors",
-  "gguf",
-  "model",
-  "tokenizer",
-  "bnb4bit",
-  "gptq",
-  "peft",
-  "state",
-  "recipe",
-  "jsonl",
-] as const;
-/** One of {@linkcode FUZZ_FORMATS}. */
-export type FuzzFormat = typeof FUZZ_FORMATS[number];
+import { FUZZ_FORMATS, type FuzzFormat } from "./formats.ts";
+export { FUZZ_FORMATS, type FuzzFormat };
 
 /** How a load that did not throw ended. */
 export type LoadResult = "accepted" | "diverged";
