@@ -106,6 +106,7 @@ const PROFILE_CLI = defineCli({
  * const a = parseProfileArgs(["out/m", "--seq", "128", "--checkpointing", "off"]);
  * if (a.seq !== 128 || a.checkpointing || a.r !== 16 || a.quantize !== "nf4") throw new Error(JSON.stringify(a));
  * if (parseProfileArgs(["out/m"]).checkpointing !== "auto") throw new Error("train()'s default");
+ * if (parseProfileArgs(["out/m", "--compute-dtype", "bfloat16"]).computeDtype !== "bfloat16") throw new Error();
  * ```
  */
 export function parseProfileArgs(args: string[]): ProfileArgs {
